@@ -1,0 +1,1 @@
+"""Small shared plumbing: streams, checkpoint store, gRPC helpers, embedded Redis, run state."""

@@ -1,0 +1,62 @@
+"""gRPC server and channel helpers shared by every service: health service on every server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+class ServiceServer:
+    """A grpc.Server with the standard health service; `set_serving` flips readiness."""
+
+    def __init__(self, address: str, service_name: str, *, max_workers: int = 8) -> None:
+        self.service_name = service_name
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=_OPTIONS)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind gRPC server to {address}")
+        self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def add(self, register: Callable[[object, grpc.Server], None], servicer: object) -> None:
+        register(servicer, self.server)
+
+    def start(self) -> None:
+        self.server.start()
+
+    def set_serving(self, serving: bool = True) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self._set(status)
+
+    def _set(self, status: int) -> None:
+        self.health.set("", status)
+        self.health.set(self.service_name, status)
+
+    def stop(self, grace: float = 2.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+
+
+def channel(target: str) -> grpc.Channel:
+    return grpc.insecure_channel(target, options=_OPTIONS)
+
+
+def check_health(target: str, timeout: float = 2.0, service: str = "") -> bool:
+    try:
+        with channel(target) as chan:
+            response = health_pb2_grpc.HealthStub(chan).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        return response.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False

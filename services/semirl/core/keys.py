@@ -1,0 +1,62 @@
+"""Redis key and stream names: the one place they are spelled."""
+
+from __future__ import annotations
+
+PREFIX = "semirl"
+
+# Streams (global, so autoscalers watch fixed names) and their consumer groups.
+PROMPTS = f"{PREFIX}:stream:prompts"
+TO_VERIFY = f"{PREFIX}:stream:to_verify"
+TO_REWARD = f"{PREFIX}:stream:to_reward"
+SCORED = f"{PREFIX}:stream:scored"
+EVAL_SCORED = f"{PREFIX}:stream:eval_scored"
+
+GENERATORS_GROUP = "generators"
+VERIFIERS_GROUP = "verifiers"
+REWARDS_GROUP = "rewards"
+TRAINER_GROUP = "trainer"
+CONTROLLER_GROUP = "controller"
+
+STREAM_GROUPS = {
+    PROMPTS: GENERATORS_GROUP,
+    TO_VERIFY: VERIFIERS_GROUP,
+    TO_REWARD: REWARDS_GROUP,
+    SCORED: TRAINER_GROUP,
+    EVAL_SCORED: CONTROLLER_GROUP,
+}
+
+# Run state (written by the controller, read by everyone).
+RUN_INDEX = f"{PREFIX}:runs"              # list of run ids, oldest first
+RUN_QUEUE = f"{PREFIX}:runs:queue"        # list of queued run ids
+ACTIVE_RUN = f"{PREFIX}:runs:active"      # string: the running run id
+RELOAD_CHANNEL = f"{PREFIX}:reload"       # pub/sub: a ReloadRequest was fanned out
+
+
+def run_key(run_id: str) -> str:
+    return f"{PREFIX}:run:{run_id}"
+
+
+def run_metrics_key(run_id: str) -> str:
+    return f"{PREFIX}:run:{run_id}:metrics"
+
+
+def run_steps_key(run_id: str) -> str:
+    """List of StepReport JSON documents (metrics plus the groups each step used)."""
+    return f"{PREFIX}:run:{run_id}:steps"
+
+
+def run_eval_key(run_id: str) -> str:
+    return f"{PREFIX}:run:{run_id}:eval"
+
+
+def done_key(run_id: str, stage: str) -> str:
+    """Set of prompt ids a stage has already forwarded: the idempotency record of that stage."""
+    return f"{PREFIX}:run:{run_id}:done:{stage}"
+
+
+def generator_registration_key(generator_id: str) -> str:
+    """String key holding a live generator's gRPC endpoint; expires unless the generator refreshes it."""
+    return f"{PREFIX}:generator:{generator_id}"
+
+
+GENERATOR_REGISTRATION_PATTERN = f"{PREFIX}:generator:*"

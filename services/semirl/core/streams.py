@@ -1,0 +1,176 @@
+"""Redis Streams work queues with consumer groups, carrying protobuf messages.
+
+Delivery contract (DESIGN §2):
+- An entry is acked only after its output is written downstream; `forward` does the downstream XADD, the
+  idempotency record and the XACK in one Lua script, so a crash leaves either nothing or everything.
+- A consumer first re-reads its own pending entries (a restarted worker with the same name replays what it
+  had not acked), then takes over entries another consumer has held longer than the visibility timeout
+  (XAUTOCLAIM: that consumer is presumed dead), then reads new entries.
+- Redelivery is harmless: `forward` writes downstream at most once per (run, stage, prompt_id).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import redis
+from google.protobuf.message import DecodeError, Message
+
+log = logging.getLogger(__name__)
+
+PAYLOAD_FIELD = b"pb"
+M = TypeVar("M", bound=Message)
+
+# KEYS: out_stream, done_set, in_stream   ARGV: group, entry_id, member, payload, maxlen
+_FORWARD_ONCE = """
+local added = redis.call('SADD', KEYS[2], ARGV[3])
+if added == 1 then
+  redis.call('XADD', KEYS[1], '*', 'pb', ARGV[4])
+end
+redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+return added
+"""
+
+
+@dataclass(frozen=True)
+class Delivery(Generic[M]):
+    entry_id: str
+    message: M
+    delivery_count: int = 1
+
+
+class StreamQueue(Generic[M]):
+    """One consumer of one stream's consumer group, decoding entries as `message_type`."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        message_type: type[M],
+        *,
+        visibility_timeout_s: float = 60.0,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.message_type = message_type
+        self.visibility_timeout_ms = int(visibility_timeout_s * 1000)
+        self._replay_own_pending = True
+        self._forward_script = client.register_script(_FORWARD_ONCE)
+        self.ensure_group()
+
+    def ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+
+    # --- producing ------------------------------------------------------------------------------------
+
+    def publish(self, message: Message) -> str:
+        return publish(self.client, self.stream, message)
+
+    # --- consuming ------------------------------------------------------------------------------------
+
+    def read(self, count: int = 16, block_ms: int = 1000) -> list[Delivery[M]]:
+        """Own unacked entries first (once, after start), then reclaimed ones, then new ones."""
+        if self._replay_own_pending:
+            own = self._decode(self._xreadgroup("0", count, None))
+            if own:
+                return own
+            self._replay_own_pending = False
+        claimed = self.reclaim(count)
+        if claimed:
+            return claimed
+        return self._decode(self._xreadgroup(">", count, block_ms))
+
+    def reclaim(self, count: int = 16) -> list[Delivery[M]]:
+        """Take over entries idle longer than the visibility timeout (their consumer is presumed dead)."""
+        result = self.client.xautoclaim(
+            self.stream, self.group, self.consumer, self.visibility_timeout_ms, start_id="0-0", count=count
+        )
+        entries = result[1] if len(result) > 1 else []
+        deliveries = self._decode([(self.stream, entries)])
+        if deliveries:
+            log.info("%s reclaimed %d entries from %s", self.consumer, len(deliveries), self.stream)
+        return deliveries
+
+    def ack(self, entry_ids: Iterable[str]) -> int:
+        ids = list(entry_ids)
+        return int(self.client.xack(self.stream, self.group, *ids)) if ids else 0
+
+    def forward(
+        self, delivery: Delivery[M], out_stream: str, output: Message, *, done_set: str, member: str
+    ) -> bool:
+        """Write `output` downstream unless `member` was already forwarded, and ack `delivery`; atomic.
+
+        Returns True when the output was written, False when it was a duplicate (acked only).
+        """
+        added = self._forward_script(
+            keys=[out_stream, done_set, self.stream],
+            args=[self.group, delivery.entry_id, member, output.SerializeToString()],
+        )
+        return bool(added)
+
+    # --- introspection --------------------------------------------------------------------------------
+
+    def pending_count(self) -> int:
+        return pending_count(self.client, self.stream, self.group)
+
+    def _xreadgroup(self, start: str, count: int, block_ms: int | None):  # noqa: ANN202
+        return self.client.xreadgroup(
+            self.group, self.consumer, {self.stream: start}, count=count, block=block_ms
+        )
+
+    def _decode(self, response) -> list[Delivery[M]]:  # noqa: ANN001
+        deliveries: list[Delivery[M]] = []
+        poison: list[str] = []
+        for _stream, entries in response or []:
+            for entry_id, fields in entries:
+                entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                if not fields:  # deleted entry still pending
+                    poison.append(entry_id)
+                    continue
+                message = self.message_type()
+                try:
+                    message.ParseFromString(fields[PAYLOAD_FIELD])
+                except (DecodeError, KeyError):
+                    log.error("dropping undecodable entry %s on %s", entry_id, self.stream)
+                    poison.append(entry_id)
+                    continue
+                deliveries.append(Delivery(entry_id, message))
+        self.ack(poison)
+        return deliveries
+
+
+def publish(client: redis.Redis, stream: str, message: Message) -> str:
+    entry_id = client.xadd(stream, {PAYLOAD_FIELD: message.SerializeToString()})
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+def pending_count(client: redis.Redis, stream: str, group: str) -> int:
+    try:
+        info = client.xpending(stream, group)
+    except redis.ResponseError:
+        return 0
+    return int(info["pending"]) if info else 0
+
+
+def backlog(client: redis.Redis, stream: str, group: str) -> dict[str, int]:
+    """Entries not yet delivered to the group (lag) and delivered but unacked (pending)."""
+    lag = 0
+    try:
+        for info in client.xinfo_groups(stream):
+            name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+            if name == group:
+                lag = int(info.get("lag") or 0)
+    except redis.ResponseError:
+        return {"lag": 0, "pending": 0}
+    return {"lag": lag, "pending": pending_count(client, stream, group)}

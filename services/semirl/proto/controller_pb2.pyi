@@ -1,0 +1,65 @@
+from semirl.proto import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CommitCheckpointRequest(_message.Message):
+    __slots__ = ("run_id", "policy", "final")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    policy: _types_pb2.PolicyRef
+    final: bool
+    def __init__(self, run_id: _Optional[str] = ..., policy: _Optional[_Union[_types_pb2.PolicyRef, _Mapping]] = ..., final: _Optional[bool] = ...) -> None: ...
+
+class CommitCheckpointResponse(_message.Message):
+    __slots__ = ("committed", "error")
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    committed: bool
+    error: str
+    def __init__(self, committed: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class GroupUse(_message.Message):
+    __slots__ = ("prompt_id", "policy_version", "trained", "skip_reason")
+    PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FIELD_NUMBER: _ClassVar[int]
+    SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
+    prompt_id: str
+    policy_version: int
+    trained: bool
+    skip_reason: str
+    def __init__(self, prompt_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., trained: _Optional[bool] = ..., skip_reason: _Optional[str] = ...) -> None: ...
+
+class StepReport(_message.Message):
+    __slots__ = ("run_id", "step", "metrics", "groups", "resumed_from_step")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    step: int
+    metrics: _containers.ScalarMap[str, float]
+    groups: _containers.RepeatedCompositeFieldContainer[GroupUse]
+    resumed_from_step: int
+    def __init__(self, run_id: _Optional[str] = ..., step: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., groups: _Optional[_Iterable[_Union[GroupUse, _Mapping]]] = ..., resumed_from_step: _Optional[int] = ...) -> None: ...
+
+class ReportStepResponse(_message.Message):
+    __slots__ = ("cancelled",)
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    cancelled: bool
+    def __init__(self, cancelled: _Optional[bool] = ...) -> None: ...

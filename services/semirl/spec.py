@@ -1,0 +1,281 @@
+"""RunSpec: the one schema of a run.
+
+A run spec is what a user POSTs to the controller (JSON or YAML). Every service reads its settings from it;
+nothing else defines a run. Sections are named after the concept they configure so that GRPO, reward
+models, mixed tasks and evaluation extend it without renaming anything.
+
+Path checks (the model exists, nothing escapes the checkpoint store) run only when validation is given the
+context ``{"check_paths": True}`` — the controller does that at submission; services that later read the
+stored spec do not re-check.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+SAFE_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _checking_paths(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("check_paths"))
+
+
+class ModelSpec(_Section):
+    path: str = Field(description="Seed policy: a directory holding an HF causal-LM checkpoint and tokenizer.")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_model_len: int = Field(512, gt=0, description="Context length the generators allocate for.")
+
+    @field_validator("path")
+    @classmethod
+    def _model_exists(cls, value: str, info: ValidationInfo) -> str:
+        if _checking_paths(info):
+            path = Path(value)
+            if not path.is_dir() or not (path / "config.json").is_file():
+                raise ValueError(f"model directory {value!r} does not exist or has no config.json")
+        return value
+
+
+class DatasetSpec(_Section):
+    path: str = Field(description="JSONL file of problems: fields `problem` (or `question`) and `answer`.")
+    problem_field: str = "problem"
+    answer_field: str = "answer"
+    limit: int | None = Field(None, gt=0, description="Use at most this many rows.")
+    reward_source: Literal["verifier", "reward_model"] = "verifier"
+
+    @field_validator("path")
+    @classmethod
+    def _dataset_exists(cls, value: str, info: ValidationInfo) -> str:
+        if _checking_paths(info) and not Path(value).is_file():
+            raise ValueError(f"dataset file {value!r} does not exist")
+        return value
+
+
+class DataSpec(_Section):
+    train: DatasetSpec
+    eval: DatasetSpec | None = None
+    prompt_template: str = Field(
+        "{problem}",
+        description="Python format string applied to each row; `{problem}` is the row's problem text.",
+    )
+    shuffle_seed: int = 0
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_has_problem(cls, value: str) -> str:
+        if "{problem}" not in value:
+            raise ValueError("prompt_template must contain {problem}")
+        return value
+
+
+class SamplingSpec(_Section):
+    n: int = Field(8, ge=2, le=256, description="Samples per prompt (DPO needs at least 2 to form a pair).")
+    temperature: float = Field(1.0, ge=0.0, le=10.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(512, gt=0)
+
+
+class SyncSpec(_Section):
+    interval: int | Literal["offline"] = Field(
+        1, description="s: sync the generators every s trainer steps; 1 = online, 'offline' = never."
+    )
+    ref_interval: int | Literal["never"] | None = Field(
+        None, description="Re-sync the DPO reference model every k steps; default s for DPO, never for GRPO."
+    )
+    max_staleness: int | None = Field(
+        None, ge=0, description="Reserved: accept groups up to k versions old instead of strict windows."
+    )
+
+    @field_validator("interval")
+    @classmethod
+    def _positive_interval(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("sync.interval must be >= 1 or 'offline'")
+        return value
+
+    @field_validator("ref_interval")
+    @classmethod
+    def _positive_ref_interval(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("sync.ref_interval must be >= 1, 'never' or omitted")
+        return value
+
+    @field_validator("max_staleness")
+    @classmethod
+    def _staleness_not_yet(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise ValueError("max_staleness (asynchronous windows) is not supported yet; omit it")
+        return value
+
+    @property
+    def offline(self) -> bool:
+        return self.interval == "offline"
+
+
+class TrainSpec(_Section):
+    steps: int = Field(gt=0, description="Optimizer steps in the run.")
+    batch_prompts: int = Field(64, gt=0, description="Prompts (scored groups) per optimizer step.")
+    micro_batch_pairs: int = Field(8, gt=0, description="DPO pairs per forward pass; the rest is accumulated.")
+    seed: int = 0
+
+
+class OptimSpec(_Section):
+    lr: float = Field(1e-6, gt=0)
+    adam_eps: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(0.1, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+
+
+class DPOSpec(_Section):
+    beta: float = Field(0.1, gt=0)
+    nll_coef: float = Field(0.0, ge=0, description="Weight of an NLL term on the chosen response.")
+    length_normalize: bool = False
+    entropy_coef: float = Field(0.0, ge=0)
+
+
+class GRPOSpec(_Section):
+    kl_beta: float = Field(0.001, ge=0)
+    std_normalize: bool = False
+    length_normalize: bool = False
+    clip_eps: float = Field(0.2, gt=0)
+
+
+class DeepSpeedSpec(_Section):
+    zero_stage: Literal[0, 1, 2, 3] = 1
+
+
+class CheckpointSpec(_Section):
+    keep: int = Field(3, ge=1, description="Committed policy versions to keep (plus any still referenced).")
+    every: int | None = Field(
+        None, gt=0, description="Trainer-state checkpoint cadence when sync.interval is 'offline'."
+    )
+    subdir: str | None = Field(
+        None, description="Directory for this run inside the checkpoint store; default runs/<run_id>."
+    )
+
+    @field_validator("subdir")
+    @classmethod
+    def _inside_store(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts or value.strip() == "":
+            raise ValueError("checkpoint.subdir must be a relative path inside the checkpoint store (no '..')")
+        return value
+
+
+class EvalSpec(_Section):
+    every: int | None = Field(None, gt=0, description="Evaluate every k trainer steps (start and end always).")
+    samples_per_prompt: int = Field(4, gt=0, le=64, description="pass@1 is averaged over this many samples.")
+    temperature: float = Field(0.6, ge=0.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, gt=0, description="Default: sampling.max_tokens.")
+    limit: int | None = Field(None, gt=0, description="Evaluate on at most this many held-out prompts.")
+
+
+class RunSpec(BaseModel):
+    """A run: which model to train, on what, with which algorithm and sync interval."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=SAFE_NAME, description="Human-readable run name (letters, digits, ._-).")]
+    algorithm: Literal["dpo", "grpo"] = "dpo"
+    model: ModelSpec
+    data: DataSpec
+    sampling: SamplingSpec = SamplingSpec()
+    sync: SyncSpec = SyncSpec()
+    train: TrainSpec
+    optim: OptimSpec = OptimSpec()
+    dpo: DPOSpec = DPOSpec()
+    grpo: GRPOSpec = GRPOSpec()
+    deepspeed: DeepSpeedSpec = DeepSpeedSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    eval: EvalSpec = EvalSpec()
+
+    @model_validator(mode="after")
+    def _algorithm_supported(self) -> RunSpec:
+        if self.algorithm == "grpo":
+            raise ValueError("algorithm 'grpo' is not available in this release; use 'dpo'")
+        return self
+
+    # --- derived values: the sync rule lives here and nowhere else -----------------------------------
+
+    @property
+    def sync_interval(self) -> float:
+        """s as a number: math.inf for offline."""
+        return math.inf if self.sync.offline else float(self.sync.interval)  # type: ignore[arg-type]
+
+    def policy_version_for_step(self, step: int) -> int:
+        """v(t) = s·⌊(t−1)/s⌋: the policy version whose samples trainer step t (1-based) trains on."""
+        if step < 1:
+            raise ValueError("steps are 1-based")
+        if self.sync.offline:
+            return 0
+        s = int(self.sync.interval)  # type: ignore[arg-type]
+        return s * ((step - 1) // s)
+
+    def window_steps(self, window: int) -> range:
+        """Trainer steps of sync window `window` (0-based); offline runs have one window of all steps."""
+        if self.sync.offline:
+            return range(1, self.train.steps + 1) if window == 0 else range(0)
+        s = int(self.sync.interval)  # type: ignore[arg-type]
+        start = window * s + 1
+        return range(start, min(start + s, self.train.steps + 1))
+
+    @property
+    def num_windows(self) -> int:
+        if self.sync.offline:
+            return 1
+        return math.ceil(self.train.steps / int(self.sync.interval))  # type: ignore[arg-type]
+
+    def is_checkpoint_step(self, step: int) -> bool:
+        """Steps after which the trainer saves a policy + trainer checkpoint and asks for a commit."""
+        if step == self.train.steps:
+            return True
+        if self.sync.offline:
+            every = self.checkpoint.every or max(1, self.train.steps // 4)
+            return step % every == 0
+        return step % int(self.sync.interval) == 0  # type: ignore[arg-type]
+
+    @property
+    def ref_sync_interval(self) -> int | None:
+        """Steps between reference-model re-syncs; None = never."""
+        ref = self.sync.ref_interval
+        if ref == "never" or self.algorithm == "grpo" and ref is None:
+            return None
+        if ref is None:
+            return None if self.sync.offline else int(self.sync.interval)  # type: ignore[arg-type]
+        return int(ref)
+
+    @property
+    def eval_max_tokens(self) -> int:
+        return self.eval.max_tokens or self.sampling.max_tokens
+
+    def eval_steps(self) -> list[int]:
+        """Trainer steps whose policy is evaluated: 0 (the seed), every eval.every steps, and the last."""
+        if self.data.eval is None:
+            return []
+        steps = {0, self.train.steps}
+        if self.eval.every:
+            steps.update(range(self.eval.every, self.train.steps, self.eval.every))
+        return sorted(steps)
+
+
+def parse_run_spec(body: bytes | str | dict[str, Any], *, check_paths: bool = False) -> RunSpec:
+    """Parse a spec from a dict, JSON or YAML text (JSON is YAML), raising pydantic.ValidationError."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8")
+    data = yaml.safe_load(body) if isinstance(body, str) else body
+    if not isinstance(data, dict):
+        raise ValueError("a run spec must be a mapping")
+    return RunSpec.model_validate(data, context={"check_paths": check_paths})
