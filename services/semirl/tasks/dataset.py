@@ -1,0 +1,78 @@
+"""Problem sets as JSONL: the synthetic task here and MATH-500 / GSM8K / AMC23 on a GPU, one shape."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from semirl.spec import DatasetSpec
+
+_GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$")
+
+
+class Problem(BaseModel):
+    id: str           # stable id within the dataset (row index unless the row has an id)
+    problem: str
+    answer: str       # the gold final answer (what math-verify compares against)
+
+
+def gold_answer(raw: object) -> str:
+    """A row's final answer: GSM8K worked solutions end in `#### N`; numbers like 27.0 become 27."""
+    if isinstance(raw, float) and raw.is_integer():
+        return str(int(raw))
+    text = str(raw).strip()
+    match = _GSM8K_FINAL.search(text)
+    return match.group(1).replace(",", "") if match else text
+
+
+def load_problems(dataset: DatasetSpec) -> list[Problem]:
+    """Read `dataset.path`; rows missing the problem or answer field are an error naming the row."""
+    problems: list[Problem] = []
+    with Path(dataset.path).open() as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            problem = row.get(dataset.problem_field, row.get("question"))
+            answer = row.get(dataset.answer_field)
+            if problem is None or answer is None:
+                raise ValueError(
+                    f"{dataset.path}:{line_no}: needs fields {dataset.problem_field!r} and {dataset.answer_field!r}"
+                )
+            row_id = str(row.get("unique_id", row.get("id", line_no - 1)))
+            problems.append(Problem(id=row_id, problem=str(problem), answer=gold_answer(answer)))
+            if dataset.limit and len(problems) >= dataset.limit:
+                break
+    if not problems:
+        raise ValueError(f"{dataset.path}: no problems")
+    return problems
+
+
+def format_prompt(template: str, problem: Problem) -> str:
+    return template.replace("{problem}", problem.problem)
+
+
+class ProblemSchedule:
+    """Which problem goes to training slot (step t, slot j): a seeded shuffle, reshuffled every epoch."""
+
+    def __init__(self, problems: list[Problem], batch_prompts: int, seed: int) -> None:
+        self.problems = problems
+        self.batch_prompts = batch_prompts
+        self.seed = seed
+        self._epochs: dict[int, list[int]] = {}
+
+    def _order(self, epoch: int) -> list[int]:
+        if epoch not in self._epochs:
+            order = list(range(len(self.problems)))
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            self._epochs[epoch] = order
+        return self._epochs[epoch]
+
+    def problem_for(self, step: int, slot: int) -> Problem:
+        index = (step - 1) * self.batch_prompts + slot
+        epoch, offset = divmod(index, len(self.problems))
+        return self.problems[self._order(epoch)[offset]]
