@@ -61,7 +61,7 @@ class StreamQueue(Generic[M]):
         self.consumer = consumer
         self.message_type = message_type
         self.visibility_timeout_ms = int(visibility_timeout_s * 1000)
-        self._replay_own_pending = True
+        self._replay_cursor: str | None = "0"  # next own-pending id to replay; None once replayed
         self._forward_script = client.register_script(_FORWARD_ONCE)
         self.ensure_group()
 
@@ -81,11 +81,17 @@ class StreamQueue(Generic[M]):
 
     def read(self, count: int = 16, block_ms: int = 1000) -> list[Delivery[M]]:
         """Own unacked entries first (once, after start), then reclaimed ones, then new ones."""
-        if self._replay_own_pending:
-            own = self._decode(self._xreadgroup("0", count, None))
-            if own:
-                return own
-            self._replay_own_pending = False
+        if self._replay_cursor is not None:
+            response = self._xreadgroup(self._replay_cursor, count, None)
+            entries = response[0][1] if response else []
+            if entries:
+                last = entries[-1][0]
+                self._replay_cursor = last.decode() if isinstance(last, bytes) else last
+                own = self._decode(response)
+                if own:
+                    return own
+            else:
+                self._replay_cursor = None
         claimed = self.reclaim(count)
         if claimed:
             return claimed

