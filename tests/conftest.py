@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from semirl.core.redis_server import EmbeddedRedis, start_redis
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from semirl.core.checkpoints import CheckpointError, RunCheckpoints, staged_directory, verify
 
 

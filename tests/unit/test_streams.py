@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import redis
+
 from semirl.core import keys
 from semirl.core.streams import StreamQueue, backlog, publish
 from semirl.proto import types_pb2

@@ -12,6 +12,7 @@ Delivery contract (DESIGN §2):
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -22,6 +23,8 @@ from google.protobuf.message import DecodeError, Message
 log = logging.getLogger(__name__)
 
 PAYLOAD_FIELD = b"pb"
+VISIBILITY_TIMEOUT_ENV = "SEMIRL_VISIBILITY_TIMEOUT_S"
+DEFAULT_VISIBILITY_TIMEOUT_S = 60.0
 M = TypeVar("M", bound=Message)
 
 # KEYS: out_stream, done_set, in_stream   ARGV: group, entry_id, member, payload, maxlen
@@ -53,14 +56,19 @@ class StreamQueue(Generic[M]):
         consumer: str,
         message_type: type[M],
         *,
-        visibility_timeout_s: float = 60.0,
+        visibility_timeout_s: float | None = None,
+        reclaim: bool = True,
     ) -> None:
         self.client = client
         self.stream = stream
         self.group = group
         self.consumer = consumer
         self.message_type = message_type
+        if visibility_timeout_s is None:
+            visibility_timeout_s = float(os.environ.get(VISIBILITY_TIMEOUT_ENV, DEFAULT_VISIBILITY_TIMEOUT_S))
         self.visibility_timeout_ms = int(visibility_timeout_s * 1000)
+        # A sole consumer that holds entries on purpose (the trainer, until its checkpoint) must not reclaim.
+        self.reclaim_enabled = reclaim
         self._replay_cursor: str | None = "0"  # next own-pending id to replay; None once replayed
         self._forward_script = client.register_script(_FORWARD_ONCE)
         self.ensure_group()
@@ -92,7 +100,7 @@ class StreamQueue(Generic[M]):
                     return own
             else:
                 self._replay_cursor = None
-        claimed = self.reclaim(count)
+        claimed = self.reclaim(count) if self.reclaim_enabled else []
         if claimed:
             return claimed
         return self._decode(self._xreadgroup(">", count, block_ms))
