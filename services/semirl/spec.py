@@ -64,7 +64,7 @@ class DataSpec(_Section):
     eval: DatasetSpec | None = None
     prompt_template: str = Field(
         "{problem}",
-        description="Python format string applied to each row; `{problem}` is the row's problem text.",
+        description="Prompt text; every `{problem}` is replaced by the row's problem (other braces stay as written).",
     )
     shuffle_seed: int = 0
 
