@@ -202,6 +202,13 @@ class RunSpec(BaseModel):
     checkpoint: CheckpointSpec = CheckpointSpec()
     eval: EvalSpec = EvalSpec()
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_path_segment(cls, value: str) -> str:
+        if ".." in value:
+            raise ValueError("name must not contain '..'")
+        return value
+
     @model_validator(mode="after")
     def _algorithm_supported(self) -> RunSpec:
         if self.algorithm == "grpo":

@@ -51,7 +51,9 @@ def test_dead_consumer_entries_are_reclaimed_after_visibility_timeout(redis_clie
     reclaimed = alive.read(count=10, block_ms=50)
     assert sorted(d.message.prompt_id for d in reclaimed) == ["p0", "p1", "p2"]
     alive.ack(d.entry_id for d in reclaimed)
-    assert backlog(redis_client, IN, "g") == {"lag": 0, "pending": 0}
+    assert backlog(redis_client, IN, "g") == {"lag": 0, "pending": 0, "length": 3}
+    publish(redis_client, IN, _task("p3"))
+    assert backlog(redis_client, IN, "g")["lag"] == 1
 
 
 def test_restarted_consumer_replays_its_own_pending_first(redis_client: redis.Redis) -> None:

@@ -178,13 +178,25 @@ def pending_count(client: redis.Redis, stream: str, group: str) -> int:
 
 
 def backlog(client: redis.Redis, stream: str, group: str) -> dict[str, int]:
-    """Entries not yet delivered to the group (lag) and delivered but unacked (pending)."""
-    lag = 0
+    """Entries not yet delivered to the group (lag), delivered but unacked (pending), and the stream length.
+
+    Redis 7 reports the lag itself; on 6.2 (the embedded server) it is counted from the group's
+    last-delivered id, capped at 100k entries.
+    """
     try:
-        for info in client.xinfo_groups(stream):
-            name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
-            if name == group:
-                lag = int(info.get("lag") or 0)
+        length = int(client.xlen(stream))
+        groups = client.xinfo_groups(stream)
     except redis.ResponseError:
-        return {"lag": 0, "pending": 0}
-    return {"lag": lag, "pending": pending_count(client, stream, group)}
+        return {"lag": 0, "pending": 0, "length": 0}
+    lag = 0
+    for info in groups:
+        name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+        if name != group:
+            continue
+        if info.get("lag") is not None:
+            lag = int(info["lag"])
+        else:
+            last = info["last-delivered-id"]
+            last = last.decode() if isinstance(last, bytes) else last
+            lag = len(client.xrange(stream, min=f"({last}", max="+", count=100_000))
+    return {"lag": lag, "pending": pending_count(client, stream, group), "length": length}

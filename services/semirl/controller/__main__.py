@@ -1,0 +1,59 @@
+"""`python -m semirl.controller`: the REST API (uvicorn) and the internal gRPC server in one process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+import redis
+import uvicorn
+
+from .app import create_app
+from .grpc_api import build_grpc_server
+from .scheduler import Controller
+
+log = logging.getLogger("semirl.controller")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="semirl.controller", description=__doc__)
+    parser.add_argument("--redis-url", default=os.environ.get("SEMIRL_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--store", default=os.environ.get("SEMIRL_STORE"), help="checkpoint store root")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SEMIRL_CONTROLLER_PORT", "8080")))
+    parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("SEMIRL_CONTROLLER_GRPC_PORT", "50051")))
+    parser.add_argument("--log-level", default=os.environ.get("SEMIRL_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    if not args.store:
+        parser.error("--store (or SEMIRL_STORE) is required")
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    client = redis.Redis.from_url(args.redis_url)
+    os.makedirs(args.store, exist_ok=True)
+    controller = Controller(client, args.store)
+    grpc_server = build_grpc_server(controller, f"0.0.0.0:{args.grpc_port}")
+    config = uvicorn.Config(create_app(controller), host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
+    # uvicorn installs its own SIGINT/SIGTERM handlers while it serves; it returns from run() on either.
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+
+    grpc_server.start()
+    controller.start()
+    grpc_server.set_serving(True)
+    log.info("controller: REST on %s:%d, gRPC on %d, store %s", args.host, args.port, grpc_server.port, args.store)
+    try:
+        server.run()
+    finally:
+        grpc_server.set_serving(False)
+        controller.stop()
+        grpc_server.stop()
+        client.close()
+    log.info("controller stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Run records, the run queue, step metrics and eval bookkeeping in Redis (no HTTP, no scheduling).
+
+The controller is the only writer of run records. Everything here is keyed by `semirl.core.keys`.
+Eval bookkeeping lives in the hash `run_eval_key(run_id)`: field `round:<step>` = the released round
+(policy version, path, prompt count), field `res:<prompt_id>` = one scored eval prompt (idempotent on
+redelivery).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+from google.protobuf import json_format
+from pydantic import ValidationError
+
+from semirl.core import keys
+from semirl.core.checkpoints import CheckpointError, RunCheckpoints
+from semirl.core.runstate import RunRecord, load_run, save_run
+from semirl.core.streams import backlog
+from semirl.proto import controller_pb2
+from semirl.spec import RunSpec
+from semirl.tasks.dataset import load_problems
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+
+
+class SpecRejected(Exception):  # noqa: N818
+    """An invalid run spec; `errors` are pydantic-style dicts {loc, msg, type} (loc without "body")."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
+        self.errors = errors
+
+
+def _error(loc: tuple | list, msg: str, kind: str = "value_error") -> dict[str, Any]:
+    return {"loc": list(loc), "msg": msg, "type": kind}
+
+
+def decode_body(body: bytes | str, content_type: str | None) -> dict[str, Any]:
+    """JSON or YAML by Content-Type (anything else: YAML, which parses JSON too) into a mapping."""
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    media = (content_type or "").split(";")[0].strip().lower()
+    try:
+        data = json.loads(text) if media == "application/json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as err:
+        kind = "json_invalid" if media == "application/json" else "yaml_invalid"
+        raise SpecRejected([_error((), f"body is not valid {'JSON' if kind == 'json_invalid' else 'YAML'}: {err}",
+                                   kind)]) from err
+    if not isinstance(data, dict):
+        raise SpecRejected([_error((), "a run spec must be a mapping", "dict_type")])
+    return data
+
+
+def validate_spec(data: dict[str, Any], store: Path) -> RunSpec:
+    """Validate a submitted spec (paths checked), resolve its paths to absolute ones, or raise SpecRejected."""
+    try:
+        spec = RunSpec.model_validate(data, context={"check_paths": True})
+    except ValidationError as err:
+        raise SpecRejected(
+            [_error(e["loc"], e["msg"], e["type"]) for e in err.errors(include_url=False, include_context=False)]
+        ) from err
+    problems = []
+    if ".." in spec.name:
+        problems.append(_error(("name",), "run name must not contain '..'"))
+    try:
+        RunCheckpoints(store, "probe", spec.checkpoint.subdir)
+    except CheckpointError as err:
+        problems.append(_error(("checkpoint", "subdir"), str(err)))
+    if problems:
+        raise SpecRejected(problems)
+    spec = resolve_paths(spec)
+    for name, dataset in (("train", spec.data.train), ("eval", spec.data.eval)):
+        if dataset is None:
+            continue
+        try:
+            load_problems(dataset)
+        except (ValueError, OSError) as err:
+            problems.append(_error(("data", name, "path"), f"dataset unreadable: {err}"))
+    if problems:
+        raise SpecRejected(problems)
+    return spec
+
+
+def resolve_paths(spec: RunSpec) -> RunSpec:
+    """Model and dataset paths made absolute (relative to this process' working directory)."""
+
+    def absolute(path: str) -> str:
+        return str(Path(path).expanduser().resolve())
+
+    data = spec.data
+    update: dict[str, Any] = {"train": data.train.model_copy(update={"path": absolute(data.train.path)})}
+    if data.eval is not None:
+        update["eval"] = data.eval.model_copy(update={"path": absolute(data.eval.path)})
+    return spec.model_copy(
+        update={
+            "model": spec.model.model_copy(update={"path": absolute(spec.model.path)}),
+            "data": data.model_copy(update=update),
+        }
+    )
+
+
+class Registry:
+    """Run records, queue, metrics and eval results of every run."""
+
+    def __init__(self, client: redis.Redis, store: Path | str) -> None:
+        self.client = client
+        self.store = Path(store).resolve()
+
+    # --- runs ------------------------------------------------------------------------------------------
+
+    def checkpoints(self, record: RunRecord) -> RunCheckpoints:
+        return RunCheckpoints(self.store, record.id, record.spec.checkpoint.subdir)
+
+    def create(self, spec: RunSpec) -> RunRecord:
+        """Store a new queued run (spec already validated) and append it to the queue."""
+        while True:
+            run_id = f"{spec.name}-{secrets.token_hex(4)}"
+            if not self.client.exists(keys.run_key(run_id)):
+                break
+        run_dir = RunCheckpoints(self.store, run_id, spec.checkpoint.subdir).run_dir
+        record = RunRecord(id=run_id, name=spec.name, spec=spec, run_dir=str(run_dir), policy_path=spec.model.path)
+        with self.client.pipeline(transaction=True) as pipe:
+            save_run(pipe, record)
+            pipe.rpush(keys.RUN_INDEX, run_id)
+            pipe.rpush(keys.RUN_QUEUE, run_id)
+            pipe.execute()
+        return record
+
+    def get(self, run_id: str) -> RunRecord | None:
+        return load_run(self.client, run_id)
+
+    def save(self, record: RunRecord) -> None:
+        save_run(self.client, record)
+
+    def run_ids(self) -> list[str]:
+        return [_text(r) for r in self.client.lrange(keys.RUN_INDEX, 0, -1)]
+
+    def runs(self) -> list[RunRecord]:
+        records = (self.get(run_id) for run_id in self.run_ids())
+        return [r for r in records if r is not None]
+
+    def queued_ids(self) -> list[str]:
+        return [_text(r) for r in self.client.lrange(keys.RUN_QUEUE, 0, -1)]
+
+    # --- steps and metrics -----------------------------------------------------------------------------
+
+    def append_step(self, report: controller_pb2.StepReport) -> None:
+        metrics = {"step": int(report.step), **dict(report.metrics)}
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.rpush(keys.run_steps_key(report.run_id), json_format.MessageToJson(report, indent=None))
+            pipe.rpush(keys.run_metrics_key(report.run_id), json.dumps(metrics))
+            pipe.execute()
+
+    def metrics(self, run_id: str) -> list[dict[str, Any]]:
+        return [json.loads(r) for r in self.client.lrange(keys.run_metrics_key(run_id), 0, -1)]
+
+    def latest_metrics(self, run_id: str) -> dict[str, Any]:
+        raw = self.client.lindex(keys.run_metrics_key(run_id), -1)
+        return json.loads(raw) if raw else {}
+
+    # --- eval rounds -----------------------------------------------------------------------------------
+
+    def eval_rounds(self, run_id: str) -> dict[int, dict[str, Any]]:
+        raw = self.client.hgetall(keys.run_eval_key(run_id))
+        rounds = {}
+        for field, value in raw.items():
+            name = _text(field)
+            if name.startswith("round:"):
+                rounds[int(name.split(":", 1)[1])] = json.loads(value)
+        return rounds
+
+    def eval_results(self, run_id: str) -> dict[str, dict[str, Any]]:
+        raw = self.client.hgetall(keys.run_eval_key(run_id))
+        return {_text(f)[4:]: json.loads(v) for f, v in raw.items() if _text(f).startswith("res:")}
+
+    def record_eval_result(self, run_id: str, prompt_id: str, result: dict[str, Any]) -> bool:
+        return bool(self.client.hsetnx(keys.run_eval_key(run_id), f"res:{prompt_id}", json.dumps(result)))
+
+    def ensure_groups(self) -> None:
+        """Create every stream's consumer group (from the start) so backlog lag is counted before workers join."""
+        for stream, group in keys.STREAM_GROUPS.items():
+            try:
+                self.client.xgroup_create(stream, group, id="0", mkstream=True)
+            except redis.ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+
+    # --- observability ---------------------------------------------------------------------------------
+
+    def queue_depths(self) -> dict[str, dict[str, int]]:
+        """Per stream: lag and pending of its consumer group (core.streams.backlog) and the stream's length.
+
+        Redis < 7 reports no group lag (it reads 0 there); `length` is the fallback signal.
+        """
+        depths = {}
+        for stream, group in keys.STREAM_GROUPS.items():
+            depths[stream.rsplit(":", 1)[-1]] = {**backlog(self.client, stream, group),
+                                                 "length": int(self.client.xlen(stream))}
+        return depths
+
+    def generators(self) -> dict[str, str]:
+        """Registered generators (id -> gRPC endpoint); registrations expire unless refreshed."""
+        prefix = keys.GENERATOR_REGISTRATION_PATTERN[:-1]
+        found = {}
+        for key in self.client.scan_iter(match=keys.GENERATOR_REGISTRATION_PATTERN, count=100):
+            value = self.client.get(key)
+            if value:
+                found[_text(key)[len(prefix):]] = _text(value)
+        return found
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,417 @@
+"""The run loop: activates queued runs one at a time, releases sync windows and eval rounds, commits
+checkpoints, fans out reloads, collects eval results and finishes runs (DESIGN §3, §5, §6).
+
+All state is in Redis (run records, queue, ACTIVE_RUN, the eval hash), so a restarted controller re-derives
+what is due from the active record: `schedule()` is idempotent and releases whatever is due but not yet
+released. Task releases and the record update that accounts for them are written in one MULTI/EXEC.
+Every mutation runs under one lock (gRPC handlers, REST handlers and the loop thread share this object).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from semirl.core import keys
+from semirl.core.checkpoints import CheckpointError, verify
+from semirl.core.runstate import EvalResult, RunRecord, active_run_id, save_run
+from semirl.core.streams import PAYLOAD_FIELD, StreamQueue
+from semirl.proto import controller_pb2, types_pb2
+from semirl.spec import RunSpec
+from semirl.tasks.dataset import Problem, load_problems
+
+from .fanout import ReloadOutcome, fan_out_reload
+from .registry import Registry
+from .windows import build_eval_tasks, build_window_tasks
+
+log = logging.getLogger(__name__)
+
+
+class Controller:
+    """The controller's engine: everything but the transport (REST in app.py, gRPC in grpc_api.py)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        store: Path | str,
+        *,
+        consumer: str = "controller-0",
+        reload_timeout_s: float = 60.0,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.client = client
+        self.registry = Registry(client, store)
+        self.registry.ensure_groups()
+        self.lock = threading.RLock()
+        self.reload_timeout_s = reload_timeout_s
+        self.poll_s = poll_s
+        self.eval_queue = StreamQueue(client, keys.EVAL_SCORED, keys.CONTROLLER_GROUP, consumer, types_pb2.ScoredGroup)
+        self.last_reload: list[ReloadOutcome] = []
+        self._problems: dict[tuple[str, str], list[Problem]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle of the loop -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="controller-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick(block_ms=int(self.poll_s * 1000))
+            except redis.RedisError as err:
+                log.warning("redis unavailable: %s", err)
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("scheduler tick failed")
+                self._stop.wait(1.0)
+
+    def tick(self, block_ms: int = 0) -> None:
+        """One round of the loop: activate/advance, then take in scored eval groups."""
+        self.schedule()
+        self.consume_evals(block_ms=block_ms)
+
+    # --- the public operations -------------------------------------------------------------------------
+
+    def submit(self, spec: RunSpec) -> RunRecord:
+        """Queue a validated spec (see registry.validate_spec); it starts at once if nothing is running."""
+        with self.lock:
+            record = self.registry.create(spec)
+            log.info("run %s queued", record.id)
+            self.schedule()
+            return self.registry.get(record.id) or record
+
+    def cancel(self, run_id: str) -> RunRecord | None:
+        with self.lock:
+            record = self.registry.get(run_id)
+            if record is None or record.finished:
+                return record
+            record.state = "cancelled"
+            record.finished_at = time.time()
+            with self.client.pipeline(transaction=True) as pipe:
+                save_run(pipe, record)
+                pipe.lrem(keys.RUN_QUEUE, 0, run_id)
+                pipe.execute()
+            if active_run_id(self.client) == run_id:
+                self.client.delete(keys.ACTIVE_RUN)
+            log.info("run %s cancelled", run_id)
+            self.schedule()
+            return record
+
+    def commit(self, run_id: str, version: int, path: str, final: bool) -> tuple[bool, str]:
+        """CommitCheckpoint: verify, record, advance (reload + next window, eval rounds, success), retain."""
+        with self.lock:
+            record = self.registry.get(run_id)
+            if record is None:
+                return False, f"unknown run {run_id}"
+            if record.state != "running":
+                if record.state == "succeeded" and version <= record.policy_version:
+                    return True, ""
+                return False, f"run {run_id} is {record.state}"
+            spec = record.spec
+            checkpoints = self.registry.checkpoints(record)
+            directory = Path(path).resolve() if path else checkpoints.policy_dir(version)
+            if not directory.is_relative_to(checkpoints.run_dir):
+                return False, f"{directory} is outside the run directory {checkpoints.run_dir}"
+            if directory != checkpoints.policy_dir(version):
+                return False, f"version {version} must be committed from {checkpoints.policy_dir(version)}"
+            if not 1 <= version <= spec.train.steps:
+                return False, f"version {version} is not a step of this run (1..{spec.train.steps})"
+            if version < record.policy_version or (version == record.policy_version and not final):
+                return True, ""  # a repeated commit (trainer retry): already done
+            try:
+                verify(directory)
+                if final:
+                    if version != spec.train.steps:
+                        raise CheckpointError(f"final commit of version {version}, run has {spec.train.steps} steps")
+                    verify(checkpoints.final_dir)
+            except CheckpointError as err:
+                log.warning("refusing commit of %s v%d: %s", run_id, version, err)
+                return False, str(err)
+            record.policy_version = version
+            record.policy_path = str(directory)
+            if final:
+                record.final_path = str(checkpoints.final_dir)
+            self.registry.save(record)
+            log.info("run %s: committed v%d%s", run_id, version, " (final)" if final else "")
+            self._advance(record)
+            protect = {record.generation_version, record.policy_version} | self._eval_versions_in_flight(record)
+            removed = checkpoints.retain(spec.checkpoint.keep, protect)
+            if removed:
+                log.info("run %s: retention removed versions %s", run_id, removed)
+            self.schedule()
+            return True, ""
+
+    def report_step(self, report: controller_pb2.StepReport) -> bool:
+        """ReportStep: store the report and metrics; True when the trainer should stop (run cancelled)."""
+        with self.lock:
+            record = self.registry.get(report.run_id)
+            if record is None:
+                return True
+            if record.state in ("cancelled", "failed"):
+                return True
+            self.registry.append_step(report)
+            record.step = int(report.step)
+            record.resumed_from_step = max(record.resumed_from_step, int(report.resumed_from_step))
+            counters = Counter(record.counters)
+            for group in report.groups:
+                if group.trained:
+                    counters["groups_trained"] += 1
+                elif group.skip_reason.startswith("dropped"):
+                    counters["groups_dropped"] += 1
+                else:
+                    counters["groups_skipped"] += 1
+            record.counters = dict(counters)
+            self.registry.save(record)
+            return False
+
+    # --- scheduling ------------------------------------------------------------------------------------
+
+    def schedule(self) -> None:
+        """Advance the active run; when none is running, activate the next queued run."""
+        with self.lock:
+            for _ in range(1000):
+                run_id = active_run_id(self.client)
+                record = self.registry.get(run_id) if run_id else None
+                if record is not None and record.state == "running":
+                    self._advance(record)
+                    if record.state == "running":
+                        return
+                    continue
+                if run_id:
+                    self.client.delete(keys.ACTIVE_RUN)
+                if not self._activate_next():
+                    return
+
+    def _activate_next(self) -> bool:
+        """Start the first queued run; False when the queue is empty."""
+        while True:
+            head = self.client.lindex(keys.RUN_QUEUE, 0)
+            if head is None:
+                return False
+            run_id = head.decode() if isinstance(head, bytes) else head
+            record = self.registry.get(run_id)
+            if record is None or record.state != "queued":
+                self.client.lrem(keys.RUN_QUEUE, 1, run_id)
+                continue
+            break
+        record.started_at = time.time()
+        record.policy_version = 0
+        record.policy_path = record.spec.model.path
+        record.generation_version = 0
+        record.windows_released = 0
+        try:
+            self._load(record, "train")
+            if record.spec.data.eval is not None:
+                self._load(record, "eval")
+        except (OSError, ValueError) as err:
+            record.state = "failed"
+            record.error = f"cannot read the dataset: {err}"
+            record.finished_at = time.time()
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.lrem(keys.RUN_QUEUE, 1, run_id)
+                save_run(pipe, record)
+                pipe.execute()
+            log.error("run %s failed to start: %s", run_id, err)
+            return True
+        record.state = "running"
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.lrem(keys.RUN_QUEUE, 1, run_id)
+            pipe.set(keys.ACTIVE_RUN, run_id)
+            save_run(pipe, record)
+            pipe.execute()
+        log.info("run %s running (sync interval %s, %d steps)", run_id, record.spec.sync.interval,
+                 record.spec.train.steps)
+        self._advance(record)
+        return True
+
+    def _load(self, record: RunRecord, which: str) -> list[Problem]:
+        key = (record.id, which)
+        if key not in self._problems:
+            dataset = record.spec.data.train if which == "train" else record.spec.data.eval
+            assert dataset is not None
+            self._problems[key] = load_problems(dataset)
+        return self._problems[key]
+
+    def _policy_path(self, record: RunRecord, version: int) -> str:
+        if version == 0:
+            return record.spec.model.path
+        return str(self.registry.checkpoints(record).policy_dir(version))
+
+    def _advance(self, record: RunRecord) -> None:
+        """Release every due window and eval round of a running run; finish it when all is in."""
+        self._release_windows(record)
+        self._release_eval_rounds(record)
+        self._finish_if_done(record)
+
+    def _due_windows(self, record: RunRecord) -> list[int]:
+        spec = record.spec
+        if spec.sync.offline:
+            return [0] if record.windows_released == 0 else []
+        due = []
+        for window in range(record.windows_released, spec.num_windows):
+            version = spec.policy_version_for_step(spec.window_steps(window)[0])
+            if version > record.policy_version:
+                break
+            due.append(window)
+        return due
+
+    def _release_windows(self, record: RunRecord) -> None:
+        spec = record.spec
+        for window in self._due_windows(record):
+            version = spec.policy_version_for_step(spec.window_steps(window)[0])
+            path = self._policy_path(record, version)
+            if window > 0 and version != record.generation_version:
+                record.generation_version = version
+                record.syncs += 1
+                self.last_reload = fan_out_reload(
+                    self.client, record.id, types_pb2.PolicyRef(version=version, path=path),
+                    self.registry.generators(), timeout_s=self.reload_timeout_s,
+                )
+            tasks = build_window_tasks(record.id, spec, window, self._load(record, "train"),
+                                       lambda v: self._policy_path(record, v))
+            record.windows_released = window + 1
+            with self.client.pipeline(transaction=True) as pipe:
+                for task in tasks:
+                    pipe.xadd(keys.PROMPTS, {PAYLOAD_FIELD: task.SerializeToString()})
+                save_run(pipe, record)
+                pipe.execute()
+            log.info("run %s: window %d released (%d tasks, policy v%d)", record.id, window, len(tasks), version)
+
+    def _release_eval_rounds(self, record: RunRecord) -> None:
+        spec = record.spec
+        if spec.data.eval is None:
+            return
+        released = self.registry.eval_rounds(record.id)
+        for index, step in enumerate(spec.eval_steps()):
+            if step in released:
+                continue
+            if step == 0:
+                version, path = 0, spec.model.path
+            elif step == spec.train.steps:
+                if record.final_path is None:
+                    continue
+                version, path = record.policy_version, record.policy_path
+            elif 0 < step <= record.policy_version:
+                version, path = record.policy_version, record.policy_path
+            else:
+                continue
+            policy = types_pb2.PolicyRef(version=version, path=path)
+            tasks = build_eval_tasks(record.id, spec, step, index, self._load(record, "eval"), policy)
+            info = {"policy_version": version, "policy_path": path, "prompts": len(tasks)}
+            with self.client.pipeline(transaction=True) as pipe:
+                for task in tasks:
+                    pipe.xadd(keys.PROMPTS, {PAYLOAD_FIELD: task.SerializeToString()})
+                pipe.hset(keys.run_eval_key(record.id), f"round:{step}", json.dumps(info))
+                pipe.execute()
+            log.info("run %s: eval round for step %d released (%d prompts, policy v%d)",
+                     record.id, step, len(tasks), version)
+
+    def _eval_versions_in_flight(self, record: RunRecord) -> set[int]:
+        done = {e.step for e in record.evals}
+        return {int(info["policy_version"]) for step, info in self.registry.eval_rounds(record.id).items()
+                if step not in done}
+
+    def _finish_if_done(self, record: RunRecord) -> None:
+        if record.state != "running" or record.final_path is None:
+            return
+        evaluated = {e.step for e in record.evals}
+        if not set(record.spec.eval_steps()) <= evaluated:
+            return
+        record.state = "succeeded"
+        record.finished_at = time.time()
+        with self.client.pipeline(transaction=True) as pipe:
+            save_run(pipe, record)
+            pipe.execute()
+        if active_run_id(self.client) == record.id:
+            self.client.delete(keys.ACTIVE_RUN)
+        for which in ("train", "eval"):
+            self._problems.pop((record.id, which), None)
+        log.info("run %s succeeded", record.id)
+
+    # --- evaluation results ----------------------------------------------------------------------------
+
+    def consume_evals(self, block_ms: int = 0) -> int:
+        """Take in scored eval groups; append an EvalResult for every round whose prompts are all in."""
+        # XREADGROUP's BLOCK 0 means "forever": no block argument at all is the non-blocking read.
+        deliveries = self.eval_queue.read(count=256, block_ms=block_ms if block_ms > 0 else None)  # type: ignore[arg-type]
+        touched: set[str] = set()
+        for delivery in deliveries:
+            scored = delivery.message
+            task = scored.group.task
+            samples = scored.group.samples
+            result = {
+                "eval_step": int(task.eval_step),
+                "policy_version": int(scored.group.policy_version),
+                "reward_sum": float(sum(scored.rewards)),
+                "samples": len(scored.rewards),
+                "tokens": sum(len(s.token_ids) for s in samples),
+            }
+            if task.purpose == types_pb2.TASK_PURPOSE_EVAL and self.client.exists(keys.run_key(task.run_id)):
+                self.registry.record_eval_result(task.run_id, task.prompt_id, result)
+                touched.add(task.run_id)
+        self.eval_queue.ack(d.entry_id for d in deliveries)
+        if touched:
+            with self.lock:
+                for run_id in touched:
+                    self._collect_evals(run_id)
+                self.schedule()
+        return len(deliveries)
+
+    def _collect_evals(self, run_id: str) -> None:
+        record = self.registry.get(run_id)
+        if record is None or record.finished:
+            return
+        done = {e.step for e in record.evals}
+        rounds = self.registry.eval_rounds(run_id)
+        results = self.registry.eval_results(run_id)
+        changed = False
+        for step, info in sorted(rounds.items()):
+            if step in done:
+                continue
+            got = [r for r in results.values() if r["eval_step"] == step]
+            if len(got) < info["prompts"]:
+                continue
+            samples = sum(r["samples"] for r in got)
+            record.evals.append(EvalResult(
+                step=step,
+                policy_version=int(info["policy_version"]),
+                accuracy=sum(r["reward_sum"] for r in got) / max(1, samples),
+                prompts=len(got),
+                samples=samples,
+                mean_response_tokens=sum(r["tokens"] for r in got) / max(1, samples),
+            ))
+            changed = True
+            log.info("run %s: eval of step %d: accuracy %.3f", run_id, step, record.evals[-1].accuracy)
+        if changed:
+            record.evals.sort(key=lambda e: e.step)
+            self.registry.save(record)
+
+    # --- views -----------------------------------------------------------------------------------------
+
+    def view(self, record: RunRecord) -> dict[str, Any]:
+        """The record as GET /v1/runs/{id} shows it, with metrics, queue depths and generators."""
+        body = record.model_dump(mode="json")
+        body["latest_metrics"] = self.registry.latest_metrics(record.id)
+        body["queues"] = self.registry.queue_depths()
+        body["generators"] = self.registry.generators()
+        if record.state == "queued":
+            queued = self.registry.queued_ids()
+            body["queue_position"] = queued.index(record.id) if record.id in queued else None
+        return body

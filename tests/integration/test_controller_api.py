@@ -1,0 +1,190 @@
+"""The controller's REST API against a real redis-server: validation (422 naming the field, nothing queued),
+JSON and YAML bodies, 404s, the queue order, cancel, metrics and the OpenAPI docs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+from fastapi.testclient import TestClient
+
+from semirl.controller.app import create_app
+from semirl.controller.scheduler import Controller
+from semirl.core import keys
+from semirl.proto import controller_pb2
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    model = tmp_path / "seed"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"problem": f"{i}+1?", "answer": str(i + 1)}) + "\n" for i in range(20)))
+    evals = tmp_path / "eval.jsonl"
+    evals.write_text("".join(json.dumps({"problem": f"{i}+2?", "answer": str(i + 2)}) + "\n" for i in range(5)))
+    return {"model": model, "train": train, "eval": evals, "store": tmp_path / "store"}
+
+
+@pytest.fixture
+def controller(redis_client: redis.Redis, files: dict[str, Path]) -> Controller:
+    return Controller(redis_client, files["store"])
+
+
+@pytest.fixture
+def http(controller: Controller) -> Iterator[TestClient]:
+    with TestClient(create_app(controller)) as client:
+        yield client
+
+
+def spec_dict(files: dict[str, Path], name: str = "api") -> dict[str, Any]:
+    return {
+        "name": name,
+        "model": {"path": str(files["model"])},
+        "data": {"train": {"path": str(files["train"])}, "eval": {"path": str(files["eval"]), "limit": 3}},
+        "sync": {"interval": 2},
+        "train": {"steps": 4, "batch_prompts": 2},
+    }
+
+
+def post_json(http: TestClient, body: dict[str, Any]) -> Any:
+    return http.post("/v1/runs", content=json.dumps(body), headers={"Content-Type": "application/json"})
+
+
+def with_change(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    body = copy.deepcopy(base)
+    *parents, leaf = path.split(".")
+    node = body
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return body
+
+
+BAD_SPECS = [
+    ("train.steps", "abc", ["body", "train", "steps"]),
+    ("algorithm", "ppo", ["body", "algorithm"]),
+    ("sync.interval", 0, ["body", "sync", "interval"]),
+    ("train.batch_prompts", -4, ["body", "train", "batch_prompts"]),
+    ("model.path", "/nonexistent/model", ["body", "model", "path"]),
+    ("name", "..", ["body", "name"]),
+    ("name", "a..b", ["body", "name"]),
+    ("checkpoint.subdir", "../../etc", ["body", "checkpoint", "subdir"]),
+    ("data.train.path", "/nonexistent/train.jsonl", ["body", "data", "train", "path"]),
+]
+
+
+@pytest.mark.parametrize("field,value,loc", BAD_SPECS, ids=[f"{f}={v}" for f, v, _ in BAD_SPECS])
+def test_bad_spec_is_422_naming_the_field_and_queues_nothing(
+    http: TestClient, redis_client: redis.Redis, files: dict[str, Path], field: str, value: Any, loc: list[str]
+) -> None:
+    response = post_json(http, with_change(spec_dict(files), field, value))
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, list) and detail
+    assert any(d["loc"][: len(loc)] == loc for d in detail), detail
+    assert all({"loc", "msg", "type"} <= set(d) for d in detail)
+    assert redis_client.llen(keys.RUN_INDEX) == 0 and redis_client.llen(keys.RUN_QUEUE) == 0
+    assert redis_client.get(keys.ACTIVE_RUN) is None
+    assert redis_client.xlen(keys.PROMPTS) == 0
+    assert not files["store"].exists() or not any(files["store"].rglob("*"))
+
+
+def test_unparsable_bodies_are_422(http: TestClient, redis_client: redis.Redis) -> None:
+    bad_json = http.post("/v1/runs", content="{not json", headers={"Content-Type": "application/json"})
+    assert bad_json.status_code == 422 and bad_json.json()["detail"][0]["loc"] == ["body"]
+    scalar = http.post("/v1/runs", content="- a\n- b\n", headers={"Content-Type": "application/yaml"})
+    assert scalar.status_code == 422
+    assert redis_client.llen(keys.RUN_INDEX) == 0
+
+
+@pytest.mark.parametrize("content_type", ["application/yaml", "text/yaml", "application/json"])
+def test_yaml_and_json_are_accepted(http: TestClient, files: dict[str, Path], content_type: str) -> None:
+    body = spec_dict(files)
+    text = json.dumps(body) if content_type == "application/json" else yaml.safe_dump(body)
+    response = http.post("/v1/runs", content=text, headers={"Content-Type": content_type})
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["id"].startswith("api-") and len(created["id"]) == len("api-") + 8
+    assert created["state"] == "running"
+    record = http.get(f"/v1/runs/{created['id']}").json()
+    assert record["spec"]["sync"]["interval"] == 2
+    assert record["run_dir"] == str((files["store"] / "runs" / created["id"]).resolve())
+
+
+def test_relative_paths_are_resolved(
+    http: TestClient, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(files["model"].parent)
+    body = spec_dict(files)
+    body["model"]["path"] = "seed"
+    body["data"]["train"]["path"] = "train.jsonl"
+    created = post_json(http, body).json()
+    spec = http.get(f"/v1/runs/{created['id']}").json()["spec"]
+    assert spec["model"]["path"] == str(files["model"].resolve())
+    assert spec["data"]["train"]["path"] == str(files["train"].resolve())
+
+
+def test_unknown_run_is_404(http: TestClient) -> None:
+    assert http.get("/v1/runs/nope-00000000").status_code == 404
+    assert http.get("/v1/runs/nope-00000000/metrics").status_code == 404
+    assert http.post("/v1/runs/nope-00000000/cancel").status_code == 404
+
+
+def test_queued_runs_wait_in_order(http: TestClient, files: dict[str, Path], redis_client: redis.Redis) -> None:
+    ids = [post_json(http, spec_dict(files, f"q{i}")).json()["id"] for i in range(3)]
+    states = {i: http.get(f"/v1/runs/{i}").json() for i in ids}
+    assert [states[i]["state"] for i in ids] == ["running", "queued", "queued"]
+    assert [states[i].get("queue_position") for i in ids[1:]] == [0, 1]
+    assert redis_client.get(keys.ACTIVE_RUN).decode() == ids[0]
+    listed = http.get("/v1/runs").json()["runs"]
+    assert [r["id"] for r in listed] == ids
+
+    assert http.post(f"/v1/runs/{ids[0]}/cancel").json()["state"] == "cancelled"
+    assert http.get(f"/v1/runs/{ids[1]}").json()["state"] == "running"
+    assert http.get(f"/v1/runs/{ids[2]}").json()["state"] == "queued"
+    # Cancelling a queued run takes it out of the queue; the running one is untouched.
+    assert http.post(f"/v1/runs/{ids[2]}/cancel").json()["state"] == "cancelled"
+    assert redis_client.llen(keys.RUN_QUEUE) == 0
+    assert http.get(f"/v1/runs/{ids[1]}").json()["state"] == "running"
+
+
+def test_run_view_metrics_and_cancel_via_report(
+    http: TestClient, files: dict[str, Path], controller: Controller, redis_client: redis.Redis
+) -> None:
+    run_id = post_json(http, spec_dict(files)).json()["id"]
+    report = controller_pb2.StepReport(
+        run_id=run_id, step=1, metrics={"loss": 0.5, "reward_mean": 0.25},
+        groups=[controller_pb2.GroupUse(prompt_id="t1-0", policy_version=0, trained=True),
+                controller_pb2.GroupUse(prompt_id="t1-1", policy_version=0, trained=False, skip_reason="all_same")],
+    )
+    assert controller.report_step(report) is False
+    view = http.get(f"/v1/runs/{run_id}").json()
+    assert view["step"] == 1 and view["policy_version"] == 0 and view["generation_version"] == 0
+    assert view["latest_metrics"] == {"step": 1, "loss": 0.5, "reward_mean": 0.25}
+    assert view["counters"] == {"groups_trained": 1, "groups_skipped": 1}
+    assert set(view["queues"]) == {"prompts", "to_verify", "to_reward", "scored", "eval_scored"}
+    # window 0 (2 steps x 2 prompts) + the seed's eval round (3 prompts), none delivered yet
+    assert view["queues"]["prompts"]["length"] == 2 * 2 + 3 and view["queues"]["prompts"]["pending"] == 0
+    assert view["generators"] == {}
+    redis_client.set(keys.generator_registration_key("gen-a"), "127.0.0.1:1")
+    assert http.get(f"/v1/runs/{run_id}").json()["generators"] == {"gen-a": "127.0.0.1:1"}
+    assert http.get(f"/v1/runs/{run_id}/metrics").json() == [{"step": 1, "loss": 0.5, "reward_mean": 0.25}]
+    assert len(redis_client.lrange(keys.run_steps_key(run_id), 0, -1)) == 1
+
+    assert http.post(f"/v1/runs/{run_id}/cancel").json()["state"] == "cancelled"
+    assert controller.report_step(controller_pb2.StepReport(run_id=run_id, step=2)) is True
+    assert http.get(f"/v1/runs/{run_id}").json()["state"] == "cancelled"
+
+
+def test_health_and_docs(http: TestClient) -> None:
+    assert http.get("/healthz").json() == {"status": "ok"}
+    assert http.get("/docs").status_code == 200
+    paths = http.get("/openapi.json").json()["paths"]
+    assert {"/v1/runs", "/v1/runs/{run_id}", "/v1/runs/{run_id}/metrics", "/v1/runs/{run_id}/cancel"} <= set(paths)

@@ -1,0 +1,361 @@
+"""The run loop with a real redis-server, a real checkpoint directory and real gRPC servers.
+
+The trainer is simulated by writing checkpoints with core.checkpoints.staged_directory (as the trainer does)
+and calling CommitCheckpoint / ReportStep over gRPC; generators by a small gRPC GeneratorService that records
+the Reload calls it gets. Scored eval groups are published on the eval_scored stream as the scorers would.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from semirl.controller.grpc_api import build_grpc_server
+from semirl.controller.scheduler import Controller
+from semirl.core import keys
+from semirl.core.checkpoints import RunCheckpoints, staged_directory
+from semirl.core.grpc_server import ServiceServer, channel, check_health
+from semirl.core.runstate import load_run, save_run
+from semirl.core.streams import PAYLOAD_FIELD, publish
+from semirl.proto import controller_pb2, controller_pb2_grpc, generator_pb2, generator_pb2_grpc, types_pb2
+from semirl.spec import RunSpec, parse_run_spec
+
+BATCH = 2
+EVAL_PROMPTS = 3
+
+
+class RecordingGenerator(generator_pb2_grpc.GeneratorServiceServicer):
+    def __init__(self) -> None:
+        self.reloads: list[generator_pb2.ReloadRequest] = []
+
+    def Reload(self, request, context):  # noqa: ANN001, ANN201, N802
+        self.reloads.append(request)
+        return generator_pb2.ReloadResponse(policy_version=request.policy.version, seconds=0.01, reloaded=True)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    model = tmp_path / "seed"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"problem": f"{i}+1?", "answer": str(i + 1)}) + "\n" for i in range(20)))
+    evals = tmp_path / "eval.jsonl"
+    evals.write_text("".join(json.dumps({"problem": f"{i}+2?", "answer": str(i + 2)}) + "\n" for i in range(9)))
+    return {"model": model, "train": train, "eval": evals, "store": tmp_path / "store"}
+
+
+@pytest.fixture
+def controller(redis_client: redis.Redis, files: dict[str, Path]) -> Controller:
+    return Controller(redis_client, files["store"], reload_timeout_s=5.0)
+
+
+@pytest.fixture
+def stub(controller: Controller) -> Iterator[controller_pb2_grpc.ControllerInternalServiceStub]:
+    server = build_grpc_server(controller, "127.0.0.1:0")
+    server.start()
+    server.set_serving(True)
+    assert check_health(f"127.0.0.1:{server.port}")
+    with channel(f"127.0.0.1:{server.port}") as chan:
+        yield controller_pb2_grpc.ControllerInternalServiceStub(chan)
+    server.stop(0)
+
+
+@pytest.fixture
+def generator(redis_client: redis.Redis) -> Iterator[RecordingGenerator]:
+    servicer = RecordingGenerator()
+    server = ServiceServer("127.0.0.1:0", "semirl.v1.GeneratorService")
+    server.add(generator_pb2_grpc.add_GeneratorServiceServicer_to_server, servicer)
+    server.start()
+    redis_client.set(keys.generator_registration_key("gen-live"), f"127.0.0.1:{server.port}")
+    redis_client.set(keys.generator_registration_key("gen-dead"), "127.0.0.1:1")  # nothing listens there
+    yield servicer
+    server.stop(0)
+
+
+def make_spec(files: dict[str, Path], name: str, *, interval: int | str, steps: int, evals: bool = False,
+              **extra: Any) -> RunSpec:
+    body: dict[str, Any] = {
+        "name": name,
+        "model": {"path": str(files["model"])},
+        "data": {"train": {"path": str(files["train"])}},
+        "sync": {"interval": interval},
+        "train": {"steps": steps, "batch_prompts": BATCH},
+        **extra,
+    }
+    if evals:
+        body["data"]["eval"] = {"path": str(files["eval"]), "limit": EVAL_PROMPTS}
+        body["eval"] = {"samples_per_prompt": 2, **body.get("eval", {})}
+    return parse_run_spec(body, check_paths=True)
+
+
+def tasks(client: redis.Redis, run_id: str, purpose: int = types_pb2.TASK_PURPOSE_TRAIN) -> list[types_pb2.PromptTask]:
+    found = [types_pb2.PromptTask.FromString(f[PAYLOAD_FIELD]) for _id, f in client.xrange(keys.PROMPTS)]
+    return [t for t in found if t.run_id == run_id and t.purpose == purpose]
+
+
+def write_policy(store: Path, run_id: str, version: int, *, final: bool = False) -> Path:
+    checkpoints = RunCheckpoints(store, run_id)
+    with staged_directory(checkpoints.policy_dir(version), {"step": version}) as staging:
+        (staging / "config.json").write_text("{}")
+        (staging / "model.safetensors").write_bytes(bytes([version % 256]) * 64)
+    if final:
+        with staged_directory(checkpoints.final_dir) as staging:
+            (staging / "model.safetensors").write_bytes(bytes([version % 256]) * 64)
+    return checkpoints.policy_dir(version)
+
+
+def commit(stub: Any, run_id: str, path: Path, version: int, final: bool = False) -> Any:
+    request = controller_pb2.CommitCheckpointRequest(
+        run_id=run_id, policy=types_pb2.PolicyRef(version=version, path=str(path)), final=final)
+    return stub.CommitCheckpoint(request, timeout=30)
+
+
+def score_evals(client: redis.Redis, run_id: str, step: int, correct_per_prompt: list[int]) -> None:
+    for task in tasks(client, run_id, types_pb2.TASK_PURPOSE_EVAL):
+        if task.eval_step != step:
+            continue
+        index = int(task.prompt_id.split("-")[1])
+        n = task.sampling.n
+        rewards = [1.0] * correct_per_prompt[index] + [0.0] * (n - correct_per_prompt[index])
+        group = types_pb2.SampleGroup(task=task, policy_version=task.policy.version,
+                                      samples=[types_pb2.Sample(token_ids=[1] * (4 + index)) for _ in range(n)])
+        publish(client, keys.EVAL_SCORED, types_pb2.ScoredGroup(group=group, rewards=rewards))
+
+
+def test_semi_online_windows_wait_for_commits_and_fan_out_reloads(
+    controller: Controller, stub: Any, generator: RecordingGenerator, redis_client: redis.Redis,
+    files: dict[str, Path],
+) -> None:
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(keys.RELOAD_CHANNEL)
+    record = controller.submit(make_spec(files, "semi", interval=2, steps=6))
+    run_id = record.id
+    assert record.state == "running" and redis_client.get(keys.ACTIVE_RUN).decode() == run_id
+    released = tasks(redis_client, run_id)
+    assert sorted(t.prompt_id for t in released) == ["t1-0", "t1-1", "t2-0", "t2-1"]
+    assert {(t.policy.version, t.policy.path) for t in released} == {(0, str(files["model"].resolve()))}
+
+    # The loop alone never releases window 1: version 2 is not committed yet.
+    controller.tick()
+    assert len(tasks(redis_client, run_id)) == 4
+    report = controller_pb2.StepReport(run_id=run_id, step=1, metrics={"loss": 1.0})
+    assert stub.ReportStep(report, timeout=10).cancelled is False
+
+    v2 = write_policy(files["store"], run_id, 2)
+    response = commit(stub, run_id, v2, 2)
+    assert response.committed, response.error
+    record = load_run(redis_client, run_id)
+    assert (record.policy_version, record.generation_version, record.syncs) == (2, 2, 1)
+    assert record.policy_path == str(v2) and record.windows_released == 2
+    window1 = [t for t in tasks(redis_client, run_id) if t.window == 1]
+    assert sorted(t.prompt_id for t in window1) == ["t3-0", "t3-1", "t4-0", "t4-1"]
+    assert {(t.policy.version, t.policy.path) for t in window1} == {(2, str(v2))}
+    assert [(r.run_id, r.policy.version, r.policy.path) for r in generator.reloads] == [(run_id, 2, str(v2))]
+    assert {o.generator_id: o.ok for o in controller.last_reload} == {"gen-live": True, "gen-dead": False}
+    notice = None
+    deadline = time.monotonic() + 5
+    while notice is None and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=1.0)
+        if message and message["type"] == "message":
+            notice = generator_pb2.ReloadRequest.FromString(message["data"])
+    assert notice is not None and notice.policy.version == 2 and notice.run_id == run_id
+
+    # A repeated commit (trainer retry) changes nothing.
+    assert commit(stub, run_id, v2, 2).committed
+    assert len(tasks(redis_client, run_id)) == 8 and load_run(redis_client, run_id).syncs == 1
+
+    v4 = write_policy(files["store"], run_id, 4)
+    assert commit(stub, run_id, v4, 4).committed
+    assert {t.policy.version for t in tasks(redis_client, run_id) if t.window == 2} == {4}
+    v6 = write_policy(files["store"], run_id, 6, final=True)
+    response = commit(stub, run_id, v6, 6, final=True)
+    assert response.committed, response.error
+    record = load_run(redis_client, run_id)
+    assert record.state == "succeeded" and record.syncs == 2 and record.generation_version == 4
+    assert record.final_path == str(RunCheckpoints(files["store"], run_id).final_dir)
+    assert len(tasks(redis_client, run_id)) == 12  # no window after the last
+    assert [r.policy.version for r in generator.reloads] == [2, 4]
+    assert redis_client.get(keys.ACTIVE_RUN) is None
+    pubsub.close()
+
+
+def test_corrupt_or_foreign_checkpoint_is_refused(
+    controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path], tmp_path: Path
+) -> None:
+    run_id = controller.submit(make_spec(files, "corrupt", interval=2, steps=4)).id
+    v2 = write_policy(files["store"], run_id, 2)
+    (v2 / "model.safetensors").write_bytes(b"\x00" * 64)  # same size, different bytes
+    response = commit(stub, run_id, v2, 2)
+    assert not response.committed and "sha256" in response.error
+    (v2 / "model.safetensors").unlink()
+    assert "missing" in commit(stub, run_id, v2, 2).error
+    outside = tmp_path / "elsewhere" / "v2"
+    with staged_directory(outside) as staging:
+        (staging / "model.safetensors").write_bytes(b"x")
+    response = commit(stub, run_id, outside, 2)
+    assert not response.committed and "outside" in response.error
+    unknown = commit(stub, "nope-00000000", v2, 2)
+    assert not unknown.committed
+    record = load_run(redis_client, run_id)
+    assert (record.policy_version, record.windows_released, record.syncs) == (0, 1, 0)
+    assert len(tasks(redis_client, run_id)) == 4
+
+    # Rewritten correctly, it commits and the next window goes out.
+    v2 = write_policy(files["store"], run_id, 2)
+    assert commit(stub, run_id, v2, 2).committed
+    assert load_run(redis_client, run_id).windows_released == 2
+
+
+def test_final_commit_needs_a_valid_final_directory(
+    controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
+) -> None:
+    run_id = controller.submit(make_spec(files, "fin", interval=1, steps=1)).id
+    v1 = write_policy(files["store"], run_id, 1)
+    response = commit(stub, run_id, v1, 1, final=True)
+    assert not response.committed and "final" in response.error
+    write_policy(files["store"], run_id, 1, final=True)
+    assert commit(stub, run_id, v1, 1, final=True).committed
+    assert load_run(redis_client, run_id).state == "succeeded"
+
+
+def test_retention_keeps_the_newest_versions(
+    controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
+) -> None:
+    spec = make_spec(files, "keep", interval=1, steps=6, checkpoint={"keep": 2})
+    run_id = controller.submit(spec).id
+    checkpoints = RunCheckpoints(files["store"], run_id)
+    for version in range(1, 6):
+        assert commit(stub, run_id, write_policy(files["store"], run_id, version), version).committed
+        assert checkpoints.policy_versions() == list(range(max(1, version - 1), version + 1))
+    record = load_run(redis_client, run_id)
+    assert record.generation_version == 5 and record.syncs == 5 and record.windows_released == 6
+
+
+def test_retention_spares_versions_an_eval_round_still_needs(
+    controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
+) -> None:
+    spec = make_spec(files, "keepeval", interval=1, steps=6, evals=True, checkpoint={"keep": 1}, eval={"every": 2})
+    run_id = controller.submit(spec).id
+    checkpoints = RunCheckpoints(files["store"], run_id)
+    for version in range(1, 5):
+        assert commit(stub, run_id, write_policy(files["store"], run_id, version), version).committed
+    # v2's eval round is unscored, so v2 stays although keep=1; v4 is current.
+    assert checkpoints.policy_versions() == [2, 4]
+    score_evals(redis_client, run_id, 2, [1, 1, 1])
+    score_evals(redis_client, run_id, 4, [1, 1, 1])
+    controller.tick()
+    assert commit(stub, run_id, write_policy(files["store"], run_id, 5), 5).committed
+    assert checkpoints.policy_versions() == [5]
+
+
+def test_offline_releases_one_window_and_never_reloads(
+    controller: Controller, stub: Any, generator: RecordingGenerator, redis_client: redis.Redis,
+    files: dict[str, Path],
+) -> None:
+    spec = make_spec(files, "off", interval="offline", steps=4, evals=True, checkpoint={"every": 2})
+    run_id = controller.submit(spec).id
+    train = tasks(redis_client, run_id)
+    assert len(train) == 4 * BATCH and {t.policy.version for t in train} == {0} and {t.window for t in train} == {0}
+    seed_eval = tasks(redis_client, run_id, types_pb2.TASK_PURPOSE_EVAL)
+    assert [t.prompt_id for t in seed_eval] == ["e0-0", "e0-1", "e0-2"] and {t.policy.version for t in seed_eval} == {0}
+
+    assert commit(stub, run_id, write_policy(files["store"], run_id, 2), 2).committed
+    controller.tick()
+    record = load_run(redis_client, run_id)
+    assert record.policy_version == 2 and record.generation_version == 0 and record.syncs == 0
+    assert len(tasks(redis_client, run_id)) == 4 * BATCH and generator.reloads == []
+
+    score_evals(redis_client, run_id, 0, [0, 1, 2])
+    v4 = write_policy(files["store"], run_id, 4, final=True)
+    assert commit(stub, run_id, v4, 4, final=True).committed
+    final_eval = [t for t in tasks(redis_client, run_id, types_pb2.TASK_PURPOSE_EVAL) if t.eval_step == 4]
+    assert len(final_eval) == EVAL_PROMPTS and {(t.policy.version, t.policy.path) for t in final_eval} == {(4, str(v4))}
+    assert len(tasks(redis_client, run_id)) == 4 * BATCH and generator.reloads == []
+    controller.tick()
+    assert load_run(redis_client, run_id).state == "running"  # the final round is not scored yet
+
+    score_evals(redis_client, run_id, 4, [2, 2, 2])
+    controller.tick()
+    record = load_run(redis_client, run_id)
+    assert record.state == "succeeded" and record.syncs == 0
+    assert [(e.step, e.policy_version, e.prompts, e.samples) for e in record.evals] == [(0, 0, 3, 6), (4, 4, 3, 6)]
+    assert record.evals[0].accuracy == pytest.approx(0.5) and record.evals[1].accuracy == pytest.approx(1.0)
+    assert record.evals[0].mean_response_tokens == pytest.approx(5.0)
+
+
+def test_cancel_stops_releases_and_the_next_run_starts(
+    controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
+) -> None:
+    first = controller.submit(make_spec(files, "one", interval=2, steps=4)).id
+    second = controller.submit(make_spec(files, "two", interval=1, steps=2)).id
+    assert load_run(redis_client, second).state == "queued" and tasks(redis_client, second) == []
+    controller.cancel(first)
+    assert stub.ReportStep(controller_pb2.StepReport(run_id=first, step=1), timeout=10).cancelled is True
+    response = commit(stub, first, write_policy(files["store"], first, 2), 2)
+    assert not response.committed and "cancelled" in response.error
+    assert len(tasks(redis_client, first)) == 4
+    assert load_run(redis_client, second).state == "running"
+    assert redis_client.get(keys.ACTIVE_RUN).decode() == second
+    assert {t.policy.version for t in tasks(redis_client, second)} == {0}
+
+
+def test_succeeded_run_hands_over_to_the_next_queued_run(
+    controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
+) -> None:
+    first = controller.submit(make_spec(files, "a", interval=1, steps=1, evals=True)).id
+    second = controller.submit(make_spec(files, "b", interval=1, steps=1)).id
+    score_evals(redis_client, first, 0, [2, 0, 0])
+    v1 = write_policy(files["store"], first, 1, final=True)
+    assert commit(stub, first, v1, 1, final=True).committed
+    assert load_run(redis_client, second).state == "queued"
+    score_evals(redis_client, first, 1, [2, 2, 0])
+    controller.tick()
+    assert load_run(redis_client, first).state == "succeeded"
+    assert load_run(redis_client, second).state == "running"
+    assert [e.step for e in load_run(redis_client, first).evals] == [0, 1]
+
+
+def test_restarted_controller_resumes_from_redis(
+    controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
+) -> None:
+    run_id = controller.submit(make_spec(files, "restart", interval=2, steps=6)).id
+    # A fresh controller over the same Redis re-derives the state and releases nothing twice.
+    again = Controller(redis_client, files["store"])
+    again.tick()
+    assert len(tasks(redis_client, run_id)) == 4
+    # Crash between recording a commit and releasing the window: the next controller releases it.
+    write_policy(files["store"], run_id, 2)
+    record = load_run(redis_client, run_id)
+    record.policy_version, record.policy_path = 2, str(RunCheckpoints(files["store"], run_id).policy_dir(2))
+    save_run(redis_client, record)
+    third = Controller(redis_client, files["store"])
+    third.tick()
+    record = load_run(redis_client, run_id)
+    assert record.windows_released == 2 and record.syncs == 1 and record.generation_version == 2
+    assert sorted(t.prompt_id for t in tasks(redis_client, run_id) if t.window == 1) == [
+        "t3-0", "t3-1", "t4-0", "t4-1"]
+
+
+def test_background_loop_collects_evals(controller: Controller, redis_client: redis.Redis,
+                                        files: dict[str, Path]) -> None:
+    run_id = controller.submit(make_spec(files, "loop", interval=1, steps=2, evals=True)).id
+    controller.poll_s = 0.1
+    controller.start()
+    try:
+        score_evals(redis_client, run_id, 0, [1, 1, 1])
+        deadline = time.monotonic() + 10
+        while not load_run(redis_client, run_id).evals and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [e.step for e in load_run(redis_client, run_id).evals] == [0]
+        assert threading.active_count() >= 2
+    finally:
+        controller.stop()
+
