@@ -1,0 +1,58 @@
+"""`python -m semirl.trainer`: the trainer service process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from semirl.trainer.service import TrainerService
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="semirl.trainer", description="semirl DPO trainer (DeepSpeed)")
+    parser.add_argument("--redis-url", default=os.environ.get("SEMIRL_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--store", default=os.environ.get("SEMIRL_STORE"), help="checkpoint store root")
+    parser.add_argument("--controller", default=os.environ.get("SEMIRL_CONTROLLER_GRPC"),
+                        help="controller internal gRPC endpoint HOST:PORT")
+    parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("SEMIRL_GRPC_PORT", "50053")))
+    parser.add_argument("--trainer-id", default=os.environ.get("SEMIRL_TRAINER_ID", "trainer-0"),
+                        help="stable consumer name: a restarted trainer replays its own pending groups")
+    parser.add_argument("--torch-threads", type=int, default=int(os.environ.get("SEMIRL_TORCH_THREADS", "0")),
+                        help="torch intra-op threads (0 = torch's default); 1 avoids oversubscription on a shared CPU")
+    parser.add_argument("--log-level", default=os.environ.get("SEMIRL_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    if not args.store:
+        parser.error("--store (or SEMIRL_STORE) is required")
+    if not args.controller:
+        parser.error("--controller (or SEMIRL_CONTROLLER_GRPC) is required")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr, level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [trainer] %(message)s",
+    )
+    if args.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    service = TrainerService(args.redis_url, args.store, args.controller, args.grpc_port, args.trainer_id)
+
+    def _terminate(signum: int, _frame: object) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping after the current step", signum)
+        service.stop.set()
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
+    logging.getLogger(__name__).info("trainer %s serving gRPC on :%d", args.trainer_id, service.port)
+    service.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Trainer checkpoints on the shared store (DESIGN §5): policy versions, trainer state, the final policy.
+
+Every directory is written through `staged_directory` (temporary sibling, MANIFEST.json, atomic rename), so a
+reader never sees a half-written checkpoint. Committing to the controller and acking the stream entries the
+checkpoint covers are the service's job, in that order, after these writes return.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from semirl.core.checkpoints import MANIFEST, RunCheckpoints, staged_directory, verify
+from semirl.trainer.engine import DPOEngine
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"
+# Files a generator needs besides the weights and config: tokenizer and generation settings.
+_MODEL_SIDE_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
+    "vocab.txt", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+    "generation_config.json",
+)
+
+
+def copy_model_side_files(seed_dir: Path, destination: Path) -> list[str]:
+    copied = []
+    for name in _MODEL_SIDE_FILES:
+        source = seed_dir / name
+        if source.is_file() and not (destination / name).exists():
+            shutil.copy2(source, destination / name)
+            copied.append(name)
+    return copied
+
+
+class TrainerCheckpoints:
+    """Writes and reads one run's trainer checkpoints."""
+
+    def __init__(self, store_root: Path | str, run_id: str, subdir: str | None, seed_model_path: str) -> None:
+        self.run_id = run_id
+        self.paths = RunCheckpoints(store_root, run_id, subdir)
+        self.seed_model_path = Path(seed_model_path)
+
+    def save_policy(self, engine: DPOEngine, step: int) -> Path:
+        final = self.paths.policy_dir(step)
+        with staged_directory(final, {"run_id": self.run_id, "version": step}) as staging:
+            engine.save_policy(staging)
+            copy_model_side_files(self.seed_model_path, staging)
+        return final
+
+    def save_trainer(self, engine: DPOEngine, step: int, extra_state: dict[str, Any]) -> Path:
+        final = self.paths.trainer_dir(step)
+        state = {**engine.state(), **extra_state, "run_id": self.run_id}
+        if state["step"] != step:
+            raise ValueError(f"engine is at step {state['step']}, not {step}")
+        with staged_directory(final, {"run_id": self.run_id, "step": step}) as staging:
+            engine.save_state(staging)
+            (staging / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
+        return final
+
+    def latest_step(self) -> int | None:
+        return self.paths.latest_valid_trainer_step()
+
+    def load_trainer(self, engine: DPOEngine, step: int) -> dict[str, Any]:
+        directory = self.paths.trainer_dir(step)
+        verify(directory)
+        state = json.loads((directory / STATE_FILE).read_text())
+        engine.load_state(directory, state)
+        return state
+
+    def save_final(self, policy_dir: Path) -> Path:
+        """The run's final policy: a staged copy of the last policy version."""
+        final = self.paths.final_dir
+        with staged_directory(final, {"run_id": self.run_id, "source": policy_dir.name}) as staging:
+            for path in sorted(policy_dir.rglob("*")):
+                if path.is_file() and path.name != MANIFEST:
+                    target = staging / path.relative_to(policy_dir)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, target)
+        return final

@@ -1,0 +1,337 @@
+"""The DPO engine on real DeepSpeed (CPU accelerator) with a tiny random Llama."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import torch
+
+from semirl.core import keys
+from semirl.core.checkpoints import verify
+from semirl.core.grpc_server import ServiceServer, channel, check_health
+from semirl.core.redis_server import free_port
+from semirl.core.runstate import RunRecord, load_run, save_run
+from semirl.core.streams import pending_count, publish
+from semirl.proto import controller_pb2, controller_pb2_grpc, trainer_pb2, trainer_pb2_grpc, types_pb2
+from semirl.spec import RunSpec
+from semirl.trainer.checkpointing import STATE_FILE, TrainerCheckpoints
+from semirl.trainer.engine import DPOEngine
+from semirl.trainer.pairs import Pair
+from semirl.trainer.service import TrainerService
+
+VOCAB = 100
+
+
+def redis_server_url(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, head_dim=32, max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
+        pad_token_id=0, tie_word_embeddings=False,
+    )
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    GenerationConfig(bos_token_id=1, eos_token_id=2).save_pretrained(path)
+    return path
+
+
+def _spec(model: Path, adam_eps: float = 1e-8, **train: int) -> RunSpec:
+    return RunSpec.model_validate({
+        "name": "engine-test",
+        "model": {"path": str(model)},
+        "data": {"train": {"path": "unused.jsonl"}},
+        "sync": {"interval": 2},
+        "train": {"steps": 4, "batch_prompts": 4, "micro_batch_pairs": 2, "seed": 0, **train},
+        "optim": {"lr": 1e-3, "adam_eps": adam_eps, "grad_clip": 1.0},
+        "dpo": {"beta": 0.1},
+    })
+
+
+def _pairs(n: int = 3) -> list[Pair]:
+    gen = torch.Generator().manual_seed(1)
+    pairs = []
+    for i in range(n):
+        prompt = tuple(int(t) for t in torch.randint(3, VOCAB, (4 + i,), generator=gen))
+        chosen = tuple(int(t) for t in torch.randint(3, VOCAB, (5 + i,), generator=gen))
+        rejected = tuple(int(t) for t in torch.randint(3, VOCAB, (3 + 2 * i,), generator=gen))
+        pairs.append(Pair(f"t1-{i}", 0, prompt, chosen, rejected, 0, 1))
+    return pairs
+
+
+def _weights(engine: DPOEngine) -> dict[str, torch.Tensor]:
+    return engine.policy_state_dict()
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=atol, rtol=0), key
+
+
+def test_dpo_steps_move_policy_and_resume_is_exact(tiny_model: Path, tmp_path: Path) -> None:
+    spec = _spec(tiny_model)
+    pairs = _pairs(3)  # 3 pairs, micro batch 2: two micro batches accumulated into one step
+    engine = DPOEngine(spec)
+    before = engine.evaluate(pairs)
+    assert before["margin"] == pytest.approx(0.0, abs=1e-6)  # policy == reference at the start
+    seed_weights = _weights(engine)
+
+    m1 = engine.train_step(pairs)
+    assert m1["loss"] == pytest.approx(torch.nn.functional.softplus(torch.tensor(0.0)).item(), abs=1e-5)
+    assert engine.evaluate(pairs)["margin"] > 0  # step 1 moved the policy toward the chosen responses
+    m2 = engine.train_step(pairs)
+    after = engine.evaluate(pairs)
+    assert m2["margin"] > 0 and m2["loss"] < m1["loss"]
+    assert after["policy_logp_margin"] > before["policy_logp_margin"]
+    # sync.interval 2 -> the reference re-syncs at step 2
+    assert engine.step == 2 and engine.ref_synced_at == 2
+    _assert_same(engine.policy_state_dict(), {k: v for k, v in engine.ref.state_dict().items()})
+    assert any(not torch.equal(seed_weights[k], v) for k, v in _weights(engine).items())
+
+    # a step with no pairs counts but does not change the weights
+    frozen = _weights(engine)
+    empty = engine.train_step([])
+    assert engine.step == 3 and engine.updates == 2 and empty["loss"] == 0.0
+    _assert_same(frozen, _weights(engine))
+
+    store = TrainerCheckpoints(tmp_path / "store", "run-1", None, str(tiny_model))
+    policy_dir = store.save_policy(engine, 3)
+    verify(policy_dir)
+    assert (policy_dir / "model.safetensors").is_file() and (policy_dir / "generation_config.json").is_file()
+    trainer_dir = store.save_trainer(engine, 3, {"consumed_prompt_ids": ["t1-0"]})
+    assert store.latest_step() == 3
+    assert json.loads((trainer_dir / STATE_FILE).read_text())["ref_synced_at"] == 2
+
+    resumed = DPOEngine(spec)
+    state = store.load_trainer(resumed, 3)
+    assert state["consumed_prompt_ids"] == ["t1-0"]
+    assert (resumed.step, resumed.updates, resumed.ref_synced_at) == (3, 2, 2)
+    _assert_same(_weights(engine), _weights(resumed))
+    _assert_same(engine.ref.state_dict(), resumed.ref.state_dict())
+    # the optimizer state came back too: the next step is identical on both engines
+    engine.train_step(pairs)
+    resumed.train_step(pairs)
+    _assert_same(_weights(engine), _weights(resumed), atol=1e-7)
+
+    final = store.save_final(policy_dir)
+    verify(final)
+
+
+def test_micro_batching_accumulates_the_mean_gradient(tiny_model: Path) -> None:
+    pairs = _pairs(3)
+    # a large Adam eps makes the first update ~ lr·g (not lr·sign(g)), so weights compare gradients
+    split = DPOEngine(_spec(tiny_model, adam_eps=1.0, micro_batch_pairs=1))
+    whole = DPOEngine(_spec(tiny_model, adam_eps=1.0, micro_batch_pairs=4))
+    a, b = split.train_step(pairs), whole.train_step(pairs)
+    assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    _assert_same(_weights(split), _weights(whole), atol=1e-8)
+
+
+# --- the trainer service against real Redis and a stand-in controller (gRPC) ---------------------------------
+
+
+class _Controller(controller_pb2_grpc.ControllerInternalServiceServicer):
+    """The controller's side of the trainer contract: verify + commit (updating the run record), collect reports."""
+
+    def __init__(self, client: redis.Redis, run_id: str, refuse_first_commit: bool = False) -> None:
+        self.client, self.run_id = client, run_id
+        self.refuse = refuse_first_commit
+        self.commits: list[controller_pb2.CommitCheckpointRequest] = []
+        self.reports: list[controller_pb2.StepReport] = []
+        self.on_commit: list = []
+        self.cancel = False
+        self.lock = threading.Lock()
+
+    def CommitCheckpoint(self, request, context):  # noqa: ANN001, ANN201, N802
+        with self.lock:
+            if self.refuse:
+                self.refuse = False
+                return controller_pb2.CommitCheckpointResponse(committed=False, error="simulated failure")
+            verify(Path(request.policy.path))
+            record = load_run(self.client, request.run_id)
+            record = record.model_copy(update={"policy_version": request.policy.version})
+            save_run(self.client, record)
+            self.commits.append(request)
+            for hook in self.on_commit:
+                hook(request)
+            return controller_pb2.CommitCheckpointResponse(committed=True)
+
+    def ReportStep(self, request, context):  # noqa: ANN001, ANN201, N802
+        with self.lock:
+            self.reports.append(request)
+            return controller_pb2.ReportStepResponse(cancelled=self.cancel)
+
+
+def _scored(run_id: str, prompt_id: str, version: int, rewards: list[float], seed: int) -> types_pb2.ScoredGroup:
+    gen = torch.Generator().manual_seed(seed)
+    samples = [
+        types_pb2.Sample(token_ids=[int(t) for t in torch.randint(3, VOCAB, (3 + i,), generator=gen)])
+        for i in range(len(rewards))
+    ]
+    task = types_pb2.PromptTask(run_id=run_id, prompt_id=prompt_id, purpose=types_pb2.TASK_PURPOSE_TRAIN)
+    group = types_pb2.SampleGroup(
+        task=task, prompt_token_ids=[int(t) for t in torch.randint(3, VOCAB, (4,), generator=gen)],
+        samples=samples, policy_version=version,
+    )
+    return types_pb2.ScoredGroup(group=group, rewards=rewards)
+
+
+def _publish_step(client: redis.Redis, run_id: str, spec: RunSpec, step: int) -> None:
+    version = spec.policy_version_for_step(step)
+    publish(client, keys.SCORED, _scored(run_id, f"t{step}-0", version, [1.0, 0.0, 0.0, 1.0], step * 10))
+    rewards = [1.0, 1.0, 1.0, 1.0] if step == 1 else [0.0, 1.0, 0.0, 0.0]  # step 1: one all-correct skip
+    publish(client, keys.SCORED, _scored(run_id, f"t{step}-1", version, rewards, step * 10 + 1))
+
+
+def _wait(predicate, timeout: float = 120.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_service_trains_checkpoints_acks_and_resumes(
+    tiny_model: Path, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    spec = RunSpec.model_validate({
+        "name": "svc", "model": {"path": str(tiny_model)}, "data": {"train": {"path": "unused.jsonl"}},
+        "sync": {"interval": 2}, "train": {"steps": 3, "batch_prompts": 2, "micro_batch_pairs": 1},
+        "optim": {"lr": 1e-3},
+    })
+    run_id = "run-svc"
+    store = tmp_path / "store"
+    save_run(redis_client, RunRecord(id=run_id, name="svc", state="running", spec=spec,
+                                     run_dir=str(store / "runs" / run_id), policy_path=str(tiny_model)))
+    redis_client.set(keys.ACTIVE_RUN, run_id)
+    controller = _Controller(redis_client, run_id, refuse_first_commit=True)
+    server = ServiceServer("127.0.0.1:0", "controller")
+    server.add(controller_pb2_grpc.add_ControllerInternalServiceServicer_to_server, controller)
+    server.start()
+
+    def start_trainer() -> tuple[TrainerService, threading.Thread]:
+        service = TrainerService(redis_server_url(redis_client), store, f"127.0.0.1:{server.port}", 0, "trainer-t",
+                                 poll_s=0.1, retry_s=0.1)
+        thread = threading.Thread(target=service.serve_forever, daemon=True)
+        thread.start()
+        return service, thread
+
+    try:
+        # noise: another run's group, a group of the wrong version, a duplicate prompt id
+        publish(redis_client, keys.SCORED, _scored("other-run", "t1-0", 0, [1.0, 0.0], 99))
+        publish(redis_client, keys.SCORED, _scored(run_id, "t1-5", 2, [1.0, 0.0], 98))
+        _publish_step(redis_client, run_id, spec, 1)
+        publish(redis_client, keys.SCORED, _scored(run_id, "t1-0", 0, [1.0, 0.0], 97))
+
+        # 1) a trainer trains step 1, waits for step 2 and is stopped: step 1's groups stay pending
+        service, thread = start_trainer()
+        _wait(lambda: len(controller.reports) == 1)
+        first = controller.reports[0]
+        assert first.step == 1 and first.metrics["pairs"] == 1 and first.metrics["skipped"] == 1
+        uses = {(u.prompt_id, u.trained, u.skip_reason) for u in first.groups}
+        assert ("t1-1", False, "all_correct") in uses and ("t1-0", True, "") in uses
+        assert ("t1-5", False, "dropped_wrong_version") in uses
+        assert pending_count(redis_client, keys.SCORED, keys.TRAINER_GROUP) == 2
+        service.stop.set()
+        thread.join(60)
+
+        # 2) a restarted trainer (same id) replays step 1 from its pending entries, trains step 2; the first commit
+        #    is refused after the checkpoint was written, so it resumes from that checkpoint and re-commits
+        def release_step_3(request: controller_pb2.CommitCheckpointRequest) -> None:
+            if request.policy.version == 2:
+                _publish_step(redis_client, run_id, spec, 3)
+
+        controller.on_commit.append(release_step_3)
+        service, thread = start_trainer()
+        _publish_step(redis_client, run_id, spec, 2)
+        _wait(lambda: any(c.final for c in controller.commits))
+        service.stop.set()
+        thread.join(60)
+    finally:
+        server.stop()
+
+    steps = [r.step for r in controller.reports]
+    assert steps == [1, 1, 2, 3]  # step 1 replayed after the restart (it had no checkpoint), 2 never retrained
+    assert [r.resumed_from_step for r in controller.reports] == [0, 0, 0, 2]
+    assert [(c.policy.version, c.final) for c in controller.commits] == [(2, False), (3, True)]
+    assert controller.reports[-1].metrics["staleness"] == 1.0
+    assert pending_count(redis_client, keys.SCORED, keys.TRAINER_GROUP) == 0
+    run_dir = store / "runs" / run_id
+    verify(run_dir / "final")
+    verify(run_dir / "policy" / "v3")
+    assert sorted(p.name for p in (run_dir / "trainer").iterdir()) == ["step2", "step3"]
+    state = json.loads((run_dir / "trainer" / "step3" / STATE_FILE).read_text())
+    assert state["step"] == 3 and state["ref_synced_at"] == 2
+    assert set(state["consumed_prompt_ids"]) == {"t1-0", "t1-1", "t2-0", "t2-1", "t3-0", "t3-1"}
+
+
+def test_service_stops_a_cancelled_run(tiny_model: Path, tmp_path: Path, redis_client: redis.Redis) -> None:
+    spec = RunSpec.model_validate({
+        "name": "svc", "model": {"path": str(tiny_model)}, "data": {"train": {"path": "unused.jsonl"}},
+        "sync": {"interval": 2}, "train": {"steps": 3, "batch_prompts": 2, "micro_batch_pairs": 2},
+    })
+    run_id = "run-cancel"
+    store = tmp_path / "store"
+    save_run(redis_client, RunRecord(id=run_id, name="svc", state="running", spec=spec,
+                                     run_dir=str(store / "runs" / run_id)))
+    redis_client.set(keys.ACTIVE_RUN, run_id)
+    controller = _Controller(redis_client, run_id)
+    controller.cancel = True
+    server = ServiceServer("127.0.0.1:0", "controller")
+    server.add(controller_pb2_grpc.add_ControllerInternalServiceServicer_to_server, controller)
+    server.start()
+    service = TrainerService(redis_server_url(redis_client), store, f"127.0.0.1:{server.port}", 0, "trainer-c",
+                             poll_s=0.1)
+    thread = threading.Thread(target=service.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _publish_step(redis_client, run_id, spec, 1)
+        _publish_step(redis_client, run_id, spec, 2)
+        _wait(lambda: run_id in service.finished)
+        with channel(f"127.0.0.1:{service.port}") as chan:
+            status = trainer_pb2_grpc.TrainerServiceStub(chan).Status(trainer_pb2.TrainerStatusRequest(), timeout=5)
+        assert status.run_id == run_id and status.state == "done"
+    finally:
+        service.stop.set()
+        thread.join(60)
+        server.stop()
+    assert [r.step for r in controller.reports] == [1]  # cancelled at the first report: no step 2, no checkpoint
+    assert controller.commits == [] and not (store / "runs" / run_id / "trainer").exists()
+
+
+def test_trainer_process_serves_health_and_exits_on_sigterm(tmp_path: Path, redis_client: redis.Redis) -> None:
+    port = free_port()
+    env = {**os.environ, "SEMIRL_REDIS_URL": redis_server_url(redis_client), "SEMIRL_STORE": str(tmp_path)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "semirl.trainer", "--controller", "127.0.0.1:1", "--grpc-port", str(port),
+         "--trainer-id", "trainer-p"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        _wait(lambda: check_health(f"127.0.0.1:{port}", timeout=1.0), timeout=60)
+        with channel(f"127.0.0.1:{port}") as chan:
+            status = trainer_pb2_grpc.TrainerServiceStub(chan).Status(trainer_pb2.TrainerStatusRequest(), timeout=5)
+        assert status.trainer_id == "trainer-p" and status.state == "idle"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert b"serving gRPC" in process.stderr.read()
