@@ -1,0 +1,74 @@
+"""GeneratorService over gRPC: Generate (the direct path), Reload and Status, all on the service's engine."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+
+from semirl.core.checkpoints import CheckpointError
+from semirl.generator.engine import Policy, PromptError
+from semirl.proto import generator_pb2, generator_pb2_grpc, types_pb2
+
+if TYPE_CHECKING:
+    from semirl.generator.service import GeneratorService
+
+log = logging.getLogger(__name__)
+
+
+class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
+    def __init__(self, service: GeneratorService) -> None:
+        self.service = service
+
+    def Generate(self, request: generator_pb2.GenerateRequest, context: grpc.ServicerContext):  # noqa: N802
+        from semirl.generator.service import samples_to_proto, sampling_from_proto
+
+        service = self.service
+        sampling = sampling_from_proto(request.sampling)
+        started = time.perf_counter()
+        with service.lock:
+            try:
+                if request.policy.path:
+                    service.load(Policy(request.policy.version, request.policy.path))
+                version, results = service.generate(list(request.prompts), [sampling] * len(request.prompts))
+            except CheckpointError as err:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot load policy: {err}")
+            except PromptError as err:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            except RuntimeError as err:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        seconds = time.perf_counter() - started
+        response = generator_pb2.GenerateResponse()
+        for prompt, (prompt_token_ids, samples) in zip(request.prompts, results, strict=True):
+            task = types_pb2.PromptTask(
+                prompt=prompt, sampling=request.sampling, policy=types_pb2.PolicyRef(version=version)
+            )
+            response.groups.append(types_pb2.SampleGroup(
+                task=task,
+                prompt_token_ids=prompt_token_ids,
+                samples=samples_to_proto(samples),
+                policy_version=version,
+                generator_id=service.generator_id,
+                generation_seconds=seconds,
+            ))
+        return response
+
+    def Reload(self, request: generator_pb2.ReloadRequest, context: grpc.ServicerContext):  # noqa: N802
+        if not request.policy.path:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "policy.path is required")
+        try:
+            result = self.service.load(Policy(request.policy.version, request.policy.path), request.run_id)
+        except CheckpointError as err:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot load policy: {err}")
+        except Exception as err:  # noqa: BLE001
+            log.exception("Reload failed")
+            context.abort(grpc.StatusCode.INTERNAL, f"reload failed: {err}")
+        log.info("Reload v%d: %s in %.2f s", result.version, result.mode, result.seconds)
+        return generator_pb2.ReloadResponse(
+            policy_version=result.version, seconds=result.seconds, reloaded=result.reloaded
+        )
+
+    def Status(self, request: generator_pb2.GeneratorStatusRequest, context: grpc.ServicerContext):  # noqa: N802
+        return self.service.status()

@@ -1,0 +1,375 @@
+"""The generator worker: prompt tasks from Redis in, sample groups out, policy versions kept in step (DESIGN §2, §3).
+
+- Reads `PromptTask`s from the `prompts` stream (consumer group `generators`, consumer = generator id) in
+  batches, groups them by the policy they require, loads that policy before serving them (a generator that
+  missed a Reload sees the task's version and reloads first), generates with vLLM and forwards one
+  `SampleGroup` per task to `to_verify` or `to_reward`, at most once per (run, prompt_id).
+- At start-up it loads the active run's current generation policy before taking tasks.
+- Registers its gRPC endpoint under `generator_registration_key(id)` with a TTL refreshed by a heartbeat, and
+  listens on the reload pub/sub channel. gRPC threads, the pub/sub thread and the loop share the engine
+  through one lock.
+- A bad task never crashes the loop: one that can never succeed (undecodable, missing ids, a prompt vLLM
+  rejects, a policy that fails to load `MAX_ATTEMPTS` times) is acked with nothing forwarded; anything else is
+  left pending and comes back after the visibility timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import redis
+
+from semirl.core import keys
+from semirl.core.grpc_server import ServiceServer
+from semirl.core.runstate import RunRecord, active_run, load_run
+from semirl.core.streams import Delivery, StreamQueue
+from semirl.generator.engine import (
+    EngineConfig,
+    Generated,
+    GenerationEngine,
+    LoadResult,
+    Policy,
+    PromptError,
+    Sampling,
+)
+from semirl.proto import generator_pb2, generator_pb2_grpc, types_pb2
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+REGISTRATION_TTL_S = 15
+HEARTBEAT_S = 5.0
+
+
+def sampling_from_proto(params: types_pb2.SamplingParams) -> Sampling:
+    return Sampling(
+        n=params.n or 1,
+        temperature=params.temperature,
+        top_p=params.top_p or 1.0,
+        max_tokens=params.max_tokens or 128,
+        seed=params.seed,
+    )
+
+
+def samples_to_proto(samples: list[Generated]) -> list[types_pb2.Sample]:
+    return [
+        types_pb2.Sample(text=s.text, token_ids=s.token_ids, logprobs=s.logprobs, finish_reason=s.finish_reason)
+        for s in samples
+    ]
+
+
+def engine_config_for(record: RunRecord | None, base: EngineConfig) -> EngineConfig:
+    if record is None:
+        return base
+    return EngineConfig(
+        dtype=record.spec.model.dtype,
+        max_model_len=record.spec.model.max_model_len,
+        enforce_eager=base.enforce_eager,
+        seed=base.seed,
+        extra=base.extra,
+    )
+
+
+def current_generation_policy(record: RunRecord) -> Policy:
+    """The policy a generator must serve now: the committed version if released, else the seed (v0)."""
+    if record.generation_version == record.policy_version and record.policy_path:
+        return Policy(record.policy_version, record.policy_path)
+    return Policy(0, record.spec.model.path)
+
+
+class GeneratorService:
+    def __init__(
+        self,
+        redis_url: str,
+        grpc_port: int,
+        generator_id: str,
+        *,
+        advertise_host: str = "127.0.0.1",
+        model: str | None = None,
+        engine_config: EngineConfig | None = None,
+        batch_size: int = 16,
+        block_ms: int = 1000,
+    ) -> None:
+        self.generator_id = generator_id
+        self.client = redis.Redis.from_url(redis_url)
+        self.base_config = engine_config or EngineConfig()
+        self.engine = GenerationEngine(self.base_config)
+        self.model = model
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.lock = threading.RLock()
+        self.stop = threading.Event()
+        self.run_id = ""
+        self.tasks_done = 0
+        self.reloads = 0
+        self._failures: dict[str, int] = {}
+        self._records: dict[str, RunRecord | None] = {}
+        self.queue: StreamQueue[types_pb2.PromptTask] = StreamQueue(
+            self.client, keys.PROMPTS, keys.GENERATORS_GROUP, generator_id, types_pb2.PromptTask
+        )
+        self.server = ServiceServer(f"0.0.0.0:{grpc_port}", "semirl.v1.GeneratorService")
+        from semirl.generator.grpc_api import GeneratorServicer
+
+        self.server.add(generator_pb2_grpc.add_GeneratorServiceServicer_to_server, GeneratorServicer(self))
+        self.port = self.server.port
+        self.endpoint = f"{advertise_host}:{self.port}"
+        self._threads: list[threading.Thread] = []
+
+    # --- engine access (always under the lock) ---------------------------------------------------------
+
+    def load(self, policy: Policy, run_id: str = "") -> LoadResult:
+        with self.lock:
+            if run_id:
+                self.engine.configure(engine_config_for(self._record(run_id), self.base_config))
+                self.run_id = run_id
+            result = self.engine.load(policy)
+            if result.reloaded:
+                self.reloads += 1
+            return result
+
+    def generate(self, prompts: list[str], sampling: list[Sampling]) -> tuple[int, list]:
+        """Generate with whatever is loaded; returns (policy_version, results)."""
+        with self.lock:
+            if self.engine.policy is None:
+                raise RuntimeError("no policy loaded")
+            return self.engine.policy.version, self.engine.generate(prompts, sampling)
+
+    def status(self) -> generator_pb2.GeneratorStatus:
+        policy = self.engine.policy
+        return generator_pb2.GeneratorStatus(
+            generator_id=self.generator_id,
+            run_id=self.run_id,
+            policy_version=policy.version if policy else 0,
+            policy_path=policy.path if policy else "",
+            engine_ready=self.engine.ready,
+            tasks_done=self.tasks_done,
+            reloads=self.reloads,
+        )
+
+    def _record(self, run_id: str, *, fresh: bool = False) -> RunRecord | None:
+        if fresh or run_id not in self._records:
+            try:
+                self._records[run_id] = load_run(self.client, run_id)
+            except Exception:  # noqa: BLE001 - a malformed record must not stop generation
+                log.exception("cannot read run record %s", run_id)
+                return None
+        return self._records[run_id]
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.server.start()
+        self._register()
+        for target, name in ((self._heartbeat, "heartbeat"), (self._listen_reloads, "reload-listener")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._load_at_startup()
+        self.server.set_serving(True)
+
+    def _load_at_startup(self) -> None:
+        """A generator started mid-run loads the current committed version first."""
+        try:
+            record = active_run(self.client)
+            if record is not None and not record.finished:
+                self.load(current_generation_policy(record), record.id)
+            elif self.model:
+                self.load(Policy(0, self.model))
+        except Exception:  # noqa: BLE001 - the first task (or a Reload) will load it instead
+            log.exception("start-up load failed; will load on the first task")
+
+    def serve_forever(self) -> None:
+        self.start()
+        log.info("generator %s serving on %s", self.generator_id, self.endpoint)
+        try:
+            while not self.stop.is_set():
+                self.step()
+        finally:
+            self.shutdown()
+
+    def step(self) -> int:
+        """Read and serve one batch of tasks; returns the number of tasks read."""
+        try:
+            deliveries = self.queue.read(count=self.batch_size, block_ms=self.block_ms)
+        except redis.RedisError:
+            log.exception("reading %s failed; retrying", keys.PROMPTS)
+            self.stop.wait(1.0)
+            return 0
+        if deliveries:
+            try:
+                self.serve(deliveries)
+            except redis.RedisError:
+                log.exception("forwarding failed; the tasks stay pending")
+                self.stop.wait(1.0)
+        return len(deliveries)
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.server.set_serving(False)
+        try:
+            self.client.delete(keys.generator_registration_key(self.generator_id))
+        except redis.RedisError:
+            log.warning("could not delete the registration key")
+        self.server.stop()
+        for thread in self._threads:
+            thread.join(timeout=3)
+        with self.lock:
+            self.engine.close()
+        self.client.close()
+
+    # --- the work -------------------------------------------------------------------------------------
+
+    def serve(self, deliveries: list[Delivery[types_pb2.PromptTask]]) -> None:
+        by_policy: OrderedDict[Policy | None, list[Delivery]] = OrderedDict()
+        for delivery in deliveries:
+            task = delivery.message
+            if not task.run_id or not task.prompt_id or not task.prompt:
+                log.error("dropping malformed task %s (run %r, prompt %r)", delivery.entry_id, task.run_id,
+                          task.prompt_id)
+                self.queue.ack([delivery.entry_id])
+                continue
+            if self.client.sismember(keys.done_key(task.run_id, "generate"), task.prompt_id):
+                self.queue.ack([delivery.entry_id])  # already generated (a redelivery): nothing to do
+                continue
+            by_policy.setdefault(self._required_policy(task), []).append(delivery)
+        loaded = self.engine.policy
+        # Serve what the loaded policy can serve first, then the rest in version order: fewest reloads.
+        order = sorted(by_policy, key=lambda p: (p != loaded, p.version if p else -1))
+        for policy in order:
+            self._serve_group(policy, by_policy[policy])
+
+    def _required_policy(self, task: types_pb2.PromptTask) -> Policy | None:
+        version = int(task.policy.version)
+        if task.policy.path:
+            return Policy(version, str(Path(task.policy.path).resolve()))
+        loaded = self.engine.policy
+        if loaded is not None and loaded.version == version:
+            return loaded
+        record = self._record(task.run_id, fresh=True)
+        if record is not None:
+            if record.policy_version == version and record.policy_path:
+                return Policy(version, str(Path(record.policy_path).resolve()))
+            if version == 0:
+                return Policy(0, str(Path(record.spec.model.path).resolve()))
+        return None
+
+    def _serve_group(self, policy: Policy | None, deliveries: list[Delivery]) -> None:
+        if policy is None:
+            for delivery in deliveries:
+                self._failed(delivery, f"policy v{delivery.message.policy.version} has no known path")
+            return
+        run_id = deliveries[0].message.run_id
+        with self.lock:
+            try:
+                self.load(policy, run_id)
+            except Exception as err:  # noqa: BLE001
+                log.exception("cannot load policy v%d from %s", policy.version, policy.path)
+                for delivery in deliveries:
+                    self._failed(delivery, f"load failed: {err}")
+                return
+            version = policy.version
+            outputs = self._generate_isolating(deliveries)
+        for delivery, (result, seconds) in outputs:
+            self._forward(delivery, result, version, seconds)
+
+    def _generate_isolating(self, deliveries: list[Delivery]) -> list[tuple[Delivery, tuple]]:
+        """Generate for all; if vLLM rejects the batch, retry one by one so one bad prompt drops alone."""
+        tasks = [d.message for d in deliveries]
+        started = time.perf_counter()
+        try:
+            results = self.engine.generate([t.prompt for t in tasks], [sampling_from_proto(t.sampling) for t in tasks])
+            seconds = time.perf_counter() - started
+            return [(d, (r, seconds)) for d, r in zip(deliveries, results, strict=True)]
+        except PromptError:
+            if len(deliveries) == 1:
+                self._failed(deliveries[0], "vLLM rejected the prompt", permanent=True)
+                return []
+        except Exception as err:  # noqa: BLE001
+            log.exception("generation failed for %d tasks", len(deliveries))
+            for delivery in deliveries:
+                self._failed(delivery, f"generation failed: {err}")
+            return []
+        served = []
+        for delivery in deliveries:
+            served.extend(self._generate_isolating([delivery]))
+        return served
+
+    def _forward(self, delivery: Delivery, result: tuple, version: int, seconds: float) -> None:
+        task: types_pb2.PromptTask = delivery.message
+        prompt_token_ids, samples = result
+        group = types_pb2.SampleGroup(
+            task=task,
+            prompt_token_ids=prompt_token_ids,
+            samples=samples_to_proto(samples),
+            policy_version=version,
+            generator_id=self.generator_id,
+            generation_seconds=seconds,
+        )
+        out = keys.TO_REWARD if task.reward_source == types_pb2.REWARD_SOURCE_REWARD_MODEL else keys.TO_VERIFY
+        written = self.queue.forward(
+            delivery, out, group, done_set=keys.done_key(task.run_id, "generate"), member=task.prompt_id
+        )
+        self._failures.pop(delivery.entry_id, None)
+        if written:
+            self.tasks_done += 1
+
+    def _failed(self, delivery: Delivery, reason: str, *, permanent: bool = False) -> None:
+        if len(self._failures) > 10_000:  # entries another generator took over never come back here
+            self._failures.clear()
+        attempts = self._failures.get(delivery.entry_id, 0) + 1
+        self._failures[delivery.entry_id] = attempts
+        task = delivery.message
+        if permanent or attempts >= MAX_ATTEMPTS:
+            log.error("dropping task %s/%s after %d attempt(s): %s", task.run_id, task.prompt_id, attempts, reason)
+            self.queue.ack([delivery.entry_id])
+            self._failures.pop(delivery.entry_id, None)
+        else:
+            log.warning("task %s/%s failed (attempt %d, will be redelivered): %s", task.run_id, task.prompt_id,
+                        attempts, reason)
+
+    # --- registration and reload notices --------------------------------------------------------------
+
+    def _register(self) -> None:
+        self.client.set(keys.generator_registration_key(self.generator_id), self.endpoint, ex=REGISTRATION_TTL_S)
+
+    def _heartbeat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            try:
+                self._register()
+            except redis.RedisError:
+                log.warning("registration refresh failed", exc_info=True)
+
+    def _listen_reloads(self) -> None:
+        while not self.stop.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(keys.RELOAD_CHANNEL)
+                while not self.stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "message":
+                        self._on_reload_notice(message["data"])
+            except redis.RedisError:
+                log.warning("reload listener lost Redis; resubscribing", exc_info=True)
+                self.stop.wait(1.0)
+            finally:
+                pubsub.close()
+
+    def _on_reload_notice(self, payload: bytes) -> None:
+        request = generator_pb2.ReloadRequest()
+        try:
+            request.ParseFromString(payload)
+        except Exception:  # noqa: BLE001
+            log.error("ignoring an undecodable reload notice")
+            return
+        if not request.policy.path:
+            log.error("ignoring a reload notice without a path")
+            return
+        try:
+            result = self.load(Policy(request.policy.version, request.policy.path), request.run_id)
+            log.info("reload notice: v%d (%s, %.2f s)", result.version, result.mode, result.seconds)
+        except Exception:  # noqa: BLE001 - the next task for that version reloads it
+            log.exception("reload notice for v%d failed", request.policy.version)

@@ -1,0 +1,48 @@
+"""`python -m semirl.verifier`: the verifier service process (math-verify)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+
+from semirl.verifier.scoring import DEFAULT_TIMEOUT_S
+from semirl.verifier.service import VerifierService
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="semirl.verifier", description="semirl math-verify scorer")
+    parser.add_argument("--redis-url", default=os.environ.get("SEMIRL_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("SEMIRL_GRPC_PORT", "50052")))
+    parser.add_argument("--verifier-id",
+                        default=os.environ.get("SEMIRL_VERIFIER_ID") or f"{socket.gethostname()}-{os.getpid()}")
+    parser.add_argument("--timeout-s", type=float,
+                        default=float(os.environ.get("SEMIRL_VERIFY_TIMEOUT_S", DEFAULT_TIMEOUT_S)),
+                        help="hard per-item scoring timeout")
+    parser.add_argument("--log-level", default=os.environ.get("SEMIRL_LOG_LEVEL", "INFO"))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr, level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [verifier] %(message)s",
+    )
+    service = VerifierService(args.redis_url, args.grpc_port, args.verifier_id, timeout_s=args.timeout_s)
+
+    def _terminate(signum: int, _frame: object) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping", signum)
+        service.stop.set()
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
+    service.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""The generator as a real process: real vLLM (CPU), real Redis, real gRPC; one engine for the whole module."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import redis
+import torch
+
+from semirl.core import keys
+from semirl.core.checkpoints import staged_directory, verify
+from semirl.core.grpc_server import channel, check_health
+from semirl.core.redis_server import EmbeddedRedis, free_port
+from semirl.core.streams import publish
+from semirl.proto import generator_pb2, generator_pb2_grpc, types_pb2
+
+PROMPT = "What is 1 + 2?"
+LINES = [
+    "What is 1 + 2? The answer is \\boxed{3}.",
+    "Compute 7 * 8 = 56, so the answer is \\boxed{56}.",
+    "The quick brown fox jumps over the lazy dog.",
+    "hello world, semi-online DPO with a tiny llama",
+] * 10
+
+
+def build_tiny_llama(directory: Path, seed: int) -> None:
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    from semirl.tinymodel.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(LINES, vocab_size=300)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, head_dim=32, max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(config).save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id).save_pretrained(
+        directory
+    )
+
+
+@dataclass
+class Models:
+    seed: Path       # version 0: no manifest
+    v2: Path         # version 2: written through staged_directory, so it has a verified manifest
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    root = tmp_path_factory.mktemp("models")
+    seed = root / "seed"
+    build_tiny_llama(seed, seed=0)
+    v2 = root / "store" / "runs" / "r1" / "policy" / "v2"
+    with staged_directory(v2) as staging:
+        build_tiny_llama(staging, seed=1)
+    verify(v2)
+    return Models(seed, v2)
+
+
+@dataclass
+class Generator:
+    process: subprocess.Popen
+    target: str
+    generator_id: str
+    log_path: Path
+    client: redis.Redis
+
+    def stub(self) -> generator_pb2_grpc.GeneratorServiceStub:
+        return generator_pb2_grpc.GeneratorServiceStub(channel(self.target))
+
+    def tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def generator(redis_server: EmbeddedRedis, models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+    Generator
+]:
+    client = redis_server.client()
+    client.flushall()
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("generator") / "generator.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1"}
+    with log_path.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "semirl.generator", "--redis-url", redis_server.url, "--grpc-port", str(port),
+             "--generator-id", "gen-test", "--max-model-len", "256"],
+            stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+    gen = Generator(process, f"127.0.0.1:{port}", "gen-test", log_path, client)
+    deadline = time.monotonic() + 120
+    while not check_health(gen.target, timeout=1.0):
+        assert process.poll() is None, f"generator exited early:\n{gen.tail()}"
+        assert time.monotonic() < deadline, f"generator not healthy:\n{gen.tail()}"
+        time.sleep(0.5)
+    yield gen
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        pytest.fail(f"generator ignored SIGTERM:\n{gen.tail()}")
+    assert process.returncode == 0, gen.tail()
+    assert client.get(keys.generator_registration_key("gen-test")) is None  # deregistered on clean exit
+    client.close()
+
+
+def _greedy(stub: generator_pb2_grpc.GeneratorServiceStub, policy: types_pb2.PolicyRef | None = None) -> list[int]:
+    request = generator_pb2.GenerateRequest(
+        prompts=[PROMPT], sampling=types_pb2.SamplingParams(n=1, temperature=0.0, max_tokens=12)
+    )
+    if policy is not None:
+        request.policy.CopyFrom(policy)
+    response = stub.Generate(request, timeout=120)
+    return list(response.groups[0].samples[0].token_ids)
+
+
+def test_registers_its_endpoint_with_a_ttl(generator: Generator) -> None:
+    key = keys.generator_registration_key(generator.generator_id)
+    assert generator.client.get(key) == generator.target.encode()
+    assert 0 < generator.client.ttl(key) <= 15
+
+
+def test_generate_returns_n_samples_with_one_logprob_per_token(generator: Generator, models: Models) -> None:
+    stub = generator.stub()
+    status = stub.Status(generator_pb2.GeneratorStatusRequest(), timeout=10)
+    assert status.generator_id == "gen-test"
+    with pytest.raises(grpc.RpcError) as err:  # nothing loaded yet and no policy named
+        stub.Generate(generator_pb2.GenerateRequest(prompts=[PROMPT]), timeout=30)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    request = generator_pb2.GenerateRequest(
+        prompts=[PROMPT, "Compute 7 * 8"],
+        sampling=types_pb2.SamplingParams(n=3, temperature=1.0, top_p=1.0, max_tokens=10, seed=7),
+        policy=types_pb2.PolicyRef(version=0, path=str(models.seed)),
+    )
+    response = stub.Generate(request, timeout=120)
+    assert len(response.groups) == 2
+    for group in response.groups:
+        assert group.policy_version == 0
+        assert group.prompt_token_ids
+        assert len(group.samples) == 3
+        for sample in group.samples:
+            assert 0 < len(sample.token_ids) <= 10
+            assert len(sample.logprobs) == len(sample.token_ids)
+            assert all(math.isfinite(lp) and lp <= 0.0 for lp in sample.logprobs)
+            assert sample.finish_reason in {"length", "stop"}
+    status = stub.Status(generator_pb2.GeneratorStatusRequest(), timeout=10)
+    assert status.engine_ready and status.policy_version == 0
+    assert Path(status.policy_path) == models.seed.resolve()
+
+
+def test_reload_changes_version_and_greedy_output(generator: Generator, models: Models) -> None:
+    stub = generator.stub()
+    before = _greedy(stub, types_pb2.PolicyRef(version=0, path=str(models.seed)))
+    assert before == _greedy(stub)  # greedy is deterministic
+    reloads = stub.Status(generator_pb2.GeneratorStatusRequest(), timeout=10).reloads
+    response = stub.Reload(
+        generator_pb2.ReloadRequest(run_id="r1", policy=types_pb2.PolicyRef(version=2, path=str(models.v2))),
+        timeout=120,
+    )
+    assert response.reloaded and response.policy_version == 2
+    assert response.seconds < 10
+    status = stub.Status(generator_pb2.GeneratorStatusRequest(), timeout=10)
+    assert status.policy_version == 2 and status.reloads == reloads + 1 and status.run_id == "r1"
+    after = _greedy(stub)
+    assert after != before
+    again = stub.Reload(
+        generator_pb2.ReloadRequest(run_id="r1", policy=types_pb2.PolicyRef(version=2, path=str(models.v2))),
+        timeout=60,
+    )
+    assert not again.reloaded
+    with pytest.raises(grpc.RpcError) as err:  # not a model directory: refused, current policy kept
+        stub.Reload(generator_pb2.ReloadRequest(policy=types_pb2.PolicyRef(version=3, path="/nonexistent")),
+                    timeout=60)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert stub.Status(generator_pb2.GeneratorStatusRequest(), timeout=10).policy_version == 2
+
+
+def _task(prompt_id: str, models: Models, version: int = 0) -> types_pb2.PromptTask:
+    path = models.seed if version == 0 else models.v2
+    return types_pb2.PromptTask(
+        run_id="r1", prompt_id=prompt_id, attempt=0, purpose=types_pb2.TASK_PURPOSE_TRAIN, prompt=PROMPT,
+        gold_answer="3", reward_source=types_pb2.REWARD_SOURCE_VERIFIER,
+        sampling=types_pb2.SamplingParams(n=2, temperature=1.0, top_p=0.9, max_tokens=8, seed=1),
+        policy=types_pb2.PolicyRef(version=version, path=str(path)), window=0,
+    )
+
+
+def _wait_len(client: redis.Redis, stream: str, n: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while client.xlen(stream) < n:
+        assert time.monotonic() < deadline, f"{stream} has {client.xlen(stream)} entries, wanted {n}"
+        time.sleep(0.1)
+
+
+def test_prompt_task_yields_exactly_one_sample_group(generator: Generator, models: Models) -> None:
+    client = generator.client
+    # Loaded: v2 (previous test). The task requires v0, so the generator reloads before serving it.
+    publish(client, keys.PROMPTS, _task("p-1", models, version=0))
+    _wait_len(client, keys.TO_VERIFY, 1)
+    publish(client, keys.PROMPTS, _task("p-1", models, version=0))  # a redelivery of the same prompt
+    publish(client, keys.PROMPTS, _task("p-2", models, version=2))
+    _wait_len(client, keys.TO_VERIFY, 2)
+    time.sleep(1.0)
+    entries = client.xrange(keys.TO_VERIFY)
+    assert len(entries) == 2, generator.tail()
+    groups = []
+    for _id, fields in entries:
+        group = types_pb2.SampleGroup()
+        group.ParseFromString(fields[b"pb"])
+        groups.append(group)
+    by_prompt = {g.task.prompt_id: g for g in groups}
+    assert set(by_prompt) == {"p-1", "p-2"}
+    assert by_prompt["p-1"].policy_version == 0 and by_prompt["p-2"].policy_version == 2
+    for group in groups:
+        assert group.generator_id == "gen-test" and len(group.samples) == 2
+        assert all(len(s.logprobs) == len(s.token_ids) > 0 for s in group.samples)
+    assert client.xlen(keys.TO_REWARD) == 0
+    assert client.smembers(keys.done_key("r1", "generate")) == {b"p-1", b"p-2"}
+    deadline = time.monotonic() + 10
+    while client.xpending(keys.PROMPTS, keys.GENERATORS_GROUP)["pending"]:
+        assert time.monotonic() < deadline, "tasks left unacked"
+        time.sleep(0.1)
+    status = generator.stub().Status(generator_pb2.GeneratorStatusRequest(), timeout=10)
+    assert status.tasks_done == 2
+
+
+def test_reload_notice_on_pubsub(generator: Generator, models: Models) -> None:
+    stub = generator.stub()
+    request = generator_pb2.ReloadRequest(run_id="r1", policy=types_pb2.PolicyRef(version=2, path=str(models.v2)))
+    current = stub.Status(generator_pb2.GeneratorStatusRequest(), timeout=10).policy_version
+    target = 0 if current == 2 else 2
+    request.policy.CopyFrom(types_pb2.PolicyRef(version=target, path=str(models.seed if target == 0 else models.v2)))
+    generator.client.publish(keys.RELOAD_CHANNEL, request.SerializeToString())
+    deadline = time.monotonic() + 30
+    while stub.Status(generator_pb2.GeneratorStatusRequest(), timeout=10).policy_version != target:
+        assert time.monotonic() < deadline, generator.tail()
+        time.sleep(0.1)
+
+
+def test_generator_started_mid_run_loads_the_committed_version(
+    generator: Generator, models: Models, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    from semirl.core.runstate import RunRecord, save_run
+    from semirl.spec import RunSpec
+
+    spec = RunSpec.model_validate({
+        "name": "late-start", "model": {"path": str(models.seed), "max_model_len": 256},
+        "data": {"train": {"path": "unused.jsonl"}}, "sync": {"interval": 2}, "train": {"steps": 4},
+    })
+    record = RunRecord(id="r1", name="late-start", state="running", spec=spec, run_dir=str(models.v2.parents[1]),
+                       policy_version=2, policy_path=str(models.v2), generation_version=2)
+    save_run(generator.client, record)
+    generator.client.set(keys.ACTIVE_RUN, "r1")
+    port = free_port()
+    log_path = tmp_path / "late.log"
+    with log_path.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "semirl.generator", "--redis-url", redis_server.url, "--grpc-port", str(port),
+             "--generator-id", "gen-late"],
+            stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
+            start_new_session=True,
+        )
+    try:
+        target = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while not check_health(target, timeout=1.0):  # SERVING only after the start-up load
+            assert process.poll() is None, log_path.read_text()[-4000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-4000:]
+            time.sleep(0.5)
+        stub = generator_pb2_grpc.GeneratorServiceStub(channel(target))
+        status = stub.Status(generator_pb2.GeneratorStatusRequest(), timeout=10)
+        assert status.engine_ready and status.policy_version == 2 and status.run_id == "r1"
+        assert Path(status.policy_path) == models.v2.resolve()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, log_path.read_text()[-4000:]

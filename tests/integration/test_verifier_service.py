@@ -1,0 +1,132 @@
+"""The verifier as a real process over real Redis and gRPC, with real math-verify."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from semirl.core import keys
+from semirl.core.grpc_server import channel, check_health
+from semirl.core.redis_server import EmbeddedRedis, free_port
+from semirl.core.streams import PAYLOAD_FIELD, publish
+from semirl.proto import types_pb2, verifier_pb2, verifier_pb2_grpc
+
+PATHOLOGICAL = "\\boxed{9^{9^{9^{9^{9}}}}}"
+
+
+@dataclass
+class Verifier:
+    process: subprocess.Popen
+    target: str
+    log_path: Path
+    client: redis.Redis
+
+    def tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def verifier(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verifier]:
+    client = redis_server.client()
+    client.flushall()
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("verifier") / "verifier.log"
+    with log_path.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "semirl.verifier", "--redis-url", redis_server.url, "--grpc-port", str(port),
+             "--verifier-id", "ver-test", "--timeout-s", "2"],
+            stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+    service = Verifier(process, f"127.0.0.1:{port}", log_path, client)
+    deadline = time.monotonic() + 60
+    while not check_health(service.target, timeout=1.0):
+        assert process.poll() is None, f"verifier exited early:\n{service.tail()}"
+        assert time.monotonic() < deadline, f"verifier not healthy:\n{service.tail()}"
+        time.sleep(0.2)
+    yield service
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        pytest.fail(f"verifier ignored SIGTERM:\n{service.tail()}")
+    assert process.returncode == 0, service.tail()
+    client.close()
+
+
+def _group(prompt_id: str, gold: str, texts: list[str], purpose: int = types_pb2.TASK_PURPOSE_TRAIN,
+           run_id: str = "r1") -> types_pb2.SampleGroup:
+    task = types_pb2.PromptTask(run_id=run_id, prompt_id=prompt_id, purpose=purpose, prompt="Q?", gold_answer=gold,
+                                reward_source=types_pb2.REWARD_SOURCE_VERIFIER)
+    return types_pb2.SampleGroup(
+        task=task, samples=[types_pb2.Sample(text=t, token_ids=[1, 2], logprobs=[-0.1, -0.2]) for t in texts],
+        policy_version=3, generator_id="g0",
+    )
+
+
+def _read(client: redis.Redis, stream: str) -> list[types_pb2.ScoredGroup]:
+    out = []
+    for _id, fields in client.xrange(stream):
+        scored = types_pb2.ScoredGroup()
+        scored.ParseFromString(fields[PAYLOAD_FIELD])
+        out.append(scored)
+    return out
+
+
+def _wait_len(client: redis.Redis, stream: str, n: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while client.xlen(stream) < n:
+        assert time.monotonic() < deadline, f"{stream} has {client.xlen(stream)} entries, wanted {n}"
+        time.sleep(0.05)
+
+
+def test_verify_rpc(verifier: Verifier) -> None:
+    stub = verifier_pb2_grpc.VerifierServiceStub(channel(verifier.target))
+    request = verifier_pb2.VerifyRequest(items=[
+        verifier_pb2.VerifyItem(response="\\boxed{\\frac12}", gold_answer="0.5"),
+        verifier_pb2.VerifyItem(response="\\boxed{3}", gold_answer="4"),
+        verifier_pb2.VerifyItem(response="no answer", gold_answer="4"),
+        verifier_pb2.VerifyItem(response=PATHOLOGICAL, gold_answer="1"),
+        verifier_pb2.VerifyItem(response="\\boxed{7}", gold_answer="7"),
+    ])
+    response = stub.Verify(request, timeout=60)
+    assert list(response.rewards) == [1.0, 0.0, 0.0, 0.0, 1.0]
+
+
+def test_train_and_eval_groups_are_scored_once(verifier: Verifier) -> None:
+    client = verifier.client
+    train = _group("p-1", "42", ["so \\boxed{42}", "\\boxed{41}", "forty-two", "\\boxed{42.0}"])
+    publish(client, keys.TO_VERIFY, train)
+    publish(client, keys.TO_VERIFY, _group("e-1", "\\frac{1}{2}", ["\\boxed{0.5}", "\\boxed{2}"],
+                                           purpose=types_pb2.TASK_PURPOSE_EVAL))
+    _wait_len(client, keys.SCORED, 1)
+    _wait_len(client, keys.EVAL_SCORED, 1)
+    publish(client, keys.TO_VERIFY, train)  # a redelivery of the same prompt
+    publish(client, keys.TO_VERIFY, _group("p-2", "5", ["\\boxed{5}", PATHOLOGICAL]))
+    _wait_len(client, keys.SCORED, 2)
+    last_id = client.xrevrange(keys.TO_VERIFY, count=1)[0][0]
+    deadline = time.monotonic() + 15
+    while (client.xpending(keys.TO_VERIFY, keys.VERIFIERS_GROUP)["pending"]
+           or client.xinfo_groups(keys.TO_VERIFY)[0]["last-delivered-id"] != last_id):
+        assert time.monotonic() < deadline, verifier.tail()
+        time.sleep(0.05)
+    scored = _read(client, keys.SCORED)
+    assert [s.group.task.prompt_id for s in scored] == ["p-1", "p-2"]  # p-1 written once
+    assert list(scored[0].rewards) == [1.0, 0.0, 0.0, 1.0]
+    assert list(scored[1].rewards) == [1.0, 0.0]
+    assert scored[0].scorer_id == "ver-test"
+    assert scored[0].group.policy_version == 3 and len(scored[0].group.samples) == 4
+    evals = _read(client, keys.EVAL_SCORED)
+    assert len(evals) == 1 and list(evals[0].rewards) == [1.0, 0.0]
+    assert client.smembers(keys.done_key("r1", "verify")) == {b"p-1", b"p-2", b"e-1"}
