@@ -81,7 +81,3 @@ def write_spec(tmp_path: Path, tiny_setup) -> Callable[..., Path]:  # noqa: ANN0
         return path
 
     return _write
-
-
-def dump_logs(stack: LocalStack) -> str:
-    return "\n".join(f"--- {name}\n{stack.tail(name, 40)}" for name in stack.services)

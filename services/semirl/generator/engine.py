@@ -96,6 +96,16 @@ def check_policy_dir(path: str | Path) -> None:
         verify(directory)
 
 
+def _context_length(path: str, requested: int) -> int:
+    """The requested context, capped at what the model supports (vLLM refuses a longer one)."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return requested
+    supported = config.get("max_position_embeddings")
+    return min(requested, int(supported)) if supported else requested
+
+
 class GenerationEngine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
@@ -145,7 +155,7 @@ class GenerationEngine:
         kwargs: dict[str, Any] = {
             "model": path,
             "dtype": self.config.dtype,
-            "max_model_len": self.config.max_model_len,
+            "max_model_len": _context_length(path, self.config.max_model_len),
             "enforce_eager": self.config.enforce_eager,
             "seed": self.config.seed,
         }

@@ -1,0 +1,90 @@
+"""The synthetic verifiable task: addition of two 1-2 digit numbers.
+
+Every problem is the full prompt text the tiny model was fine-tuned on (run specs use the template
+"{problem}"), e.g. ``Q: 23+45=?\\nA:``; the reference response works the columns, `` 3+5=8, 2+4+0=6. \\boxed{68}``.
+Train and eval are a fixed partition of the problem universe (by a stable hash), so no seed can make them overlap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+Split = Literal["train", "eval"]
+MAX_OPERAND = 99
+EVAL_MODULUS = 5  # one problem in five belongs to the eval split
+
+
+def _universe() -> list[tuple[int, str, int]]:
+    """Every (a, op, b): all sums of two numbers in 0..99."""
+    items: list[tuple[int, str, int]] = []
+    for a in range(MAX_OPERAND + 1):
+        for b in range(MAX_OPERAND + 1):
+            items.append((a, "+", b))
+    return items
+
+
+def expression(a: int, op: str, b: int) -> str:
+    return f"{a}{op}{b}"
+
+
+def evaluate(expr: str) -> int:
+    """The value of an ``a+b`` / ``a-b`` expression (no eval())."""
+    for op in "+-":
+        if op in expr:
+            left, right = expr.split(op)
+            return int(left) + int(right) if op == "+" else int(left) - int(right)
+    raise ValueError(f"not an expression: {expr!r}")
+
+
+def prompt_text(expr: str) -> str:
+    return f"Q: {expr}=?\nA:"
+
+
+def response_text(expr: str) -> str:
+    """Column addition, units first: `` 5+8=13, 5+2+1=8. \\boxed{83}`` for 55+28 (a worked answer a tiny model
+    can learn as a handful of one-digit facts)."""
+    left, right = (int(x) for x in expr.split("+"))
+    units = left % 10 + right % 10
+    carry = units // 10
+    tens = left // 10 + right // 10 + carry
+    return f" {left % 10}+{right % 10}={units}, {left // 10}+{right // 10}+{carry}={tens}. \\boxed{{{left + right}}}"
+
+
+def split_of(expr: str) -> Split:
+    digest = hashlib.sha256(expr.encode()).digest()
+    return "eval" if digest[0] % EVAL_MODULUS == 0 else "train"
+
+
+def expression_of(problem: str) -> str:
+    """Inverse of `prompt_text`."""
+    return problem.removeprefix("Q: ").split("=", 1)[0]
+
+
+def make_problems(n: int, seed: int, split: Split = "train") -> list[dict[str, str]]:
+    """`n` distinct problems of `split`, in a seeded order: rows {"problem", "answer"} (answer like "47")."""
+    pool = [expression(*item) for item in _universe()]
+    pool = [expr for expr in pool if split_of(expr) == split]
+    if n > len(pool):
+        raise ValueError(f"only {len(pool)} {split} problems exist, asked for {n}")
+    random.Random(seed).shuffle(pool)
+    return [{"problem": prompt_text(expr), "answer": str(evaluate(expr))} for expr in pool[:n]]
+
+
+def reference_response(row: dict[str, str]) -> str:
+    return response_text(expression_of(row["problem"]))
+
+
+def write_jsonl(rows: Iterable[dict[str, str]], path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    tmp.replace(path)
+    return path

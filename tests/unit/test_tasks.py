@@ -1,0 +1,52 @@
+"""The synthetic task: deterministic, train/eval disjoint, answers and worked responses correct."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from semirl.spec import DatasetSpec
+from semirl.tasks.dataset import load_problems
+from semirl.tasks.synthetic import expression_of, make_problems, reference_response, write_jsonl
+
+_PROMPT = re.compile(r"^Q: (\d{1,2})\+(\d{1,2})=\?\nA:$")
+
+
+def test_same_seed_same_problems_other_seed_other_order() -> None:
+    assert make_problems(200, seed=3) == make_problems(200, seed=3)
+    assert make_problems(200, seed=3) != make_problems(200, seed=4)
+    assert make_problems(50, seed=3, split="eval") == make_problems(50, seed=3, split="eval")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_train_and_eval_never_overlap(seed: int) -> None:
+    train = {row["problem"] for row in make_problems(7900, seed, "train")}
+    evals = {row["problem"] for row in make_problems(2000, seed + 1, "eval")}
+    assert len(train) == 7900 and len(evals) == 2000
+    assert not train & evals
+
+
+def test_answers_and_worked_responses_are_correct() -> None:
+    for row in make_problems(500, seed=0) + make_problems(200, seed=0, split="eval"):
+        match = _PROMPT.match(row["problem"])
+        assert match, row["problem"]
+        a, b = int(match.group(1)), int(match.group(2))
+        assert row["answer"] == str(a + b)
+        response = reference_response(row)
+        assert response.endswith(f"\\boxed{{{a + b}}}")
+        assert expression_of(row["problem"]) == f"{a}+{b}"
+
+
+def test_too_many_problems_is_an_error() -> None:
+    with pytest.raises(ValueError, match="eval problems exist"):
+        make_problems(10_000, seed=0, split="eval")
+
+
+def test_jsonl_round_trips_through_the_dataset_loader(tmp_path) -> None:
+    rows = make_problems(20, seed=5)
+    path = write_jsonl(rows, tmp_path / "data" / "train.jsonl")
+    assert [json.loads(line) for line in path.read_text().splitlines()] == rows
+    problems = load_problems(DatasetSpec(path=str(path)))
+    assert [(p.problem, p.answer) for p in problems] == [(r["problem"], r["answer"]) for r in rows]
