@@ -58,6 +58,7 @@ class EmbeddedRedis:
 
 def start_redis(data_dir: Path, port: int | None = None, *, append_only: bool = True) -> EmbeddedRedis:
     """Start redis-server bound to 127.0.0.1 and wait until it answers PING."""
+    data_dir = data_dir.resolve()  # redis-server chdirs into --dir before opening --logfile
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     args = [
