@@ -51,6 +51,13 @@ class DatasetSpec(_Section):
     limit: int | None = Field(None, gt=0, description="Use at most this many rows.")
     reward_source: Literal["verifier", "reward_model"] = "verifier"
 
+    @field_validator("reward_source")
+    @classmethod
+    def _reward_model_not_yet(cls, value: str) -> str:
+        if value == "reward_model":
+            raise ValueError("reward_source 'reward_model' is not available in this release; use 'verifier'")
+        return value
+
     @field_validator("path")
     @classmethod
     def _dataset_exists(cls, value: str, info: ValidationInfo) -> str:
@@ -209,10 +216,20 @@ class RunSpec(BaseModel):
             raise ValueError("name must not contain '..'")
         return value
 
-    @model_validator(mode="after")
-    def _algorithm_supported(self) -> RunSpec:
-        if self.algorithm == "grpo":
+    @field_validator("algorithm")
+    @classmethod
+    def _algorithm_supported(cls, value: str) -> str:
+        if value == "grpo":
             raise ValueError("algorithm 'grpo' is not available in this release; use 'dpo'")
+        return value
+
+    @model_validator(mode="after")
+    def _eval_on_committed_versions(self) -> RunSpec:
+        """Mid-run evaluations load committed policy versions, so they must fall on checkpoint steps."""
+        every = self.eval.every
+        if every is not None and any(not self.is_checkpoint_step(t) for t in range(every, self.train.steps, every)):
+            cadence = "checkpoint.every" if self.sync.offline else "sync.interval"
+            raise ValueError(f"eval.every ({every}) must be a multiple of {cadence}: evaluations run on checkpoints")
         return self
 
     # --- derived values: the sync rule lives here and nowhere else -----------------------------------

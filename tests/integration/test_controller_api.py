@@ -101,6 +101,19 @@ def test_unparsable_bodies_are_422(http: TestClient, redis_client: redis.Redis) 
     assert bad_json.status_code == 422 and bad_json.json()["detail"][0]["loc"] == ["body"]
     scalar = http.post("/v1/runs", content="- a\n- b\n", headers={"Content-Type": "application/yaml"})
     assert scalar.status_code == 422
+    not_utf8 = http.post("/v1/runs", content=b"name: \xff\xfe", headers={"Content-Type": "application/yaml"})
+    assert not_utf8.status_code == 422
+    assert redis_client.llen(keys.RUN_INDEX) == 0
+
+
+def test_dataset_rows_that_are_not_objects_are_422(
+    http: TestClient, files: dict[str, Path], redis_client: redis.Redis
+) -> None:
+    files["train"].write_text('{"problem": "1+1?", "answer": "2"}\n[1, 2]\n')
+    response = post_json(http, spec_dict(files))
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][:4] == ["body", "data", "train", "path"]
+    assert "JSON object" in response.json()["detail"][0]["msg"]
     assert redis_client.llen(keys.RUN_INDEX) == 0
 
 

@@ -46,7 +46,9 @@ def test_checkpoint_and_reference_cadence() -> None:
     assert spec.ref_sync_interval == 3
     assert _spec(sync={"interval": "offline"}).ref_sync_interval is None
     assert _spec(sync={"interval": 3, "ref_interval": "never"}).ref_sync_interval is None
-    assert _spec(sync={"interval": 3}, eval={"every": 2}).eval_steps() == [0, 2, 4, 6, 7]
+    assert _spec(sync={"interval": 3}, eval={"every": 3}).eval_steps() == [0, 3, 6, 7]
+    with pytest.raises(ValidationError, match="eval.every"):
+        _spec(sync={"interval": 3}, eval={"every": 2})  # step 2 is never committed, so it cannot be evaluated
 
 
 def test_paper_defaults() -> None:
@@ -66,6 +68,7 @@ def test_paper_defaults() -> None:
         ({"train": {"steps": "abc"}}, "train.steps"),
         ({"sampling": {"n": 1}}, "sampling.n"),
         ({"unknown": 1}, "unknown"),
+        ({"data": {"train": {"path": "t.jsonl", "reward_source": "reward_model"}}}, "data.train.reward_source"),
     ],
 )
 def test_bad_specs_name_the_field(override: dict, field: str) -> None:

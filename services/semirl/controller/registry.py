@@ -43,9 +43,9 @@ def _error(loc: tuple | list, msg: str, kind: str = "value_error") -> dict[str, 
 
 def decode_body(body: bytes | str, content_type: str | None) -> dict[str, Any]:
     """JSON or YAML by Content-Type (anything else: YAML, which parses JSON too) into a mapping."""
-    text = body.decode("utf-8") if isinstance(body, bytes) else body
     media = (content_type or "").split(";")[0].strip().lower()
     try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
         data = json.loads(text) if media == "application/json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as err:
         kind = "json_invalid" if media == "application/json" else "yaml_invalid"

@@ -121,6 +121,14 @@ class LocalStack:
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def start(self, timeout: float = 240.0) -> LocalStack:
+        """Start everything and wait until healthy; on any failure, stop what was started and re-raise."""
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> LocalStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.store.mkdir(parents=True, exist_ok=True)
         self.redis = start_redis(self.workdir / "redis")

@@ -36,7 +36,12 @@ def load_problems(dataset: DatasetSpec) -> list[Problem]:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{dataset.path}:{line_no}: not valid JSON ({err})") from err
+            if not isinstance(row, dict):
+                raise ValueError(f"{dataset.path}:{line_no}: a row must be a JSON object")
             problem = row.get(dataset.problem_field, row.get("question"))
             answer = row.get(dataset.answer_field)
             if problem is None or answer is None:
