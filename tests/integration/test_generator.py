@@ -240,6 +240,24 @@ def test_prompt_task_yields_exactly_one_sample_group(generator: Generator, model
     assert status.tasks_done == 2
 
 
+def test_a_prompt_vllm_rejects_yields_one_empty_sample_group(generator: Generator, models: Models) -> None:
+    client = generator.client
+    before = client.xlen(keys.TO_VERIFY)
+    task = _task("p-long", models, version=0)
+    task.prompt = "hello world, semi-online DPO with a tiny llama " * 100  # far past max_model_len=256
+    publish(client, keys.PROMPTS, task)
+    _wait_len(client, keys.TO_VERIFY, before + 1)
+    time.sleep(0.5)
+    entries = client.xrange(keys.TO_VERIFY)
+    assert len(entries) == before + 1, generator.tail()
+    group = types_pb2.SampleGroup()
+    group.ParseFromString(entries[-1][1][b"pb"])
+    assert group.task.prompt_id == "p-long" and len(group.samples) == 0
+    assert group.policy_version == 0
+    assert client.sismember(keys.done_key("r1", "generate"), "p-long")
+    assert client.xpending(keys.PROMPTS, keys.GENERATORS_GROUP)["pending"] == 0
+
+
 def test_reload_notice_on_pubsub(generator: Generator, models: Models) -> None:
     stub = generator.stub()
     request = generator_pb2.ReloadRequest(run_id="r1", policy=types_pb2.PolicyRef(version=2, path=str(models.v2)))
@@ -295,3 +313,27 @@ def test_generator_started_mid_run_loads_the_committed_version(
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     assert process.returncode == 0, log_path.read_text()[-4000:]
+
+
+def test_tasks_of_a_run_that_is_not_active_are_dropped(generator: Generator, models: Models) -> None:
+    client = generator.client
+    client.set(keys.ACTIVE_RUN, "r-other")
+    try:
+        time.sleep(1.2)  # the generator caches the active run id for about a second
+        before = client.xlen(keys.TO_VERIFY)
+        entry_id = publish(client, keys.PROMPTS, _task("p-stale", models, version=0))
+        deadline = time.monotonic() + 30
+        while True:
+            info = {g["name"]: g for g in client.xinfo_groups(keys.PROMPTS)}[keys.GENERATORS_GROUP.encode()]
+            if not client.xpending(keys.PROMPTS, keys.GENERATORS_GROUP)["pending"] and (
+                info["last-delivered-id"] == (entry_id if isinstance(entry_id, bytes) else str(entry_id).encode())
+            ):
+                break
+            assert time.monotonic() < deadline, generator.tail()
+            time.sleep(0.1)
+        time.sleep(0.3)
+        assert client.xlen(keys.TO_VERIFY) == before
+        assert not client.sismember(keys.done_key("r1", "generate"), "p-stale")
+        assert "no longer active" in generator.tail()
+    finally:
+        client.delete(keys.ACTIVE_RUN)

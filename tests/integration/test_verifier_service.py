@@ -130,3 +130,40 @@ def test_train_and_eval_groups_are_scored_once(verifier: Verifier) -> None:
     evals = _read(client, keys.EVAL_SCORED)
     assert len(evals) == 1 and list(evals[0].rewards) == [1.0, 0.0]
     assert client.smembers(keys.done_key("r1", "verify")) == {b"p-1", b"p-2", b"e-1"}
+
+
+def _wait_consumed(verifier: Verifier, timeout: float = 15.0) -> None:
+    client = verifier.client
+    last_id = client.xrevrange(keys.TO_VERIFY, count=1)[0][0]
+    deadline = time.monotonic() + timeout
+    while (client.xpending(keys.TO_VERIFY, keys.VERIFIERS_GROUP)["pending"]
+           or client.xinfo_groups(keys.TO_VERIFY)[0]["last-delivered-id"] != last_id):
+        assert time.monotonic() < deadline, verifier.tail()
+        time.sleep(0.05)
+
+
+def test_an_empty_group_is_scored_with_no_rewards(verifier: Verifier) -> None:
+    client = verifier.client
+    before = client.xlen(keys.SCORED)
+    publish(client, keys.TO_VERIFY, _group("p-empty", "3", []))  # a task the generator gave up on
+    _wait_len(client, keys.SCORED, before + 1)
+    scored = _read(client, keys.SCORED)[-1]
+    assert scored.group.task.prompt_id == "p-empty"
+    assert list(scored.rewards) == [] and len(scored.group.samples) == 0
+    assert verifier.process.poll() is None
+
+
+def test_groups_of_a_run_that_is_not_active_are_dropped(verifier: Verifier) -> None:
+    client = verifier.client
+    client.set(keys.ACTIVE_RUN, "r-other")
+    try:
+        time.sleep(1.2)  # the verifier caches the active run id for about a second
+        before = client.xlen(keys.SCORED)
+        publish(client, keys.TO_VERIFY, _group("p-stale", "5", ["\\boxed{5}"], run_id="r-old"))
+        _wait_consumed(verifier)
+        time.sleep(0.3)
+        assert client.xlen(keys.SCORED) == before
+        assert not client.sismember(keys.done_key("r-old", "verify"), "p-stale")
+        assert "no longer active" in verifier.tail()
+    finally:
+        client.delete(keys.ACTIVE_RUN)

@@ -67,3 +67,43 @@ def active_run_id(client: redis.Redis) -> str | None:
 def active_run(client: redis.Redis) -> RunRecord | None:
     run_id = active_run_id(client)
     return load_run(client, run_id) if run_id else None
+
+
+class StaleRunFilter:
+    """Tells workers whether a task's run is no longer active, caching Redis lookups for `ttl_s`.
+
+    A run is stale when ACTIVE_RUN names a different run, or when its record exists in a terminal state. An
+    unset ACTIVE_RUN alone (e.g. mid-activation) never makes a run stale.
+    """
+
+    def __init__(self, client: redis.Redis, ttl_s: float = 1.0) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+        self._active: tuple[float, str | None] | None = None
+        self._finished: dict[str, tuple[float, bool]] = {}
+
+    def _active_id(self) -> str | None:
+        now = time.monotonic()
+        if self._active is None or now - self._active[0] > self.ttl_s:
+            self._active = (now, active_run_id(self.client))
+        return self._active[1]
+
+    def _is_finished(self, run_id: str) -> bool:
+        now = time.monotonic()
+        cached = self._finished.get(run_id)
+        if cached is None or now - cached[0] > self.ttl_s:
+            if len(self._finished) > 1000:
+                self._finished.clear()
+            try:
+                record = load_run(self.client, run_id)
+            except ValueError:  # a malformed record: not ours to judge here
+                record = None
+            cached = (now, record is not None and record.finished)
+            self._finished[run_id] = cached
+        return cached[1]
+
+    def stale(self, run_id: str) -> bool:
+        active = self._active_id()
+        if active and active != run_id:
+            return True
+        return self._is_finished(run_id)

@@ -8,9 +8,13 @@
 - Registers its gRPC endpoint under `generator_registration_key(id)` with a TTL refreshed by a heartbeat, and
   listens on the reload pub/sub channel. gRPC threads, the pub/sub thread and the loop share the engine
   through one lock.
-- A bad task never crashes the loop: one that can never succeed (undecodable, missing ids, a prompt vLLM
-  rejects, a policy that fails to load `MAX_ATTEMPTS` times) is acked with nothing forwarded; anything else is
-  left pending and comes back after the visibility timeout.
+- A bad task never crashes the loop. An undecodable task or one missing its ids is acked with nothing
+  forwarded. One that can never succeed (a prompt vLLM rejects, a policy that fails to load or generation that
+  fails `MAX_ATTEMPTS` times) is forwarded as a `SampleGroup` with no samples, so the trainer's step and the
+  controller's eval round still get one group per prompt. Anything else is left pending and comes back after
+  the visibility timeout.
+- Tasks of runs that are no longer active (ACTIVE_RUN names another run, or the run is finished) are acked
+  and dropped (docs/architecture.md decision 2).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import redis
 
 from semirl.core import keys
 from semirl.core.grpc_server import ServiceServer
-from semirl.core.runstate import RunRecord, active_run, load_run
+from semirl.core.runstate import RunRecord, StaleRunFilter, active_run, load_run
 from semirl.core.streams import Delivery, StreamQueue
 from semirl.generator.engine import (
     EngineConfig,
@@ -43,6 +47,20 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 REGISTRATION_TTL_S = 15
 HEARTBEAT_S = 5.0
+
+
+def is_prompt_rejection(err: BaseException) -> bool:
+    """Whether vLLM refused the request itself (a prompt too long, bad parameters): retrying cannot help.
+
+    The engine maps ValueError to PromptError, but newer vLLM raises VLLMClientError (not a ValueError).
+    """
+    if isinstance(err, PromptError):
+        return True
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:
+        return False
+    return isinstance(err, VLLMClientError)
 
 
 def sampling_from_proto(params: types_pb2.SamplingParams) -> Sampling:
@@ -108,6 +126,8 @@ class GeneratorService:
         self.reloads = 0
         self._failures: dict[str, int] = {}
         self._records: dict[str, RunRecord | None] = {}
+        self.stale_runs = StaleRunFilter(self.client)
+        self.tasks_dropped_stale = 0
         self.queue: StreamQueue[types_pb2.PromptTask] = StreamQueue(
             self.client, keys.PROMPTS, keys.GENERATORS_GROUP, generator_id, types_pb2.PromptTask
         )
@@ -232,6 +252,12 @@ class GeneratorService:
                           task.prompt_id)
                 self.queue.ack([delivery.entry_id])
                 continue
+            if self.stale_runs.stale(task.run_id):
+                self.tasks_dropped_stale += 1
+                log.info("dropping task %s/%s of a run that is no longer active (%d dropped so far)",
+                         task.run_id, task.prompt_id, self.tasks_dropped_stale)
+                self.queue.ack([delivery.entry_id])
+                continue
             if self.client.sismember(keys.done_key(task.run_id, "generate"), task.prompt_id):
                 self.queue.ack([delivery.entry_id])  # already generated (a redelivery): nothing to do
                 continue
@@ -284,23 +310,23 @@ class GeneratorService:
             results = self.engine.generate([t.prompt for t in tasks], [sampling_from_proto(t.sampling) for t in tasks])
             seconds = time.perf_counter() - started
             return [(d, (r, seconds)) for d, r in zip(deliveries, results, strict=True)]
-        except PromptError:
-            if len(deliveries) == 1:
-                self._failed(deliveries[0], "vLLM rejected the prompt", permanent=True)
-                return []
         except Exception as err:  # noqa: BLE001
-            log.exception("generation failed for %d tasks", len(deliveries))
-            for delivery in deliveries:
-                self._failed(delivery, f"generation failed: {err}")
-            return []
+            if not is_prompt_rejection(err):
+                log.exception("generation failed for %d tasks", len(deliveries))
+                for delivery in deliveries:
+                    self._failed(delivery, f"generation failed: {err}")
+                return []
+            if len(deliveries) == 1:
+                self._failed(deliveries[0], f"vLLM rejected the prompt: {err}", permanent=True)
+                return []
         served = []
         for delivery in deliveries:
             served.extend(self._generate_isolating([delivery]))
         return served
 
-    def _forward(self, delivery: Delivery, result: tuple, version: int, seconds: float) -> None:
+    def _forward(self, delivery: Delivery, result: tuple | None, version: int, seconds: float) -> None:
         task: types_pb2.PromptTask = delivery.message
-        prompt_token_ids, samples = result
+        prompt_token_ids, samples = result if result is not None else ([], [])
         group = types_pb2.SampleGroup(
             task=task,
             prompt_token_ids=prompt_token_ids,
@@ -314,7 +340,7 @@ class GeneratorService:
             delivery, out, group, done_set=keys.done_key(task.run_id, "generate"), member=task.prompt_id
         )
         self._failures.pop(delivery.entry_id, None)
-        if written:
+        if written and result is not None:
             self.tasks_done += 1
 
     def _failed(self, delivery: Delivery, reason: str, *, permanent: bool = False) -> None:
@@ -324,9 +350,15 @@ class GeneratorService:
         self._failures[delivery.entry_id] = attempts
         task = delivery.message
         if permanent or attempts >= MAX_ATTEMPTS:
-            log.error("dropping task %s/%s after %d attempt(s): %s", task.run_id, task.prompt_id, attempts, reason)
-            self.queue.ack([delivery.entry_id])
+            log.error("giving up on task %s/%s after %d attempt(s), forwarding it with no samples: %s",
+                      task.run_id, task.prompt_id, attempts, reason)
             self._failures.pop(delivery.entry_id, None)
+            if task.run_id and task.prompt_id:
+                # The trainer needs one group per prompt and the eval round every prompt: an empty group
+                # (skipped downstream as too few samples) keeps them from waiting forever.
+                self._forward(delivery, None, int(task.policy.version), 0.0)
+            else:
+                self.queue.ack([delivery.entry_id])
         else:
             log.warning("task %s/%s failed (attempt %d, will be redelivered): %s", task.run_id, task.prompt_id,
                         attempts, reason)

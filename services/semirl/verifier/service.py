@@ -3,7 +3,8 @@
 Each `SampleGroup` is scored sample by sample against its task's gold answer (math-verify in a worker process
 with a hard per-item timeout) and forwarded as a `ScoredGroup` (rewards in sample order) to `scored` for
 training tasks or `eval_scored` for evaluation tasks, at most once per (run, prompt_id). The direct path is
-the VerifierService.Verify RPC.
+the VerifierService.Verify RPC. A group with no samples (a task the generator gave up on) is scored to a
+`ScoredGroup` with no rewards. Groups of runs that are no longer active are acked and dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import redis
 
 from semirl.core import keys
 from semirl.core.grpc_server import ServiceServer
+from semirl.core.runstate import StaleRunFilter
 from semirl.core.streams import Delivery, StreamQueue
 from semirl.proto import types_pb2, verifier_pb2, verifier_pb2_grpc
 from semirl.verifier.scoring import DEFAULT_TIMEOUT_S, Scorer
@@ -64,6 +66,8 @@ class VerifierService:
         )
         self.port = self.server.port
         self.groups_scored = 0
+        self.stale_runs = StaleRunFilter(self.client)
+        self.groups_dropped_stale = 0
 
     def start(self) -> None:
         self.scorer.start()
@@ -97,11 +101,18 @@ class VerifierService:
             log.error("dropping malformed group %s", delivery.entry_id)
             self.queue.ack([delivery.entry_id])
             return False
+        if self.stale_runs.stale(task.run_id):
+            self.groups_dropped_stale += 1
+            log.info("dropping group %s/%s of a run that is no longer active (%d dropped so far)",
+                     task.run_id, task.prompt_id, self.groups_dropped_stale)
+            self.queue.ack([delivery.entry_id])
+            return False
         done_set = keys.done_key(task.run_id, "verify")
         if self.client.sismember(done_set, task.prompt_id):
             rewards: list[float] = []  # a redelivery: forward acks it and writes nothing
         else:
-            rewards = self.scorer.score_batch([(s.text, task.gold_answer) for s in group.samples], self.timeout_s)
+            items = [(s.text, task.gold_answer) for s in group.samples]
+            rewards = self.scorer.score_batch(items, self.timeout_s) if items else []
         scored = types_pb2.ScoredGroup(group=group, rewards=rewards, scorer_id=self.verifier_id)
         written = self.queue.forward(delivery, output_stream(task), scored, done_set=done_set, member=task.prompt_id)
         if written:
