@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 import redis
 import torch
@@ -150,9 +151,12 @@ def test_micro_batching_accumulates_the_mean_gradient(tiny_model: Path) -> None:
 class _Controller(controller_pb2_grpc.ControllerInternalServiceServicer):
     """The controller's side of the trainer contract: verify + commit (updating the run record), collect reports."""
 
-    def __init__(self, client: redis.Redis, run_id: str, refuse_first_commit: bool = False) -> None:
+    def __init__(self, client: redis.Redis, run_id: str, break_first_commit: bool = False,
+                 refuse_commits: bool = False) -> None:
         self.client, self.run_id = client, run_id
-        self.refuse = refuse_first_commit
+        self.broken = break_first_commit  # a transient error: the trainer retries from its last checkpoint
+        self.refuse = refuse_commits      # committed=false: the trainer fails the run
+        self.fails: list[controller_pb2.FailRunRequest] = []
         self.commits: list[controller_pb2.CommitCheckpointRequest] = []
         self.reports: list[controller_pb2.StepReport] = []
         self.on_commit: list = []
@@ -161,9 +165,11 @@ class _Controller(controller_pb2_grpc.ControllerInternalServiceServicer):
 
     def CommitCheckpoint(self, request, context):  # noqa: ANN001, ANN201, N802
         with self.lock:
+            if self.broken:
+                self.broken = False
+                context.abort(grpc.StatusCode.INTERNAL, "simulated failure")
             if self.refuse:
-                self.refuse = False
-                return controller_pb2.CommitCheckpointResponse(committed=False, error="simulated failure")
+                return controller_pb2.CommitCheckpointResponse(committed=False, error="simulated refusal")
             verify(Path(request.policy.path))
             record = load_run(self.client, request.run_id)
             record = record.model_copy(update={"policy_version": request.policy.version})
@@ -177,6 +183,16 @@ class _Controller(controller_pb2_grpc.ControllerInternalServiceServicer):
         with self.lock:
             self.reports.append(request)
             return controller_pb2.ReportStepResponse(cancelled=self.cancel)
+
+    def FailRun(self, request, context):  # noqa: ANN001, ANN201, N802
+        with self.lock:
+            self.fails.append(request)
+            record = load_run(self.client, request.run_id)
+            if record is None or record.state != "running":
+                return controller_pb2.FailRunResponse(failed=False)
+            save_run(self.client, record.model_copy(update={"state": "failed", "error": request.error}))
+            self.client.delete(keys.ACTIVE_RUN)
+            return controller_pb2.FailRunResponse(failed=True)
 
 
 def _scored(run_id: str, prompt_id: str, version: int, rewards: list[float], seed: int) -> types_pb2.ScoredGroup:
@@ -220,7 +236,7 @@ def test_service_trains_checkpoints_acks_and_resumes(
     save_run(redis_client, RunRecord(id=run_id, name="svc", state="running", spec=spec,
                                      run_dir=str(store / "runs" / run_id), policy_path=str(tiny_model)))
     redis_client.set(keys.ACTIVE_RUN, run_id)
-    controller = _Controller(redis_client, run_id, refuse_first_commit=True)
+    controller = _Controller(redis_client, run_id, break_first_commit=True)
     server = ServiceServer("127.0.0.1:0", "controller")
     server.add(controller_pb2_grpc.add_ControllerInternalServiceServicer_to_server, controller)
     server.start()
@@ -252,7 +268,8 @@ def test_service_trains_checkpoints_acks_and_resumes(
         thread.join(60)
 
         # 2) a restarted trainer (same id) replays step 1 from its pending entries, trains step 2; the first commit
-        #    is refused after the checkpoint was written, so it resumes from that checkpoint and re-commits
+        #    fails (transient error) after the checkpoint was written, so it resumes from that checkpoint and
+        #    re-commits
         def release_step_3(request: controller_pb2.CommitCheckpointRequest) -> None:
             if request.policy.version == 2:
                 _publish_step(redis_client, run_id, spec, 3)
@@ -313,6 +330,40 @@ def test_service_stops_a_cancelled_run(tiny_model: Path, tmp_path: Path, redis_c
         server.stop()
     assert [r.step for r in controller.reports] == [1]  # cancelled at the first report: no step 2, no checkpoint
     assert controller.commits == [] and not (store / "runs" / run_id / "trainer").exists()
+
+
+def test_refused_commit_fails_the_run(tiny_model: Path, tmp_path: Path, redis_client: redis.Redis) -> None:
+    spec = RunSpec.model_validate({
+        "name": "svc", "model": {"path": str(tiny_model)}, "data": {"train": {"path": "unused.jsonl"}},
+        "sync": {"interval": 1}, "train": {"steps": 3, "batch_prompts": 2, "micro_batch_pairs": 2},
+    })
+    run_id = "run-refused"
+    store = tmp_path / "store"
+    save_run(redis_client, RunRecord(id=run_id, name="svc", state="running", spec=spec,
+                                     run_dir=str(store / "runs" / run_id), policy_path=str(tiny_model)))
+    redis_client.set(keys.ACTIVE_RUN, run_id)
+    controller = _Controller(redis_client, run_id, refuse_commits=True)
+    server = ServiceServer("127.0.0.1:0", "controller")
+    server.add(controller_pb2_grpc.add_ControllerInternalServiceServicer_to_server, controller)
+    server.start()
+    service = TrainerService(redis_server_url(redis_client), store, f"127.0.0.1:{server.port}", 0, "trainer-r",
+                             poll_s=0.1, retry_s=0.1)
+    thread = threading.Thread(target=service.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _publish_step(redis_client, run_id, spec, 1)
+        _wait(lambda: run_id in service.finished)
+        time.sleep(0.5)  # it must not pick the run up again
+    finally:
+        service.stop.set()
+        thread.join(60)
+        server.stop()
+    assert len(controller.fails) == 1 and controller.fails[0].run_id == run_id
+    assert "simulated refusal" in controller.fails[0].error
+    record = load_run(redis_client, run_id)
+    assert record.state == "failed" and "simulated refusal" in record.error
+    assert [r.step for r in controller.reports] == [1]  # no retry from a checkpoint after the refusal
+    assert controller.commits == []
 
 
 def test_trainer_process_serves_health_and_exits_on_sigterm(tmp_path: Path, redis_client: redis.Redis) -> None:

@@ -23,6 +23,9 @@ class ControllerServicer(controller_pb2_grpc.ControllerInternalServiceServicer):
     def ReportStep(self, request, context):  # noqa: ANN001, ANN201, N802
         return controller_pb2.ReportStepResponse(cancelled=self.controller.report_step(request))
 
+    def FailRun(self, request, context):  # noqa: ANN001, ANN201, N802
+        return controller_pb2.FailRunResponse(failed=self.controller.fail(request.run_id, request.error))
+
 
 def build_grpc_server(controller: Controller, address: str) -> ServiceServer:
     server = ServiceServer(address, SERVICE_NAME)

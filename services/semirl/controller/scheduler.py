@@ -102,17 +102,37 @@ class Controller:
             record = self.registry.get(run_id)
             if record is None or record.finished:
                 return record
-            record.state = "cancelled"
-            record.finished_at = time.time()
-            with self.client.pipeline(transaction=True) as pipe:
-                save_run(pipe, record)
-                pipe.lrem(keys.RUN_QUEUE, 0, run_id)
-                pipe.execute()
-            if active_run_id(self.client) == run_id:
-                self.client.delete(keys.ACTIVE_RUN)
-            log.info("run %s cancelled", run_id)
-            self.schedule()
+            self._end(record, "cancelled")
             return record
+
+    def fail(self, run_id: str, error: str) -> bool:
+        """FailRun: the trainer cannot make progress. False for an unknown or already finished run."""
+        with self.lock:
+            record = self.registry.get(run_id)
+            if record is None or record.state not in ("running", "queued"):
+                return False
+            self._end(record, "failed", error or "failed in the trainer")
+            return True
+
+    def _end(self, record: RunRecord, state: str, error: str | None = None) -> None:
+        """Move a queued or running run to a terminal state, free ACTIVE_RUN and start the next queued run."""
+        record.state = state
+        if error is not None:
+            record.error = error
+        record.finished_at = time.time()
+        with self.client.pipeline(transaction=True) as pipe:
+            save_run(pipe, record)
+            pipe.lrem(keys.RUN_QUEUE, 0, record.id)
+            pipe.execute()
+        if active_run_id(self.client) == record.id:
+            self.client.delete(keys.ACTIVE_RUN)
+        for which in ("train", "eval"):
+            self._problems.pop((record.id, which), None)
+        if error is None:
+            log.info("run %s %s", record.id, state)
+        else:
+            log.error("run %s %s: %s", record.id, state, error)
+        self.schedule()
 
     def commit(self, run_id: str, version: int, path: str, final: bool) -> tuple[bool, str]:
         """CommitCheckpoint: verify, record, advance (reload + next window, eval rounds, success), retain."""

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from semirl.proto import types_pb2 as semirl_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asemirl/v1/controller.proto\x12\tsemirl.v1\x1a\x15semirl/v1/types.proto\"^\n\x17\x43ommitCheckpointRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12$\n\x06policy\x18\x02 \x01(\x0b\x32\x14.semirl.v1.PolicyRef\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"<\n\x18\x43ommitCheckpointResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"[\n\x08GroupUse\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x04\x12\x0f\n\x07trained\x18\x03 \x01(\x08\x12\x13\n\x0bskip_reason\x18\x04 \x01(\t\"\xcf\x01\n\nStepReport\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x04\x12\x33\n\x07metrics\x18\x03 \x03(\x0b\x32\".semirl.v1.StepReport.MetricsEntry\x12#\n\x06groups\x18\x04 \x03(\x0b\x32\x13.semirl.v1.GroupUse\x12\x19\n\x11resumed_from_step\x18\x05 \x01(\x04\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\'\n\x12ReportStepResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\x32\xbc\x01\n\x19\x43ontrollerInternalService\x12[\n\x10\x43ommitCheckpoint\x12\".semirl.v1.CommitCheckpointRequest\x1a#.semirl.v1.CommitCheckpointResponse\x12\x42\n\nReportStep\x12\x15.semirl.v1.StepReport\x1a\x1d.semirl.v1.ReportStepResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asemirl/v1/controller.proto\x12\tsemirl.v1\x1a\x15semirl/v1/types.proto\"^\n\x17\x43ommitCheckpointRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12$\n\x06policy\x18\x02 \x01(\x0b\x32\x14.semirl.v1.PolicyRef\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"<\n\x18\x43ommitCheckpointResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"[\n\x08GroupUse\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x04\x12\x0f\n\x07trained\x18\x03 \x01(\x08\x12\x13\n\x0bskip_reason\x18\x04 \x01(\t\"\xcf\x01\n\nStepReport\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x04\x12\x33\n\x07metrics\x18\x03 \x03(\x0b\x32\".semirl.v1.StepReport.MetricsEntry\x12#\n\x06groups\x18\x04 \x03(\x0b\x32\x13.semirl.v1.GroupUse\x12\x19\n\x11resumed_from_step\x18\x05 \x01(\x04\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\'\n\x12ReportStepResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\"/\n\x0e\x46\x61ilRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"!\n\x0f\x46\x61ilRunResponse\x12\x0e\n\x06\x66\x61iled\x18\x01 \x01(\x08\x32\xfe\x01\n\x19\x43ontrollerInternalService\x12[\n\x10\x43ommitCheckpoint\x12\".semirl.v1.CommitCheckpointRequest\x1a#.semirl.v1.CommitCheckpointResponse\x12\x42\n\nReportStep\x12\x15.semirl.v1.StepReport\x1a\x1d.semirl.v1.ReportStepResponse\x12@\n\x07\x46\x61ilRun\x12\x19.semirl.v1.FailRunRequest\x1a\x1a.semirl.v1.FailRunResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,6 +46,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STEPREPORT_METRICSENTRY']._serialized_end=523
   _globals['_REPORTSTEPRESPONSE']._serialized_start=525
   _globals['_REPORTSTEPRESPONSE']._serialized_end=564
-  _globals['_CONTROLLERINTERNALSERVICE']._serialized_start=567
-  _globals['_CONTROLLERINTERNALSERVICE']._serialized_end=755
+  _globals['_FAILRUNREQUEST']._serialized_start=566
+  _globals['_FAILRUNREQUEST']._serialized_end=613
+  _globals['_FAILRUNRESPONSE']._serialized_start=615
+  _globals['_FAILRUNRESPONSE']._serialized_end=648
+  _globals['_CONTROLLERINTERNALSERVICE']._serialized_start=651
+  _globals['_CONTROLLERINTERNALSERVICE']._serialized_end=905
 # @@protoc_insertion_point(module_scope)

@@ -63,3 +63,17 @@ class ReportStepResponse(_message.Message):
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
     cancelled: bool
     def __init__(self, cancelled: _Optional[bool] = ...) -> None: ...
+
+class FailRunRequest(_message.Message):
+    __slots__ = ("run_id", "error")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    error: str
+    def __init__(self, run_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class FailRunResponse(_message.Message):
+    __slots__ = ("failed",)
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    failed: bool
+    def __init__(self, failed: _Optional[bool] = ...) -> None: ...

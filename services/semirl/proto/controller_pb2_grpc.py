@@ -45,6 +45,11 @@ class ControllerInternalServiceStub:
                 request_serializer=semirl_dot_v1_dot_controller__pb2.StepReport.SerializeToString,
                 response_deserializer=semirl_dot_v1_dot_controller__pb2.ReportStepResponse.FromString,
                 _registered_method=True)
+        self.FailRun = channel.unary_unary(
+                '/semirl.v1.ControllerInternalService/FailRun',
+                request_serializer=semirl_dot_v1_dot_controller__pb2.FailRunRequest.SerializeToString,
+                response_deserializer=semirl_dot_v1_dot_controller__pb2.FailRunResponse.FromString,
+                _registered_method=True)
 
 
 class ControllerInternalServiceServicer:
@@ -65,6 +70,13 @@ class ControllerInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FailRun(self, request, context):
+        """The trainer cannot make progress on the run (refused commit, run_dir mismatch, repeated errors): fail it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +89,11 @@ def add_ControllerInternalServiceServicer_to_server(servicer, server):
                     servicer.ReportStep,
                     request_deserializer=semirl_dot_v1_dot_controller__pb2.StepReport.FromString,
                     response_serializer=semirl_dot_v1_dot_controller__pb2.ReportStepResponse.SerializeToString,
+            ),
+            'FailRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.FailRun,
+                    request_deserializer=semirl_dot_v1_dot_controller__pb2.FailRunRequest.FromString,
+                    response_serializer=semirl_dot_v1_dot_controller__pb2.FailRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +151,33 @@ class ControllerInternalService:
             '/semirl.v1.ControllerInternalService/ReportStep',
             semirl_dot_v1_dot_controller__pb2.StepReport.SerializeToString,
             semirl_dot_v1_dot_controller__pb2.ReportStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FailRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semirl.v1.ControllerInternalService/FailRun',
+            semirl_dot_v1_dot_controller__pb2.FailRunRequest.SerializeToString,
+            semirl_dot_v1_dot_controller__pb2.FailRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

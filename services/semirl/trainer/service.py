@@ -57,6 +57,13 @@ class RunLeft(Exception):  # noqa: N818
     """The run is no longer the active running run (finished, cancelled, failed or replaced)."""
 
 
+class RunUnrecoverable(Exception):  # noqa: N818
+    """Retrying cannot help (the controller refused a commit, the run directory does not match): fail the run."""
+
+
+MAX_ATTEMPTS = 3  # consecutive failed attempts at one run (no successful step between them) before it is failed
+
+
 def step_of_prompt(prompt_id: str) -> tuple[int, int] | None:
     match = _TRAIN_PROMPT_ID.match(prompt_id)
     return (int(match.group(1)), int(match.group(2))) if match else None
@@ -131,11 +138,15 @@ class ControllerClient:
         )
         response = self._call(self.stub.CommitCheckpoint, request)
         if not response.committed:
-            raise RuntimeError(f"controller refused to commit version {version} of {run_id}: {response.error}")
+            raise RunUnrecoverable(f"controller refused to commit version {version} of {run_id}: {response.error}")
 
     def report(self, report: controller_pb2.StepReport) -> bool:
         """Send a step report; True when the controller says the run was cancelled."""
         return bool(self._call(self.stub.ReportStep, report).cancelled)
+
+    def fail(self, run_id: str, error: str) -> bool:
+        """FailRun; True when the controller failed the run (False: unknown or already finished)."""
+        return bool(self._call(self.stub.FailRun, controller_pb2.FailRunRequest(run_id=run_id, error=error)).failed)
 
     def close(self) -> None:
         self.channel.close()
@@ -153,6 +164,7 @@ class RunTrainer:
         trainer_id: str,
         status: TrainerStatus,
         stop: threading.Event,
+        on_step: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
         self.record = record
@@ -161,9 +173,11 @@ class RunTrainer:
         self.controller = controller
         self.status = status
         self.stop = stop
+        self.on_step = on_step
         self.checkpoints = TrainerCheckpoints(store, record.id, self.spec.checkpoint.subdir, self.spec.model.path)
         if str(self.checkpoints.paths.run_dir) != str(Path(record.run_dir).resolve()):
-            log.warning("run dir %s differs from the controller's %s", self.checkpoints.paths.run_dir, record.run_dir)
+            raise RunUnrecoverable(f"the trainer's run directory {self.checkpoints.paths.run_dir} differs from "
+                                   f"the controller's {record.run_dir}")
         # Entries stay pending while their step waits for a checkpoint, possibly for minutes; XAUTOCLAIM hands
         # them back to this same consumer after the visibility timeout, and `held` recognizes them.
         self.queue = StreamQueue(client, keys.SCORED, keys.TRAINER_GROUP, trainer_id, types_pb2.ScoredGroup,
@@ -210,6 +224,8 @@ class RunTrainer:
                 if self.spec.is_checkpoint_step(step):
                     self._checkpoint(engine, step)
                 self.status.update(step=step)
+                if self.on_step is not None:
+                    self.on_step()
             self.status.update(state="done")
         finally:
             engine.close()
@@ -406,6 +422,8 @@ class TrainerService:
         self.poll_s = poll_s
         self.retry_s = retry_s
         self.finished: set[str] = set()
+        self.attempts: Counter[str] = Counter()   # consecutive failed attempts per run (reset by a trained step)
+        self.to_fail: dict[str, str] = {}         # runs to fail whose FailRun did not get through yet
 
     @property
     def port(self) -> int:
@@ -434,21 +452,57 @@ class TrainerService:
             self.status.update(state="idle" if record is None or record.id not in self.finished else "done")
             self.stop.wait(self.poll_s)
             return
+        if record.id in self.to_fail:
+            self._fail(record.id, self.to_fail[record.id])
+            return
         log.info("training run %s (%s, %d steps)", record.id, record.name, record.spec.train.steps)
+
+        def trained_a_step() -> None:
+            self.attempts.pop(record.id, None)
+
         try:
             RunTrainer(self.client, record, self.store, self.controller, self.trainer_id, self.status,
-                       self.stop).run()
+                       self.stop, on_step=trained_a_step).run()
             self.finished.add(record.id)
+            self.attempts.pop(record.id, None)
             log.info("run %s: all %d steps trained", record.id, record.spec.train.steps)
         except Stopped:
             log.info("stopping during run %s", record.id)
         except RunLeft as why:
             log.info("%s; dropping its engine", why)
             self.finished.add(record.id)
-        except Exception:
-            log.exception("run %s failed in the trainer; retrying from its last checkpoint", record.id)
+            self.attempts.pop(record.id, None)
+        except RunUnrecoverable as err:
+            log.error("run %s cannot go on: %s", record.id, err)
+            self._fail(record.id, str(err))
+        except Exception as err:
+            self.attempts[record.id] += 1
+            attempts = self.attempts[record.id]
+            if attempts >= MAX_ATTEMPTS:
+                log.exception("run %s failed in the trainer (attempt %d of %d); failing it",
+                              record.id, attempts, MAX_ATTEMPTS)
+                self._fail(record.id, f"trainer failed {attempts} times in a row: {type(err).__name__}: {err}")
+                return
+            log.exception("run %s failed in the trainer (attempt %d of %d); retrying from its last checkpoint",
+                          record.id, attempts, MAX_ATTEMPTS)
             self.status.update(state="error")
             self.stop.wait(self.retry_s)
+
+    def _fail(self, run_id: str, error: str) -> None:
+        """Ask the controller to fail the run, then stop training it; retried on the next poll if the call fails."""
+        self.status.update(state="error")
+        try:
+            failed = self.controller.fail(run_id, error)
+        except grpc.RpcError as err:
+            log.warning("FailRun for %s did not get through (%s); retrying", run_id, err)
+            self.to_fail[run_id] = error
+            self.stop.wait(self.retry_s)
+            return
+        self.to_fail.pop(run_id, None)
+        self.attempts.pop(run_id, None)
+        self.finished.add(run_id)
+        log.info("run %s %s; waiting for the next active run", run_id,
+                 "failed" if failed else "was already finished")
 
     def shutdown(self) -> None:
         self.stop.set()
