@@ -180,6 +180,7 @@ def test_run_view_metrics_and_cancel_via_report(
     assert controller.report_step(report) is False
     view = http.get(f"/v1/runs/{run_id}").json()
     assert view["step"] == 1 and view["policy_version"] == 0 and view["generation_version"] == 0
+    assert isinstance(view["latest_metrics"].pop("time"), float)
     assert view["latest_metrics"] == {"step": 1, "loss": 0.5, "reward_mean": 0.25}
     assert view["counters"] == {"groups_trained": 1, "groups_skipped": 1}
     assert set(view["queues"]) == {"prompts", "to_verify", "to_reward", "scored", "eval_scored"}
@@ -188,8 +189,14 @@ def test_run_view_metrics_and_cancel_via_report(
     assert view["generators"] == {}
     redis_client.set(keys.generator_registration_key("gen-a"), "127.0.0.1:1")
     assert http.get(f"/v1/runs/{run_id}").json()["generators"] == {"gen-a": "127.0.0.1:1"}
-    assert http.get(f"/v1/runs/{run_id}/metrics").json() == [{"step": 1, "loss": 0.5, "reward_mean": 0.25}]
+    series = http.get(f"/v1/runs/{run_id}/metrics").json()
+    without_time = [{k: v for k, v in m.items() if k != "time"} for m in series]
+    assert without_time == [{"step": 1, "loss": 0.5, "reward_mean": 0.25}]
     assert len(redis_client.lrange(keys.run_steps_key(run_id), 0, -1)) == 1
+    # A resumed trainer replays step 1: its report replaces the first one instead of being counted twice.
+    assert controller.report_step(report) is False
+    assert len(http.get(f"/v1/runs/{run_id}/metrics").json()) == 1
+    assert http.get(f"/v1/runs/{run_id}").json()["counters"] == {"groups_trained": 1, "groups_skipped": 1}
 
     assert http.post(f"/v1/runs/{run_id}/cancel").json()["state"] == "cancelled"
     assert controller.report_step(controller_pb2.StepReport(run_id=run_id, step=2)) is True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -150,11 +151,25 @@ class Registry:
     # --- steps and metrics -----------------------------------------------------------------------------
 
     def append_step(self, report: controller_pb2.StepReport) -> None:
-        metrics = {"step": int(report.step), **dict(report.metrics)}
+        metrics = {"step": int(report.step), "time": time.time(), **dict(report.metrics)}
         with self.client.pipeline(transaction=True) as pipe:
             pipe.rpush(keys.run_steps_key(report.run_id), json_format.MessageToJson(report, indent=None))
             pipe.rpush(keys.run_metrics_key(report.run_id), json.dumps(metrics))
             pipe.execute()
+
+    def drop_steps_from(self, run_id: str, step: int) -> None:
+        """Forget the reports of steps >= `step` (one entry per step, in order): a resumed trainer replays them."""
+        with self.client.pipeline(transaction=True) as pipe:
+            for key in (keys.run_steps_key(run_id), keys.run_metrics_key(run_id)):
+                if step <= 1:
+                    pipe.delete(key)  # LTRIM 0 -1 would keep everything
+                else:
+                    pipe.ltrim(key, 0, step - 2)
+            pipe.execute()
+
+    def step_reports(self, run_id: str) -> list[controller_pb2.StepReport]:
+        raw = self.client.lrange(keys.run_steps_key(run_id), 0, -1)
+        return [json_format.Parse(r, controller_pb2.StepReport()) for r in raw]
 
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
         return [json.loads(r) for r in self.client.lrange(keys.run_metrics_key(run_id), 0, -1)]

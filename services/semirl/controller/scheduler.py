@@ -186,17 +186,14 @@ class Controller:
                 return True
             if record.state in ("cancelled", "failed"):
                 return True
+            if report.step <= record.step:  # a resumed trainer replays the steps after its checkpoint
+                self.registry.drop_steps_from(report.run_id, int(report.step))
             self.registry.append_step(report)
             record.step = int(report.step)
             record.resumed_from_step = max(record.resumed_from_step, int(report.resumed_from_step))
-            counters = Counter(record.counters)
-            for group in report.groups:
-                if group.trained:
-                    counters["groups_trained"] += 1
-                elif group.skip_reason.startswith("dropped"):
-                    counters["groups_dropped"] += 1
-                else:
-                    counters["groups_skipped"] += 1
+            counters = Counter({k: v for k, v in record.counters.items() if not k.startswith("groups_")})
+            for stored in self.registry.step_reports(report.run_id):
+                counters.update(_group_outcome(group) for group in stored.groups)
             record.counters = dict(counters)
             self.registry.save(record)
             return False
@@ -435,3 +432,9 @@ class Controller:
             queued = self.registry.queued_ids()
             body["queue_position"] = queued.index(record.id) if record.id in queued else None
         return body
+
+
+def _group_outcome(group: controller_pb2.GroupUse) -> str:
+    if group.trained:
+        return "groups_trained"
+    return "groups_dropped" if group.skip_reason.startswith("dropped") else "groups_skipped"
