@@ -315,13 +315,14 @@ def test_generator_started_mid_run_loads_the_committed_version(
     assert process.returncode == 0, log_path.read_text()[-4000:]
 
 
-def test_tasks_of_a_run_that_is_not_active_are_dropped(generator: Generator, models: Models) -> None:
+def test_tasks_of_a_run_that_has_ended_are_dropped(generator: Generator, models: Models, save_ended_run) -> None:  # noqa: ANN001
     client = generator.client
-    client.set(keys.ACTIVE_RUN, "r-other")
+    save_ended_run(client, "r-ended")
     try:
-        time.sleep(1.2)  # the generator caches the active run id for about a second
         before = client.xlen(keys.TO_VERIFY)
-        entry_id = publish(client, keys.PROMPTS, _task("p-stale", models, version=0))
+        task = _task("p-stale", models, version=0)
+        task.run_id = "r-ended"
+        entry_id = publish(client, keys.PROMPTS, task)
         deadline = time.monotonic() + 30
         while True:
             info = {g["name"]: g for g in client.xinfo_groups(keys.PROMPTS)}[keys.GENERATORS_GROUP.encode()]
@@ -333,7 +334,7 @@ def test_tasks_of_a_run_that_is_not_active_are_dropped(generator: Generator, mod
             time.sleep(0.1)
         time.sleep(0.3)
         assert client.xlen(keys.TO_VERIFY) == before
-        assert not client.sismember(keys.done_key("r1", "generate"), "p-stale")
+        assert not client.sismember(keys.done_key("r-ended", "generate"), "p-stale")
         assert "no longer active" in generator.tail()
     finally:
-        client.delete(keys.ACTIVE_RUN)
+        client.delete(keys.run_key("r-ended"))

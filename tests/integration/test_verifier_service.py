@@ -153,11 +153,10 @@ def test_an_empty_group_is_scored_with_no_rewards(verifier: Verifier) -> None:
     assert verifier.process.poll() is None
 
 
-def test_groups_of_a_run_that_is_not_active_are_dropped(verifier: Verifier) -> None:
+def test_groups_of_a_run_that_has_ended_are_dropped(verifier: Verifier, save_ended_run) -> None:  # noqa: ANN001
     client = verifier.client
-    client.set(keys.ACTIVE_RUN, "r-other")
+    save_ended_run(client, "r-old")
     try:
-        time.sleep(1.2)  # the verifier caches the active run id for about a second
         before = client.xlen(keys.SCORED)
         publish(client, keys.TO_VERIFY, _group("p-stale", "5", ["\\boxed{5}"], run_id="r-old"))
         _wait_consumed(verifier)
@@ -166,4 +165,4 @@ def test_groups_of_a_run_that_is_not_active_are_dropped(verifier: Verifier) -> N
         assert not client.sismember(keys.done_key("r-old", "verify"), "p-stale")
         assert "no longer active" in verifier.tail()
     finally:
-        client.delete(keys.ACTIVE_RUN)
+        client.delete(keys.run_key("r-old"))

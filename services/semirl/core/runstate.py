@@ -70,40 +70,37 @@ def active_run(client: redis.Redis) -> RunRecord | None:
 
 
 class StaleRunFilter:
-    """Tells workers whether a task's run is no longer active, caching Redis lookups for `ttl_s`.
+    """Tells workers whether a task's run has ended (succeeded, failed or cancelled), so its leftover tasks
+    are dropped instead of served.
 
-    A run is stale when ACTIVE_RUN names a different run, or when its record exists in a terminal state. An
-    unset ACTIVE_RUN alone (e.g. mid-activation) never makes a run stale.
+    Only the run's own terminal state counts. Tasks exist only for the active run (the controller releases
+    nothing for queued runs), and a run stops being active only by ending; comparing against a cached
+    ACTIVE_RUN instead would drop the first tasks of the next run during the cache's lifetime. An ended run
+    stays ended, so that answer is cached for good; "still running" is re-checked after `ttl_s`.
     """
 
     def __init__(self, client: redis.Redis, ttl_s: float = 1.0) -> None:
         self.client = client
         self.ttl_s = ttl_s
-        self._active: tuple[float, str | None] | None = None
-        self._finished: dict[str, tuple[float, bool]] = {}
-
-    def _active_id(self) -> str | None:
-        now = time.monotonic()
-        if self._active is None or now - self._active[0] > self.ttl_s:
-            self._active = (now, active_run_id(self.client))
-        return self._active[1]
-
-    def _is_finished(self, run_id: str) -> bool:
-        now = time.monotonic()
-        cached = self._finished.get(run_id)
-        if cached is None or now - cached[0] > self.ttl_s:
-            if len(self._finished) > 1000:
-                self._finished.clear()
-            try:
-                record = load_run(self.client, run_id)
-            except ValueError:  # a malformed record: not ours to judge here
-                record = None
-            cached = (now, record is not None and record.finished)
-            self._finished[run_id] = cached
-        return cached[1]
+        self._ended: set[str] = set()
+        self._running_checked: dict[str, float] = {}
 
     def stale(self, run_id: str) -> bool:
-        active = self._active_id()
-        if active and active != run_id:
+        if run_id in self._ended:
             return True
-        return self._is_finished(run_id)
+        now = time.monotonic()
+        checked = self._running_checked.get(run_id)
+        if checked is not None and now - checked <= self.ttl_s:
+            return False
+        try:
+            record = load_run(self.client, run_id)
+        except ValueError:  # a malformed record: not ours to judge here
+            record = None
+        if record is not None and record.finished:
+            self._ended.add(run_id)
+            self._running_checked.pop(run_id, None)
+            return True
+        if len(self._running_checked) > 1000:
+            self._running_checked.clear()
+        self._running_checked[run_id] = now
+        return False

@@ -13,7 +13,7 @@
   fails `MAX_ATTEMPTS` times) is forwarded as a `SampleGroup` with no samples, so the trainer's step and the
   controller's eval round still get one group per prompt. Anything else is left pending and comes back after
   the visibility timeout.
-- Tasks of runs that are no longer active (ACTIVE_RUN names another run, or the run is finished) are acked
+- Tasks of runs that have ended (succeeded, failed or cancelled) are acked
   and dropped (docs/architecture.md decision 2).
 """
 
