@@ -60,6 +60,10 @@ def main() -> None:
     results: dict[str, Any] = {"steps": args.steps, "runs": {}}
     with LocalStack(workdir=args.workdir, store=(args.workdir / "store").resolve(), http_port=free_port()) as stack:
         client = ControllerClient(stack.url)
+        # Unmeasured warm-up: the first run pays vLLM's engine build and the trainer's first DeepSpeed set-up.
+        warmup = args.workdir / "bench-warmup.yaml"
+        warmup.write_text(yaml.safe_dump({**_spec(setup, 1, 2), "name": "bench-warmup"}))
+        client.wait(client.submit(warmup)["id"], timeout=1800)
         for interval in (1, 4):
             spec_path = args.workdir / f"bench-s{interval}.yaml"
             spec_path.write_text(yaml.safe_dump(_spec(setup, interval, args.steps)))
