@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import socket
 import sys
+
+from semirl.core.lifecycle import stop_on_signals
 
 CPU_ENV_DEFAULTS = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -75,12 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         engine_config=EngineConfig(dtype=args.dtype, max_model_len=args.max_model_len, seed=args.seed),
     )
 
-    def _terminate(signum: int, _frame: object) -> None:
-        logging.getLogger(__name__).info("signal %d: stopping after the current batch", signum)
-        service.stop.set()
-
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
+    stop_on_signals(service.stop, "batch")
     service.serve_forever()
     return 0
 

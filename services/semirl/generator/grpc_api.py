@@ -23,7 +23,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self.service = service
 
     def Generate(self, request: generator_pb2.GenerateRequest, context: grpc.ServicerContext):  # noqa: N802
-        from semirl.generator.service import samples_to_proto, sampling_from_proto
+        from semirl.generator.service import sample_group, sampling_from_proto
 
         service = self.service
         sampling = sampling_from_proto(request.sampling)
@@ -45,14 +45,9 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             task = types_pb2.PromptTask(
                 prompt=prompt, sampling=request.sampling, policy=types_pb2.PolicyRef(version=version)
             )
-            response.groups.append(types_pb2.SampleGroup(
-                task=task,
-                prompt_token_ids=prompt_token_ids,
-                samples=samples_to_proto(samples),
-                policy_version=version,
-                generator_id=service.generator_id,
-                generation_seconds=seconds,
-            ))
+            response.groups.append(
+                sample_group(task, prompt_token_ids, samples, version, service.generator_id, seconds)
+            )
         return response
 
     def Reload(self, request: generator_pb2.ReloadRequest, context: grpc.ServicerContext):  # noqa: N802

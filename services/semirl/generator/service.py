@@ -73,6 +73,25 @@ def sampling_from_proto(params: types_pb2.SamplingParams) -> Sampling:
     )
 
 
+def sample_group(
+    task: types_pb2.PromptTask,
+    prompt_token_ids: list[int],
+    samples: list[Generated],
+    version: int,
+    generator_id: str,
+    seconds: float,
+) -> types_pb2.SampleGroup:
+    """The wire form of one prompt's samples, tagged with the policy version that produced them."""
+    return types_pb2.SampleGroup(
+        task=task,
+        prompt_token_ids=prompt_token_ids,
+        samples=samples_to_proto(samples),
+        policy_version=version,
+        generator_id=generator_id,
+        generation_seconds=seconds,
+    )
+
+
 def samples_to_proto(samples: list[Generated]) -> list[types_pb2.Sample]:
     return [
         types_pb2.Sample(text=s.text, token_ids=s.token_ids, logprobs=s.logprobs, finish_reason=s.finish_reason)
@@ -327,14 +346,7 @@ class GeneratorService:
     def _forward(self, delivery: Delivery, result: tuple | None, version: int, seconds: float) -> None:
         task: types_pb2.PromptTask = delivery.message
         prompt_token_ids, samples = result if result is not None else ([], [])
-        group = types_pb2.SampleGroup(
-            task=task,
-            prompt_token_ids=prompt_token_ids,
-            samples=samples_to_proto(samples),
-            policy_version=version,
-            generator_id=self.generator_id,
-            generation_seconds=seconds,
-        )
+        group = sample_group(task, prompt_token_ids, samples, version, self.generator_id, seconds)
         out = keys.TO_REWARD if task.reward_source == types_pb2.REWARD_SOURCE_REWARD_MODEL else keys.TO_VERIFY
         written = self.queue.forward(
             delivery, out, group, done_set=keys.done_key(task.run_id, "generate"), member=task.prompt_id

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 
+from semirl.core.lifecycle import stop_on_signals
 from semirl.trainer.service import TrainerService
 
 
@@ -43,12 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.torch_threads)
     service = TrainerService(args.redis_url, args.store, args.controller, args.grpc_port, args.trainer_id)
 
-    def _terminate(signum: int, _frame: object) -> None:
-        logging.getLogger(__name__).info("signal %d: stopping after the current step", signum)
-        service.stop.set()
-
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
+    stop_on_signals(service.stop, "step")
     logging.getLogger(__name__).info("trainer %s serving gRPC on :%d", args.trainer_id, service.port)
     service.serve_forever()
     return 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import socket
 import sys
 
+from semirl.core.lifecycle import stop_on_signals
 from semirl.verifier.scoring import DEFAULT_TIMEOUT_S
 from semirl.verifier.service import VerifierService
 
@@ -34,12 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     service = VerifierService(args.redis_url, args.grpc_port, args.verifier_id, timeout_s=args.timeout_s)
 
-    def _terminate(signum: int, _frame: object) -> None:
-        logging.getLogger(__name__).info("signal %d: stopping", signum)
-        service.stop.set()
-
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
+    stop_on_signals(service.stop, "batch")
     service.serve_forever()
     return 0
 
