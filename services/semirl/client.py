@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,13 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 class ControllerClient:
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    """`token`: the controller's API token (default: $SEMIRL_API_TOKEN), sent as a Bearer header."""
+
+    def __init__(self, url: str, timeout: float = 30.0, token: str | None = None) -> None:
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        token = token if token is not None else os.environ.get("SEMIRL_API_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def submit(self, spec_path: Path) -> dict[str, Any]:
         content_type = "application/json" if spec_path.suffix == ".json" else "application/yaml"
@@ -26,6 +31,8 @@ class ControllerClient:
                 for d in response.json().get("detail", [])
             )
             raise ValueError(f"invalid run spec: {problems}")
+        if response.status_code == 401:
+            raise PermissionError("the controller wants an API token: set SEMIRL_API_TOKEN")
         response.raise_for_status()
         return response.json()
 

@@ -187,7 +187,7 @@ def test_run_view_metrics_and_cancel_via_report(
     # window 0 (2 steps x 2 prompts) + the seed's eval round (3 prompts), none delivered yet
     assert view["queues"]["prompts"]["length"] == 2 * 2 + 3 and view["queues"]["prompts"]["pending"] == 0
     assert view["generators"] == {}
-    redis_client.set(keys.generator_registration_key("gen-a"), "127.0.0.1:1")
+    redis_client.set(keys.service_registration_key("generator", "gen-a"), "127.0.0.1:1")
     assert http.get(f"/v1/runs/{run_id}").json()["generators"] == {"gen-a": "127.0.0.1:1"}
     series = http.get(f"/v1/runs/{run_id}/metrics").json()
     without_time = [{k: v for k, v in m.items() if k != "time"} for m in series]
@@ -208,3 +208,45 @@ def test_health_and_docs(http: TestClient) -> None:
     assert http.get("/docs").status_code == 200
     paths = http.get("/openapi.json").json()["paths"]
     assert {"/v1/runs", "/v1/runs/{run_id}", "/v1/runs/{run_id}/metrics", "/v1/runs/{run_id}/cancel"} <= set(paths)
+
+
+def test_readiness_follows_the_scheduler_loop(http: TestClient, controller: Controller) -> None:
+    not_ready = http.get("/readyz")
+    assert not_ready.status_code == 503 and "scheduler loop not running" in not_ready.json()["problems"]
+    controller.start()
+    try:
+        assert http.get("/readyz").json() == {"status": "ready"}
+    finally:
+        controller.stop()
+
+
+def test_services_view_counts_registered_replicas(http: TestClient, redis_client: redis.Redis) -> None:
+    redis_client.set(keys.service_registration_key("generator", "gen-a"), "127.0.0.1:1")
+    redis_client.set(keys.service_registration_key("generator", "gen-b"), "127.0.0.1:2")
+    redis_client.set(keys.service_registration_key("verifier", "ver-a"), "127.0.0.1:3")
+    view = http.get("/v1/services").json()
+    assert view["discovery"] == "redis"
+    assert view["generators"] == {"gen-a": "127.0.0.1:1", "gen-b": "127.0.0.1:2"}
+    assert view["replicas"]["generator"] == {"ready": 2, "total": 2}
+    assert view["replicas"]["verifier"] == {"ready": 1, "total": 1}
+    assert view["replicas"]["trainer"] == {"ready": 0, "total": 0}
+
+
+def test_mutating_endpoints_need_the_api_token(
+    controller: Controller, files: dict[str, Path], redis_client: redis.Redis
+) -> None:
+    with TestClient(create_app(controller, api_token="s3cret")) as http:
+        body = json.dumps(spec_dict(files))
+        headers = {"Content-Type": "application/json"}
+        missing = http.post("/v1/runs", content=body, headers=headers)
+        wrong = http.post("/v1/runs", content=body, headers={**headers, "Authorization": "Bearer nope"})
+        assert missing.status_code == wrong.status_code == 401
+        assert missing.headers["www-authenticate"] == "Bearer"
+        assert redis_client.llen(keys.RUN_QUEUE) == 0  # nothing queued by a refused request
+        created = http.post("/v1/runs", content=body, headers={**headers, "Authorization": "Bearer s3cret"})
+        assert created.status_code == 201
+        run_id = created.json()["id"]
+        assert http.get(f"/v1/runs/{run_id}").status_code == 200  # reads stay open
+        assert http.post(f"/v1/runs/{run_id}/cancel").status_code == 401
+        cancelled = http.post(f"/v1/runs/{run_id}/cancel", headers={"Authorization": "Bearer s3cret"})
+        assert cancelled.json()["state"] == "cancelled"

@@ -116,7 +116,7 @@ def generator(redis_server: EmbeddedRedis, models: Models, tmp_path_factory: pyt
         process.wait()
         pytest.fail(f"generator ignored SIGTERM:\n{gen.tail()}")
     assert process.returncode == 0, gen.tail()
-    assert client.get(keys.generator_registration_key("gen-test")) is None  # deregistered on clean exit
+    assert client.get(keys.service_registration_key("generator", "gen-test")) is None  # deregistered on clean exit
     client.close()
 
 
@@ -131,7 +131,7 @@ def _greedy(stub: generator_pb2_grpc.GeneratorServiceStub, policy: types_pb2.Pol
 
 
 def test_registers_its_endpoint_with_a_ttl(generator: Generator) -> None:
-    key = keys.generator_registration_key(generator.generator_id)
+    key = keys.service_registration_key("generator", generator.generator_id)
     assert generator.client.get(key) == generator.target.encode()
     assert 0 < generator.client.ttl(key) <= 15
 

@@ -74,8 +74,8 @@ def generator(redis_client: redis.Redis) -> Iterator[RecordingGenerator]:
     server = ServiceServer("127.0.0.1:0", "semirl.v1.GeneratorService")
     server.add(generator_pb2_grpc.add_GeneratorServiceServicer_to_server, servicer)
     server.start()
-    redis_client.set(keys.generator_registration_key("gen-live"), f"127.0.0.1:{server.port}")
-    redis_client.set(keys.generator_registration_key("gen-dead"), "127.0.0.1:1")  # nothing listens there
+    redis_client.set(keys.service_registration_key("generator", "gen-live"), f"127.0.0.1:{server.port}")
+    redis_client.set(keys.service_registration_key("generator", "gen-dead"), "127.0.0.1:1")  # nothing listens there
     yield servicer
     server.stop(0)
 

@@ -12,6 +12,7 @@ import redis
 import uvicorn
 
 from .app import create_app
+from .discovery import discovery_from_env
 from .grpc_api import build_grpc_server
 from .scheduler import Controller
 
@@ -22,9 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="semirl.controller", description=__doc__)
     parser.add_argument("--redis-url", default=os.environ.get("SEMIRL_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--store", default=os.environ.get("SEMIRL_STORE"), help="checkpoint store root")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default=os.environ.get("SEMIRL_CONTROLLER_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("SEMIRL_CONTROLLER_PORT", "8080")))
-    parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("SEMIRL_CONTROLLER_GRPC_PORT", "50051")))
+    parser.add_argument("--grpc-port", type=int, default=int(
+        os.environ.get("SEMIRL_CONTROLLER_GRPC_PORT") or os.environ.get("SEMIRL_GRPC_PORT") or "50051"))
     parser.add_argument("--log-level", default=os.environ.get("SEMIRL_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     if not args.store:
@@ -33,9 +35,17 @@ def main(argv: list[str] | None = None) -> int:
 
     client = redis.Redis.from_url(args.redis_url)
     os.makedirs(args.store, exist_ok=True)
-    controller = Controller(client, args.store)
+    try:
+        discovery = discovery_from_env(client)
+    except ValueError as err:
+        parser.error(str(err))
+    controller = Controller(client, args.store, discovery=discovery)
     grpc_server = build_grpc_server(controller, f"0.0.0.0:{args.grpc_port}")
-    config = uvicorn.Config(create_app(controller), host=args.host, port=args.port, log_level="warning")
+    api_token = os.environ.get("SEMIRL_API_TOKEN") or None
+    if api_token is None:
+        log.warning("SEMIRL_API_TOKEN is not set: anyone who reaches the REST port can submit and cancel runs")
+    app = create_app(controller, api_token=api_token)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = uvicorn.Server(config)
     # uvicorn installs its own SIGINT/SIGTERM handlers while it serves; it returns from run() on either.
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))

@@ -1,11 +1,17 @@
-"""The controller's public REST API (FastAPI): a thin layer over the Controller engine."""
+"""The controller's public REST API (FastAPI): a thin layer over the Controller engine.
+
+With an API token configured (SEMIRL_API_TOKEN; the chart fills it from a Secret), the mutating endpoints
+(submit, cancel) need `Authorization: Bearer <token>`; reads stay open inside the cluster's NetworkPolicy.
+"""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from semirl.core.runstate import RunRecord
@@ -24,7 +30,22 @@ SPEC_BODY = {
 }
 
 
-def create_app(controller: Controller) -> FastAPI:
+def bearer_token_guard(token: str | None):
+    """A FastAPI dependency that accepts the request only with the configured token (none: always accepts)."""
+    scheme = HTTPBearer(auto_error=False, description="The controller's API token (mutating endpoints only).")
+
+    def guard(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
+        if not token:
+            return
+        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
+            raise HTTPException(status_code=401, detail="missing or wrong API token (Authorization: Bearer …)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    return guard
+
+
+def create_app(controller: Controller, *, api_token: str | None = None) -> FastAPI:
+    authorized = Depends(bearer_token_guard(api_token))
     app = FastAPI(
         title="semirl controller",
         version="0.1.0",
@@ -39,10 +60,29 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
-        controller.client.ping()
+        """Liveness: the process serves HTTP (Redis being down is not a reason to restart the controller)."""
         return {"status": "ok"}
 
-    @app.post("/v1/runs", status_code=201, openapi_extra={"requestBody": SPEC_BODY})
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        """Readiness: Redis answers and the scheduler loop runs."""
+        problems = []
+        try:
+            controller.client.ping()
+        except Exception as err:  # noqa: BLE001
+            problems.append(f"redis: {err}")
+        if not controller.running:
+            problems.append("scheduler loop not running")
+        if problems:
+            return JSONResponse(status_code=503, content={"status": "not ready", "problems": problems})
+        return JSONResponse(content={"status": "ready"})
+
+    @app.get("/v1/services")
+    def services() -> dict[str, Any]:
+        """Ready replicas of each service and the generators the next Reload goes to."""
+        return controller.services_view()
+
+    @app.post("/v1/runs", status_code=201, openapi_extra={"requestBody": SPEC_BODY}, dependencies=[authorized])
     async def submit(request: Request) -> Any:
         body = await request.body()
         try:
@@ -71,7 +111,7 @@ def create_app(controller: Controller) -> FastAPI:
         found(run_id)
         return controller.registry.metrics(run_id)
 
-    @app.post("/v1/runs/{run_id}/cancel")
+    @app.post("/v1/runs/{run_id}/cancel", dependencies=[authorized])
     def cancel(run_id: str) -> dict[str, Any]:
         found(run_id)
         record = controller.cancel(run_id)

@@ -218,16 +218,6 @@ class Registry:
                                                  "length": int(self.client.xlen(stream))}
         return depths
 
-    def generators(self) -> dict[str, str]:
-        """Registered generators (id -> gRPC endpoint); registrations expire unless refreshed."""
-        prefix = keys.GENERATOR_REGISTRATION_PATTERN[:-1]
-        found = {}
-        for key in self.client.scan_iter(match=keys.GENERATOR_REGISTRATION_PATTERN, count=100):
-            value = self.client.get(key)
-            if value:
-                found[_text(key)[len(prefix):]] = _text(value)
-        return found
-
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

@@ -27,6 +27,7 @@ from semirl.proto import controller_pb2, types_pb2
 from semirl.spec import RunSpec
 from semirl.tasks.dataset import Problem, load_problems
 
+from .discovery import Discovery, RedisDiscovery
 from .fanout import ReloadOutcome, fan_out_reload
 from .registry import Registry
 from .windows import build_eval_tasks, build_window_tasks
@@ -45,8 +46,10 @@ class Controller:
         consumer: str = "controller-0",
         reload_timeout_s: float = 60.0,
         poll_s: float = 0.5,
+        discovery: Discovery | None = None,
     ) -> None:
         self.client = client
+        self.discovery: Discovery = discovery if discovery is not None else RedisDiscovery(client)
         self.registry = Registry(client, store)
         self.registry.ensure_groups()
         self.lock = threading.RLock()
@@ -61,15 +64,21 @@ class Controller:
     # --- lifecycle of the loop -------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.discovery.start()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="controller-scheduler", daemon=True)
         self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self.discovery.stop()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -289,6 +298,13 @@ class Controller:
             due.append(window)
         return due
 
+    def _generator_endpoints(self) -> dict[str, str]:
+        try:
+            return self.discovery.endpoints("generator")
+        except Exception:  # noqa: BLE001 - the Redis PUBLISH of the fan-out still reaches every generator
+            log.exception("generator discovery failed; this reload goes out by pub/sub only")
+            return {}
+
     def _release_windows(self, record: RunRecord) -> None:
         spec = record.spec
         for window in self._due_windows(record):
@@ -299,7 +315,7 @@ class Controller:
                 record.syncs += 1
                 self.last_reload = fan_out_reload(
                     self.client, record.id, types_pb2.PolicyRef(version=version, path=path),
-                    self.registry.generators(), timeout_s=self.reload_timeout_s,
+                    self._generator_endpoints(), timeout_s=self.reload_timeout_s,
                 )
             tasks = build_window_tasks(record.id, spec, window, self._load(record, "train"),
                                        lambda v: self._policy_path(record, v))
@@ -423,15 +439,30 @@ class Controller:
     # --- views -----------------------------------------------------------------------------------------
 
     def view(self, record: RunRecord) -> dict[str, Any]:
-        """The record as GET /v1/runs/{id} shows it, with metrics, queue depths and generators."""
+        """The record as GET /v1/runs/{id} shows it, with metrics, queue depths and each service's replicas."""
         body = record.model_dump(mode="json")
         body["latest_metrics"] = self.registry.latest_metrics(record.id)
         body["queues"] = self.registry.queue_depths()
-        body["generators"] = self.registry.generators()
+        body.update(self.services_view())
         if record.state == "queued":
             queued = self.registry.queued_ids()
             body["queue_position"] = queued.index(record.id) if record.id in queued else None
         return body
+
+    def services_view(self) -> dict[str, Any]:
+        """Ready replicas per service, the generators a Reload goes to, and how the last Reload went."""
+        view: dict[str, Any] = {"discovery": self.discovery.source}
+        try:
+            view["replicas"] = self.discovery.replicas()
+            view["generators"] = self.discovery.endpoints("generator")
+        except Exception as err:  # noqa: BLE001 - the run view must not fail because discovery does
+            view["replicas"], view["generators"] = {}, {}
+            view["discovery_error"] = str(err)
+        view["last_reload"] = [
+            {"generator": o.generator_id, "endpoint": o.endpoint, "ok": o.ok, "detail": o.detail}
+            for o in self.last_reload
+        ]
+        return view
 
 
 def _group_outcome(group: controller_pb2.GroupUse) -> str:

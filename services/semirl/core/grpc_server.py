@@ -1,4 +1,9 @@
-"""gRPC server and channel helpers shared by every service: health service on every server."""
+"""gRPC server and channel helpers shared by every service: health service on every server.
+
+Health names (grpc.health.v1), as Kubernetes' gRPC probes ask them:
+- `liveness`: SERVING from `start()` until shutdown — the process is up and its server answers.
+- `readiness`, `""` and the service's own name: SERVING only while the service takes work (`set_serving`).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,10 @@ _OPTIONS = [
 ]
 
 
+LIVENESS = "liveness"
+READINESS = "readiness"
+
+
 class ServiceServer:
     """A grpc.Server with the standard health service; `set_serving` flips readiness."""
 
@@ -27,20 +36,22 @@ class ServiceServer:
         if self.port == 0:
             raise RuntimeError(f"cannot bind gRPC server to {address}")
         self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def add(self, register: Callable[[object, grpc.Server], None], servicer: object) -> None:
         register(servicer, self.server)
 
     def start(self) -> None:
         self.server.start()
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
 
     def set_serving(self, serving: bool = True) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         self._set(status)
 
     def _set(self, status: int) -> None:
-        self.health.set("", status)
-        self.health.set(self.service_name, status)
+        for name in ("", READINESS, self.service_name):
+            self.health.set(name, status)
 
     def stop(self, grace: float = 2.0) -> None:
         self.health.enter_graceful_shutdown()

@@ -54,9 +54,9 @@ def done_key(run_id: str, stage: str) -> str:
     return f"{PREFIX}:run:{run_id}:done:{stage}"
 
 
-def generator_registration_key(generator_id: str) -> str:
-    """String key holding a live generator's gRPC endpoint; expires unless the generator refreshes it."""
-    return f"{PREFIX}:generator:{generator_id}"
+SERVICES = ("generator", "verifier", "reward", "trainer")
 
 
-GENERATOR_REGISTRATION_PATTERN = f"{PREFIX}:generator:*"
+def service_registration_key(service: str, instance_id: str) -> str:
+    """String key holding a live instance's gRPC endpoint; expires unless the instance refreshes it."""
+    return f"{PREFIX}:service:{service}:{instance_id}"

@@ -5,7 +5,7 @@
   missed a Reload sees the task's version and reloads first), generates with vLLM and forwards one
   `SampleGroup` per task to `to_verify` or `to_reward`, at most once per (run, prompt_id).
 - At start-up it loads the active run's current generation policy before taking tasks.
-- Registers its gRPC endpoint under `generator_registration_key(id)` with a TTL refreshed by a heartbeat, and
+- Registers its gRPC endpoint (core/registration.py) with a TTL refreshed by a heartbeat, and
   listens on the reload pub/sub channel. gRPC threads, the pub/sub thread and the loop share the engine
   through one lock.
 - A bad task never crashes the loop. An undecodable task or one missing its ids is acked with nothing
@@ -15,6 +15,8 @@
   the visibility timeout.
 - Tasks of runs that have ended (succeeded, failed or cancelled) are acked
   and dropped (docs/architecture.md decision 2).
+- Prometheus metrics (`GeneratorMetrics`, served by `python -m semirl.generator --metrics-port`): tasks served,
+  samples and tokens generated, empty groups and failed attempts, reloads and their duration, the loaded version.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from collections import OrderedDict
 from pathlib import Path
 
 import redis
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from semirl.core import keys
+from semirl.core import keys, telemetry
 from semirl.core.grpc_server import ServiceServer
+from semirl.core.registration import Registration
 from semirl.core.runstate import RunRecord, StaleRunFilter, active_run, load_run
 from semirl.core.streams import Delivery, StreamQueue
 from semirl.generator.engine import (
@@ -45,8 +49,48 @@ from semirl.proto import generator_pb2, generator_pb2_grpc, types_pb2
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
-REGISTRATION_TTL_S = 15
-HEARTBEAT_S = 5.0
+
+
+class GeneratorMetrics:
+    """The generator's Prometheus metrics, in their own registry (core/telemetry.py)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else telemetry.new_registry()
+        r = self.registry
+        self.tasks_served = Counter("semirl_generator_tasks_served", "Tasks forwarded downstream with their samples",
+                                    registry=r)
+        self.samples = Counter("semirl_generator_samples_generated", "Samples generated (tasks and the Generate RPC)",
+                               registry=r)
+        self.tokens = Counter("semirl_generator_generated_tokens", "Tokens generated (tasks and the Generate RPC)",
+                              registry=r)
+        self.prompt_tokens = Counter("semirl_generator_prompt_tokens", "Prompt tokens of generated prompts",
+                                     registry=r)
+        self.generate_seconds = Histogram("semirl_generator_generate_seconds", "Time of one engine generate call "
+                                          "(one batch of prompts)", registry=r, buckets=telemetry.SECONDS_BUCKETS)
+        self.empty_groups = Counter("semirl_generator_empty_groups", "Tasks given up on and forwarded with no samples",
+                                    registry=r)
+        self.task_failures = Counter("semirl_generator_task_failures", "Failed attempts at a task (load or "
+                                     "generation failed, prompt rejected)", registry=r)
+        self.tasks_dropped = Counter("semirl_generator_tasks_dropped", "Tasks acked without generating (stale: "
+                                     "their run has ended; malformed; duplicate: already generated)", ["reason"],
+                                     registry=r)
+        self.reloads = Counter("semirl_generator_reloads", "Policy loads that changed the engine's weights",
+                               registry=r)
+        self.reload_failures = Counter("semirl_generator_reload_failures", "Policy loads that failed", registry=r)
+        self.reload_seconds = Histogram("semirl_generator_reload_seconds", "Time of a policy load that changed the "
+                                        "weights", registry=r, buckets=telemetry.SECONDS_BUCKETS)
+        self.policy_version = Gauge("semirl_generator_policy_version", "Policy version loaded (-1: none)",
+                                    registry=r)
+        self.redis_errors = Counter("semirl_generator_redis_errors", "Redis errors in the work loop", registry=r)
+        self.policy_version.set(-1)
+        for reason in ("stale", "malformed", "duplicate"):
+            self.tasks_dropped.labels(reason)
+
+    def generated(self, results: list[tuple[list[int], list[Generated]]], seconds: float) -> None:
+        self.generate_seconds.observe(seconds)
+        self.samples.inc(sum(len(samples) for _, samples in results))
+        self.tokens.inc(sum(len(s.token_ids) for _, samples in results for s in samples))
+        self.prompt_tokens.inc(sum(len(prompt_ids) for prompt_ids, _ in results))
 
 
 def is_prompt_rejection(err: BaseException) -> bool:
@@ -132,6 +176,7 @@ class GeneratorService:
         block_ms: int = 1000,
     ) -> None:
         self.generator_id = generator_id
+        self.metrics = GeneratorMetrics()
         self.client = redis.Redis.from_url(redis_url)
         self.base_config = engine_config or EngineConfig()
         self.engine = GenerationEngine(self.base_config)
@@ -156,6 +201,7 @@ class GeneratorService:
         self.server.add(generator_pb2_grpc.add_GeneratorServiceServicer_to_server, GeneratorServicer(self))
         self.port = self.server.port
         self.endpoint = f"{advertise_host}:{self.port}"
+        self.registration = Registration(self.client, "generator", generator_id, self.endpoint)
         self._threads: list[threading.Thread] = []
 
     # --- engine access (always under the lock) ---------------------------------------------------------
@@ -165,9 +211,16 @@ class GeneratorService:
             if run_id:
                 self.engine.configure(engine_config_for(self._record(run_id), self.base_config))
                 self.run_id = run_id
-            result = self.engine.load(policy)
+            try:
+                result = self.engine.load(policy)
+            except Exception:
+                self.metrics.reload_failures.inc()
+                raise
             if result.reloaded:
                 self.reloads += 1
+                self.metrics.reloads.inc()
+                self.metrics.reload_seconds.observe(result.seconds)
+            self.metrics.policy_version.set(result.version)
             return result
 
     def generate(self, prompts: list[str], sampling: list[Sampling]) -> tuple[int, list]:
@@ -175,7 +228,13 @@ class GeneratorService:
         with self.lock:
             if self.engine.policy is None:
                 raise RuntimeError("no policy loaded")
-            return self.engine.policy.version, self.engine.generate(prompts, sampling)
+            return self.engine.policy.version, self._engine_generate(prompts, sampling)
+
+    def _engine_generate(self, prompts: list[str], sampling: list[Sampling]) -> list:
+        started = time.perf_counter()
+        results = self.engine.generate(prompts, sampling)
+        self.metrics.generated(results, time.perf_counter() - started)
+        return results
 
     def status(self) -> generator_pb2.GeneratorStatus:
         policy = self.engine.policy
@@ -202,11 +261,10 @@ class GeneratorService:
 
     def start(self) -> None:
         self.server.start()
-        self._register()
-        for target, name in ((self._heartbeat, "heartbeat"), (self._listen_reloads, "reload-listener")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.registration.start()
+        thread = threading.Thread(target=self._listen_reloads, name="reload-listener", daemon=True)
+        thread.start()
+        self._threads.append(thread)
         self._load_at_startup()
         self.server.set_serving(True)
 
@@ -235,6 +293,7 @@ class GeneratorService:
         try:
             deliveries = self.queue.read(count=self.batch_size, block_ms=self.block_ms)
         except redis.RedisError:
+            self.metrics.redis_errors.inc()
             log.exception("reading %s failed; retrying", keys.PROMPTS)
             self.stop.wait(1.0)
             return 0
@@ -242,6 +301,7 @@ class GeneratorService:
             try:
                 self.serve(deliveries)
             except redis.RedisError:
+                self.metrics.redis_errors.inc()
                 log.exception("forwarding failed; the tasks stay pending")
                 self.stop.wait(1.0)
         return len(deliveries)
@@ -249,10 +309,7 @@ class GeneratorService:
     def shutdown(self) -> None:
         self.stop.set()
         self.server.set_serving(False)
-        try:
-            self.client.delete(keys.generator_registration_key(self.generator_id))
-        except redis.RedisError:
-            log.warning("could not delete the registration key")
+        self.registration.stop()
         self.server.stop()
         for thread in self._threads:
             thread.join(timeout=3)
@@ -269,15 +326,18 @@ class GeneratorService:
             if not task.run_id or not task.prompt_id or not task.prompt:
                 log.error("dropping malformed task %s (run %r, prompt %r)", delivery.entry_id, task.run_id,
                           task.prompt_id)
+                self.metrics.tasks_dropped.labels("malformed").inc()
                 self.queue.ack([delivery.entry_id])
                 continue
             if self.stale_runs.stale(task.run_id):
                 self.tasks_dropped_stale += 1
+                self.metrics.tasks_dropped.labels("stale").inc()
                 log.info("dropping task %s/%s of a run that is no longer active (%d dropped so far)",
                          task.run_id, task.prompt_id, self.tasks_dropped_stale)
                 self.queue.ack([delivery.entry_id])
                 continue
             if self.client.sismember(keys.done_key(task.run_id, "generate"), task.prompt_id):
+                self.metrics.tasks_dropped.labels("duplicate").inc()
                 self.queue.ack([delivery.entry_id])  # already generated (a redelivery): nothing to do
                 continue
             by_policy.setdefault(self._required_policy(task), []).append(delivery)
@@ -326,7 +386,7 @@ class GeneratorService:
         tasks = [d.message for d in deliveries]
         started = time.perf_counter()
         try:
-            results = self.engine.generate([t.prompt for t in tasks], [sampling_from_proto(t.sampling) for t in tasks])
+            results = self._engine_generate([t.prompt for t in tasks], [sampling_from_proto(t.sampling) for t in tasks])
             seconds = time.perf_counter() - started
             return [(d, (r, seconds)) for d, r in zip(deliveries, results, strict=True)]
         except Exception as err:  # noqa: BLE001
@@ -354,11 +414,15 @@ class GeneratorService:
         self._failures.pop(delivery.entry_id, None)
         if written and result is not None:
             self.tasks_done += 1
+            self.metrics.tasks_served.inc()
+        elif written:
+            self.metrics.empty_groups.inc()
 
     def _failed(self, delivery: Delivery, reason: str, *, permanent: bool = False) -> None:
         if len(self._failures) > 10_000:  # entries another generator took over never come back here
             self._failures.clear()
         attempts = self._failures.get(delivery.entry_id, 0) + 1
+        self.metrics.task_failures.inc()
         self._failures[delivery.entry_id] = attempts
         task = delivery.message
         if permanent or attempts >= MAX_ATTEMPTS:
@@ -376,16 +440,6 @@ class GeneratorService:
                         attempts, reason)
 
     # --- registration and reload notices --------------------------------------------------------------
-
-    def _register(self) -> None:
-        self.client.set(keys.generator_registration_key(self.generator_id), self.endpoint, ex=REGISTRATION_TTL_S)
-
-    def _heartbeat(self) -> None:
-        while not self.stop.wait(HEARTBEAT_S):
-            try:
-                self._register()
-            except redis.RedisError:
-                log.warning("registration refresh failed", exc_info=True)
 
     def _listen_reloads(self) -> None:
         while not self.stop.is_set():

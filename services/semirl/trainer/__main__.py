@@ -7,8 +7,10 @@ import logging
 import os
 import sys
 
+from semirl.core import telemetry
 from semirl.core.lifecycle import stop_on_signals
 from semirl.trainer.service import TrainerService
+from semirl.trainer.topology import TopologyError, topology_from_env
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -22,12 +24,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="stable consumer name: a restarted trainer replays its own pending groups")
     parser.add_argument("--torch-threads", type=int, default=int(os.environ.get("SEMIRL_TORCH_THREADS", "0")),
                         help="torch intra-op threads (0 = torch's default); 1 avoids oversubscription on a shared CPU")
+    parser.add_argument("--advertise-host", default=os.environ.get("SEMIRL_ADVERTISE_HOST", "127.0.0.1"),
+                        help="host other services use to reach this instance's gRPC port")
+    parser.add_argument("--metrics-port", type=int, default=telemetry.metrics_port_from_env(),
+                        help="serve Prometheus metrics at :PORT/metrics (default SEMIRL_METRICS_PORT; 0 = off)")
     parser.add_argument("--log-level", default=os.environ.get("SEMIRL_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     if not args.store:
         parser.error("--store (or SEMIRL_STORE) is required")
     if not args.controller:
         parser.error("--controller (or SEMIRL_CONTROLLER_GRPC) is required")
+    try:
+        topology_from_env().check_supported()
+    except TopologyError as err:
+        parser.error(str(err))
     return args
 
 
@@ -41,11 +51,18 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    service = TrainerService(args.redis_url, args.store, args.controller, args.grpc_port, args.trainer_id)
+    service = TrainerService(args.redis_url, args.store, args.controller, args.grpc_port, args.trainer_id,
+                             advertise_host=args.advertise_host)
+
+    metrics = telemetry.serve_metrics(args.metrics_port, registry=service.metrics.registry)
 
     stop_on_signals(service.stop, "step")
     logging.getLogger(__name__).info("trainer %s serving gRPC on :%d", args.trainer_id, service.port)
-    service.serve_forever()
+    try:
+        service.serve_forever()
+    finally:
+        if metrics is not None:
+            metrics.close()
     return 0
 
 

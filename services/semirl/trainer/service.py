@@ -13,6 +13,9 @@ ids are in the checkpoint's consumed set) and retrains the steps after it on the
 
 Per step: train → ReportStep (stop if the controller answers cancelled) → on checkpoint steps, policy +
 trainer state → (last step: final/) → CommitCheckpoint → ack.
+
+Prometheus metrics (`TrainerMetrics`, served by `python -m semirl.trainer --metrics-port`): steps, step, wait and
+checkpoint-write times, the last step's DPO metrics, groups trained, skipped and dropped, and the trainer's status.
 """
 
 from __future__ import annotations
@@ -23,16 +26,22 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import redis
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge as PromGauge
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from semirl.core import keys
+from semirl.core import keys, telemetry
 from semirl.core.grpc_server import ServiceServer, channel
+from semirl.core.registration import Registration
 from semirl.core.runstate import RunRecord, active_run, active_run_id, load_run
 from semirl.core.streams import Delivery, StreamQueue
 from semirl.proto import controller_pb2, controller_pb2_grpc, trainer_pb2, trainer_pb2_grpc, types_pb2
@@ -100,6 +109,85 @@ class TrainerStatus:
             )
 
 
+TRAINER_STATES = ("idle", "loading", "waiting", "training", "checkpointing", "done", "error")
+
+# Gauges of the last trained step: metric name -> (key in the step report's metrics, help).
+STEP_GAUGES = {
+    "semirl_trainer_loss": ("loss", "DPO loss of the last step"),
+    "semirl_trainer_reward_accuracy": ("pref_accuracy", "Pairs whose chosen implicit reward beats the rejected one"),
+    "semirl_trainer_reward_margin": ("margin", "Mean implicit reward margin (chosen - rejected) of the last step"),
+    "semirl_trainer_grad_norm": ("grad_norm", "Global gradient norm of the last step"),
+    "semirl_trainer_learning_rate": ("lr", "Learning rate of the last step"),
+    "semirl_trainer_entropy": ("entropy", "Mean per-token entropy of the last step's responses"),
+    "semirl_trainer_sample_accuracy": ("accuracy", "Share of the last step's samples scored correct"),
+    "semirl_trainer_sample_reward_mean": ("reward_mean", "Mean reward of the last step's samples"),
+    "semirl_trainer_staleness_steps": ("staleness", "Step minus the oldest policy version in the last step"),
+}
+
+
+class TrainerMetrics:
+    """The trainer's Prometheus metrics, in their own registry (core/telemetry.py)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else telemetry.new_registry()
+        r = self.registry
+        buckets = telemetry.SECONDS_BUCKETS
+        self.steps = PromCounter("semirl_trainer_steps", "Trainer steps trained", registry=r)
+        self.step_seconds = Histogram("semirl_trainer_step_seconds", "Time of one optimizer step (forward, backward, "
+                                      "update)", registry=r, buckets=buckets)
+        self.wait_seconds = Histogram("semirl_trainer_wait_seconds", "Time a step waited for its scored groups",
+                                      registry=r, buckets=buckets)
+        self.checkpoint_seconds = Histogram("semirl_trainer_checkpoint_write_seconds", "Time to write a checkpoint "
+                                            "(policy, trainer state, final/)", registry=r, buckets=buckets)
+        self.checkpoints = PromCounter("semirl_trainer_checkpoints", "Checkpoints written and committed", registry=r)
+        self.pairs = PromCounter("semirl_trainer_pairs", "Preference pairs trained on", registry=r)
+        self.groups_trained = PromCounter("semirl_trainer_groups_trained", "Groups that gave pairs to a step",
+                                          registry=r)
+        self.groups_skipped = PromCounter("semirl_trainer_groups_skipped", "Groups of a step that gave no pair "
+                                          "(e.g. all correct, all wrong)", ["reason"], registry=r)
+        self.groups_dropped = PromCounter("semirl_trainer_groups_dropped", "Groups acked without training (stale, "
+                                          "wrong_version, duplicate, other_run, eval, ...)", ["reason"], registry=r)
+        self.run_errors = PromCounter("semirl_trainer_run_errors", "Failed attempts at training a run", registry=r)
+        self.step_gauges = {name: PromGauge(name, help_text, registry=r)
+                            for name, (_key, help_text) in STEP_GAUGES.items()}
+
+    def trained(self, metrics: dict[str, float], pairs: int, groups: int, skipped: list[str]) -> None:
+        self.steps.inc()
+        self.step_seconds.observe(metrics["step_seconds"])
+        self.wait_seconds.observe(metrics["wait_seconds"])
+        self.pairs.inc(pairs)
+        self.groups_trained.inc(groups - len(skipped))
+        for reason in skipped:
+            self.groups_skipped.labels(reason).inc()
+        for name, (key, _help) in STEP_GAUGES.items():
+            if key in metrics:
+                self.step_gauges[name].set(metrics[key])
+
+
+class StatusCollector(Collector):
+    """The trainer's status (what TrainerService.Status answers), read at scrape time."""
+
+    def __init__(self, status: TrainerStatus) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:
+        with self.status.lock:
+            values = (self.status.step, self.status.total_steps, self.status.policy_version, self.status.state)
+        step, total, version, state = values
+        for name, help_text, value in (
+            ("semirl_trainer_last_step", "Last step trained of the current run", step),
+            ("semirl_trainer_total_steps", "Steps of the current run", total),
+            ("semirl_trainer_policy_version", "Last policy version this trainer committed", version),
+        ):
+            family = GaugeMetricFamily(name, help_text)
+            family.add_metric([], float(value))
+            yield family
+        states = GaugeMetricFamily("semirl_trainer_state", "1 for the trainer's current state", labels=["state"])
+        for known in TRAINER_STATES if state in TRAINER_STATES else (*TRAINER_STATES, state):
+            states.add_metric([known], 1.0 if known == state else 0.0)
+        yield states
+
+
 class StatusServicer(trainer_pb2_grpc.TrainerServiceServicer):
     def __init__(self, status: TrainerStatus) -> None:
         self.status = status
@@ -165,6 +253,7 @@ class RunTrainer:
         status: TrainerStatus,
         stop: threading.Event,
         on_step: Callable[[], None] | None = None,
+        metrics: TrainerMetrics | None = None,
     ) -> None:
         self.client = client
         self.record = record
@@ -174,6 +263,7 @@ class RunTrainer:
         self.status = status
         self.stop = stop
         self.on_step = on_step
+        self.metrics = metrics if metrics is not None else TrainerMetrics()
         self.checkpoints = TrainerCheckpoints(store, record.id, self.spec.checkpoint.subdir, self.spec.model.path)
         if str(self.checkpoints.paths.run_dir) != str(Path(record.run_dir).resolve()):
             raise RunUnrecoverable(f"the trainer's run directory {self.checkpoints.paths.run_dir} differs from "
@@ -275,6 +365,7 @@ class RunTrainer:
     def _drop(self, delivery: Delivery[types_pb2.ScoredGroup], reason: str, *, report: bool = True) -> None:
         self.queue.ack([delivery.entry_id])
         self.counters[f"dropped_{reason}"] += 1
+        self.metrics.groups_dropped.labels(reason).inc()
         group = delivery.message.group
         if report:
             self.dropped.append(controller_pb2.GroupUse(
@@ -377,6 +468,7 @@ class RunTrainer:
         ]
         uses.extend(self.dropped)
         self.dropped = []
+        self.metrics.trained(report_metrics, len(batch.pairs), len(groups), list(batch.skipped.values()))
         log.info("run %s step %d: loss %.4f pairs %d skipped %d margin %.4f (%.2fs, waited %.2fs)",
                  self.run_id, step, metrics["loss"], len(batch.pairs), batch.num_skipped, metrics["margin"],
                  step_seconds, wait_seconds)
@@ -395,11 +487,13 @@ class RunTrainer:
         final = step == self.spec.train.steps
         if final:
             self.checkpoints.save_final(policy_dir)
+        self.metrics.checkpoint_seconds.observe(time.monotonic() - start)
         self.controller.commit(self.run_id, step, policy_dir, final=final)
         acked = self.queue.ack(self.unacked)
         self.held.difference_update(self.unacked)
         self.unacked = []
         self.status.update(policy_version=step)
+        self.metrics.checkpoints.inc()
         log.info("run %s: checkpoint of step %d committed (%.2fs), %d entries acked",
                  self.run_id, step, time.monotonic() - start, acked)
 
@@ -409,16 +503,19 @@ class TrainerService:
 
     def __init__(
         self, redis_url: str, store: Path | str, controller: str, grpc_port: int, trainer_id: str,
-        *, poll_s: float = 1.0, retry_s: float = 10.0,
+        *, poll_s: float = 1.0, retry_s: float = 10.0, advertise_host: str = "127.0.0.1",
     ) -> None:
         self.client = redis.Redis.from_url(redis_url)
         self.store = Path(store)
         self.trainer_id = trainer_id
         self.stop = threading.Event()
         self.status = TrainerStatus(trainer_id=trainer_id)
+        self.metrics = TrainerMetrics()
+        self.metrics.registry.register(StatusCollector(self.status))
         self.controller = ControllerClient(controller, self.stop)
         self.server = ServiceServer(f"0.0.0.0:{grpc_port}", "semirl.v1.TrainerService")
         self.server.add(trainer_pb2_grpc.add_TrainerServiceServicer_to_server, StatusServicer(self.status))
+        self.registration = Registration(self.client, "trainer", trainer_id, f"{advertise_host}:{self.server.port}")
         self.poll_s = poll_s
         self.retry_s = retry_s
         self.finished: set[str] = set()
@@ -431,6 +528,7 @@ class TrainerService:
 
     def start(self) -> None:
         self.server.start()
+        self.registration.start()
         self.server.set_serving(True)
 
     def serve_forever(self) -> None:
@@ -462,7 +560,7 @@ class TrainerService:
 
         try:
             RunTrainer(self.client, record, self.store, self.controller, self.trainer_id, self.status,
-                       self.stop, on_step=trained_a_step).run()
+                       self.stop, on_step=trained_a_step, metrics=self.metrics).run()
             self.finished.add(record.id)
             self.attempts.pop(record.id, None)
             log.info("run %s: all %d steps trained", record.id, record.spec.train.steps)
@@ -476,6 +574,7 @@ class TrainerService:
             log.error("run %s cannot go on: %s", record.id, err)
             self._fail(record.id, str(err))
         except Exception as err:
+            self.metrics.run_errors.inc()
             self.attempts[record.id] += 1
             attempts = self.attempts[record.id]
             if attempts >= MAX_ATTEMPTS:
@@ -507,5 +606,6 @@ class TrainerService:
     def shutdown(self) -> None:
         self.stop.set()
         self.server.set_serving(False)
+        self.registration.stop()
         self.server.stop()
         self.controller.close()

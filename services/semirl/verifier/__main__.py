@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 
+from semirl.core import telemetry
 from semirl.core.lifecycle import stop_on_signals
 from semirl.verifier.scoring import DEFAULT_TIMEOUT_S
 from semirl.verifier.service import VerifierService
@@ -22,6 +23,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout-s", type=float,
                         default=float(os.environ.get("SEMIRL_VERIFY_TIMEOUT_S", DEFAULT_TIMEOUT_S)),
                         help="hard per-item scoring timeout")
+    parser.add_argument("--advertise-host", default=os.environ.get("SEMIRL_ADVERTISE_HOST", "127.0.0.1"),
+                        help="host other services use to reach this instance's gRPC port")
+    parser.add_argument("--metrics-port", type=int, default=telemetry.metrics_port_from_env(),
+                        help="serve Prometheus metrics at :PORT/metrics (default SEMIRL_METRICS_PORT; 0 = off)")
     parser.add_argument("--log-level", default=os.environ.get("SEMIRL_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
@@ -32,10 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr, level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [verifier] %(message)s",
     )
-    service = VerifierService(args.redis_url, args.grpc_port, args.verifier_id, timeout_s=args.timeout_s)
+    service = VerifierService(args.redis_url, args.grpc_port, args.verifier_id, timeout_s=args.timeout_s,
+                              advertise_host=args.advertise_host)
+    metrics = telemetry.serve_metrics(args.metrics_port, registry=service.metrics.registry)
 
     stop_on_signals(service.stop, "batch")
-    service.serve_forever()
+    try:
+        service.serve_forever()
+    finally:
+        if metrics is not None:
+            metrics.close()
     return 0
 
 

@@ -5,33 +5,96 @@ with a hard per-item timeout) and forwarded as a `ScoredGroup` (rewards in sampl
 training tasks or `eval_scored` for evaluation tasks, at most once per (run, prompt_id). The direct path is
 the VerifierService.Verify RPC. A group with no samples (a task the generator gave up on) is scored to a
 `ScoredGroup` with no rewards. Groups of runs that are no longer active are acked and dropped.
+
+Prometheus metrics (`VerifierMetrics`, served by `python -m semirl.verifier --metrics-port`) count groups and
+samples scored, scoring time per group, dropped groups and the scoring worker's timeouts and restarts.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Iterator
 
 import grpc
 import redis
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from semirl.core import keys
+from semirl.core import keys, telemetry
 from semirl.core.grpc_server import ServiceServer
+from semirl.core.registration import Registration
 from semirl.core.runstate import StaleRunFilter
 from semirl.core.streams import Delivery, StreamQueue
 from semirl.proto import types_pb2, verifier_pb2, verifier_pb2_grpc
-from semirl.verifier.scoring import DEFAULT_TIMEOUT_S, Scorer
+from semirl.trainer.pairs import CORRECT_THRESHOLD
+from semirl.verifier.scoring import BOXED_MARKERS, DEFAULT_TIMEOUT_S, Scorer
 
 log = logging.getLogger(__name__)
 
+def outcome(response: str, reward: float) -> str:
+    """How a sample scored: correct, incorrect (incl. timed out: see semirl_verifier_timeouts_total) or
+    no_answer (no boxed answer to check)."""
+    if reward > CORRECT_THRESHOLD:
+        return "correct"
+    return "incorrect" if any(marker in response for marker in BOXED_MARKERS) else "no_answer"
+
+
+class VerifierMetrics:
+    """The verifier's Prometheus metrics, in their own registry (core/telemetry.py)."""
+
+    def __init__(self, scorer: Scorer, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else telemetry.new_registry()
+        r = self.registry
+        self.groups_scored = Counter("semirl_verifier_groups_scored", "Scored groups forwarded downstream",
+                                     ["purpose"], registry=r)
+        self.samples_scored = Counter("semirl_verifier_samples_scored",
+                                      "Samples of forwarded groups, by outcome (correct, incorrect, no_answer)",
+                                      ["outcome"], registry=r)
+        self.scoring_seconds = Histogram("semirl_verifier_scoring_seconds", "Time to score one group's samples",
+                                         registry=r, buckets=telemetry.SECONDS_BUCKETS)
+        self.groups_dropped = Counter("semirl_verifier_groups_dropped",
+                                      "Groups acked without scoring (stale: their run has ended; malformed; "
+                                      "duplicate: already scored)", ["reason"], registry=r)
+        self.rpc_items = Counter("semirl_verifier_rpc_items_scored", "Items scored through the Verify RPC",
+                                 registry=r)
+        self.redis_errors = Counter("semirl_verifier_redis_errors", "Redis errors in the work loop", registry=r)
+        for purpose in ("train", "eval"):
+            self.groups_scored.labels(purpose)
+        for name in ("correct", "incorrect", "no_answer"):
+            self.samples_scored.labels(name)
+        for reason in ("stale", "malformed", "duplicate"):
+            self.groups_dropped.labels(reason)
+        r.register(ScorerCollector(scorer))
+
+
+class ScorerCollector(Collector):
+    """The scoring worker's own counts (timeouts, restarts), read at scrape time."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer = scorer
+
+    def collect(self) -> Iterator[Metric]:
+        timeouts = CounterMetricFamily("semirl_verifier_timeouts", "Items that overran the hard scoring timeout "
+                                       "(scored 0, counted as incorrect)")
+        timeouts.add_metric([], float(self.scorer.timeouts))
+        restarts = CounterMetricFamily("semirl_verifier_worker_restarts", "Scoring worker processes replaced")
+        restarts.add_metric([], float(self.scorer.restarts))
+        return iter([timeouts, restarts])
+
 
 class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
-    def __init__(self, scorer: Scorer, timeout_s: float) -> None:
+    def __init__(self, scorer: Scorer, timeout_s: float, metrics: VerifierMetrics | None = None) -> None:
         self.scorer = scorer
         self.timeout_s = timeout_s
+        self.metrics = metrics
 
     def Verify(self, request: verifier_pb2.VerifyRequest, context: grpc.ServicerContext):  # noqa: N802
         rewards = self.scorer.score_batch([(i.response, i.gold_answer) for i in request.items], self.timeout_s)
+        if self.metrics is not None:
+            self.metrics.rpc_items.inc(len(rewards))
         return verifier_pb2.VerifyResponse(rewards=rewards)
 
 
@@ -49,6 +112,7 @@ class VerifierService:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         batch_size: int = 16,
         block_ms: int = 1000,
+        advertise_host: str = "127.0.0.1",
     ) -> None:
         self.verifier_id = verifier_id
         self.timeout_s = timeout_s
@@ -57,14 +121,15 @@ class VerifierService:
         self.stop = threading.Event()
         self.client = redis.Redis.from_url(redis_url)
         self.scorer = Scorer(timeout_s)
+        self.metrics = VerifierMetrics(self.scorer)
         self.queue: StreamQueue[types_pb2.SampleGroup] = StreamQueue(
             self.client, keys.TO_VERIFY, keys.VERIFIERS_GROUP, verifier_id, types_pb2.SampleGroup
         )
         self.server = ServiceServer(f"0.0.0.0:{grpc_port}", "semirl.v1.VerifierService")
-        self.server.add(
-            verifier_pb2_grpc.add_VerifierServiceServicer_to_server, VerifierServicer(self.scorer, timeout_s)
-        )
+        self.server.add(verifier_pb2_grpc.add_VerifierServiceServicer_to_server,
+                        VerifierServicer(self.scorer, timeout_s, self.metrics))
         self.port = self.server.port
+        self.registration = Registration(self.client, "verifier", verifier_id, f"{advertise_host}:{self.port}")
         self.groups_scored = 0
         self.stale_runs = StaleRunFilter(self.client)
         self.groups_dropped_stale = 0
@@ -72,6 +137,7 @@ class VerifierService:
     def start(self) -> None:
         self.scorer.start()
         self.server.start()
+        self.registration.start()
         self.server.set_serving(True)
 
     def serve_forever(self) -> None:
@@ -90,6 +156,7 @@ class VerifierService:
                 self.handle(delivery)
             return len(deliveries)
         except redis.RedisError:
+            self.metrics.redis_errors.inc()
             log.exception("Redis error; retrying")
             self.stop.wait(1.0)
             return 0
@@ -99,10 +166,12 @@ class VerifierService:
         task = group.task
         if not task.run_id or not task.prompt_id:
             log.error("dropping malformed group %s", delivery.entry_id)
+            self.metrics.groups_dropped.labels("malformed").inc()
             self.queue.ack([delivery.entry_id])
             return False
         if self.stale_runs.stale(task.run_id):
             self.groups_dropped_stale += 1
+            self.metrics.groups_dropped.labels("stale").inc()
             log.info("dropping group %s/%s of a run that is no longer active (%d dropped so far)",
                      task.run_id, task.prompt_id, self.groups_dropped_stale)
             self.queue.ack([delivery.entry_id])
@@ -112,16 +181,26 @@ class VerifierService:
             rewards: list[float] = []  # a redelivery: forward acks it and writes nothing
         else:
             items = [(s.text, task.gold_answer) for s in group.samples]
+            started = time.perf_counter()
             rewards = self.scorer.score_batch(items, self.timeout_s) if items else []
+            if items:
+                self.metrics.scoring_seconds.observe(time.perf_counter() - started)
         scored = types_pb2.ScoredGroup(group=group, rewards=rewards, scorer_id=self.verifier_id)
         written = self.queue.forward(delivery, output_stream(task), scored, done_set=done_set, member=task.prompt_id)
         if written:
             self.groups_scored += 1
+            purpose = "eval" if task.purpose == types_pb2.TASK_PURPOSE_EVAL else "train"
+            self.metrics.groups_scored.labels(purpose).inc()
+            for sample, reward in zip(group.samples, rewards, strict=False):
+                self.metrics.samples_scored.labels(outcome(sample.text, reward)).inc()
+        else:
+            self.metrics.groups_dropped.labels("duplicate").inc()
         return written
 
     def shutdown(self) -> None:
         self.stop.set()
         self.server.set_serving(False)
+        self.registration.stop()
         self.server.stop()
         self.scorer.close()
         self.client.close()

@@ -1,0 +1,237 @@
+"""Where the controller finds service instances: generators to Reload, and every service's replica count.
+
+Two sources, one interface:
+- `EndpointSliceDiscovery` (in a cluster): an informer — LIST then WATCH — over the EndpointSlices of each
+  component's Service. A `kubectl scale` up or down changes those slices, so the next Reload fan-out and
+  `GET /v1/runs/{id}` see the new set without a restart. Only ready, non-terminating endpoints get Reloads.
+- `RedisDiscovery` (outside a cluster): the registrations every service refreshes in Redis
+  (core/registration.py).
+`discovery_from_env` picks one: SEMIRL_DISCOVERY=kubernetes|redis|auto (auto: kubernetes when running in a
+pod with SEMIRL_K8S_SERVICES set, else redis).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
+
+from semirl.core import keys
+from semirl.core.registration import registered
+
+from .kubeapi import SERVICE_NAME_LABEL, KubeAPI, KubeConfig, WatchExpired
+
+log = logging.getLogger(__name__)
+
+
+class Discovery(Protocol):
+    source: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def endpoints(self, service: str) -> dict[str, str]:
+        """Ready instances of a service: instance id (pod name) -> host:port of its gRPC server."""
+        ...
+
+    def replicas(self) -> dict[str, dict[str, int]]:
+        """Per service: {"ready": n, "total": m} (total counts not-yet-ready instances too)."""
+        ...
+
+
+class RedisDiscovery:
+    source = "redis"
+
+    def __init__(self, client: redis.Redis, services: tuple[str, ...] = keys.SERVICES) -> None:
+        self.client = client
+        self.services = services
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def endpoints(self, service: str) -> dict[str, str]:
+        return registered(self.client, service)
+
+    def replicas(self) -> dict[str, dict[str, int]]:
+        counts = {}
+        for service in self.services:
+            live = len(registered(self.client, service))  # a registration exists only while serving
+            counts[service] = {"ready": live, "total": live}
+        return counts
+
+
+@dataclass(frozen=True)
+class SliceEndpoint:
+    instance: str
+    address: str
+    ready: bool
+
+
+def slice_endpoints(endpoint_slice: dict[str, Any], port_name: str = "grpc") -> list[SliceEndpoint]:
+    """The endpoints of one EndpointSlice that serve `port_name`; terminating ones are left out.
+
+    `conditions.ready` unset means ready (the API's documented reading of an unknown state).
+    """
+    ports = [p for p in endpoint_slice.get("ports") or [] if p.get("port")]
+    port = next((p["port"] for p in ports if p.get("name") == port_name), None)
+    if port is None and len(ports) == 1 and not ports[0].get("name"):
+        port = ports[0]["port"]
+    if port is None:
+        return []
+    found = []
+    for endpoint in endpoint_slice.get("endpoints") or []:
+        addresses = endpoint.get("addresses") or []
+        conditions = endpoint.get("conditions") or {}
+        if not addresses or conditions.get("terminating"):
+            continue
+        host = addresses[0]
+        instance = (endpoint.get("targetRef") or {}).get("name") or host
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        found.append(SliceEndpoint(instance, address, conditions.get("ready") is not False))
+    return found
+
+
+class EndpointSliceDiscovery:
+    source = "kubernetes"
+
+    def __init__(self, api: KubeAPI, services: dict[str, str], *, port_name: str = "grpc",
+                 watch_timeout_s: int = 300, max_backoff_s: float = 30.0) -> None:
+        if not services:
+            raise ValueError("no Services to watch")
+        self.api = api
+        self.services = dict(services)  # component -> Service name
+        self.port_name = port_name
+        self.watch_timeout_s = watch_timeout_s
+        self.max_backoff_s = max_backoff_s
+        self.selector = f"{SERVICE_NAME_LABEL} in ({','.join(sorted(set(services.values())))})"
+        self._slices: dict[str, dict[str, Any]] = {}  # slice name -> object
+        self._lock = threading.Lock()
+        self.synced = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the informer --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="endpointslice-informer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.api.close()  # ends a watch blocked in a read
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                version = self.relist()
+                backoff = 0.5
+                while not self._stop.is_set():
+                    version = self._watch(version)
+            except WatchExpired:
+                log.info("EndpointSlice watch expired; listing again")
+            except Exception as err:  # noqa: BLE001 - API, network or decoding errors: keep the informer alive
+                if self._stop.is_set():
+                    return
+                self.synced.clear()
+                log.warning("EndpointSlice discovery: %s; retrying in %.1fs", err, backoff)
+                self._stop.wait(backoff)
+                backoff = min(self.max_backoff_s, backoff * 2)
+
+    def relist(self) -> str:
+        items, version = self.api.list_endpointslices(self.selector)
+        with self._lock:
+            self._slices = {item["metadata"]["name"]: item for item in items}
+        self.synced.set()
+        return version
+
+    def _watch(self, version: str) -> str:
+        for kind, obj in self.api.watch_endpointslices(self.selector, version, timeout_s=self.watch_timeout_s):
+            if self._stop.is_set():
+                break
+            metadata = obj.get("metadata") or {}
+            version = metadata.get("resourceVersion") or version
+            if kind == "BOOKMARK":
+                continue
+            name = metadata.get("name")
+            if not name:
+                continue
+            with self._lock:
+                if kind == "DELETED":
+                    self._slices.pop(name, None)
+                else:  # ADDED, MODIFIED
+                    self._slices[name] = obj
+        return version
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    def _instances(self, service: str) -> dict[str, SliceEndpoint]:
+        """One entry per instance of a component's Service (a pod can sit in two slices while they shuffle)."""
+        if not self.synced.is_set():
+            self.relist()  # not watching right now: ask the API directly rather than answer from nothing
+        name = self.services.get(service)
+        if name is None:
+            return {}
+        with self._lock:
+            slices = [s for s in self._slices.values()
+                      if (s.get("metadata", {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == name]
+        instances: dict[str, SliceEndpoint] = {}
+        for endpoint_slice in slices:
+            for endpoint in slice_endpoints(endpoint_slice, self.port_name):
+                known = instances.get(endpoint.instance)
+                if known is None or (endpoint.ready and not known.ready):
+                    instances[endpoint.instance] = endpoint
+        return instances
+
+    def endpoints(self, service: str) -> dict[str, str]:
+        return {i: e.address for i, e in sorted(self._instances(service).items()) if e.ready}
+
+    def replicas(self) -> dict[str, dict[str, int]]:
+        counts = {}
+        for service in self.services:
+            instances = self._instances(service).values()
+            counts[service] = {"ready": sum(e.ready for e in instances), "total": len(instances)}
+        return counts
+
+
+def parse_services(text: str) -> dict[str, str]:
+    """"generator=rel-semirl-generator,verifier=rel-semirl-verifier" -> {component: Service name}."""
+    services = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        component, sep, name = item.partition("=")
+        if not sep or not component.strip() or not name.strip():
+            raise ValueError(f"SEMIRL_K8S_SERVICES entry {item!r} is not component=service-name")
+        services[component.strip()] = name.strip()
+    return services
+
+
+def discovery_from_env(client: redis.Redis, environ: Mapping[str, str] | None = None) -> Discovery:
+    env = os.environ if environ is None else environ
+    mode = env.get("SEMIRL_DISCOVERY", "auto").strip().lower()
+    if mode not in ("auto", "kubernetes", "redis"):
+        raise ValueError(f"SEMIRL_DISCOVERY must be auto, kubernetes or redis, not {mode!r}")
+    services = parse_services(env.get("SEMIRL_K8S_SERVICES", ""))
+    config = KubeConfig.from_env(env) if mode != "redis" else None
+    if mode == "kubernetes" or (mode == "auto" and config is not None and services):
+        if config is None:
+            raise ValueError("SEMIRL_DISCOVERY=kubernetes but no in-cluster API (KUBERNETES_SERVICE_HOST) "
+                             "or SEMIRL_K8S_API is set")
+        if not services:
+            raise ValueError("SEMIRL_DISCOVERY=kubernetes needs SEMIRL_K8S_SERVICES (component=service,...)")
+        log.info("discovery: EndpointSlices of %s in namespace %s", services, config.namespace)
+        return EndpointSliceDiscovery(KubeAPI(config), services)
+    log.info("discovery: service registrations in Redis")
+    return RedisDiscovery(client)

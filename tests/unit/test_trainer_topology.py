@@ -1,0 +1,32 @@
+"""The trainer's place in a DeepSpeed job, read from what the chart puts in its pod."""
+
+from __future__ import annotations
+
+import pytest
+
+from semirl.trainer.topology import TopologyError, ordinal_from_hostname, topology_from_env
+
+
+def test_statefulset_identity_gives_rank_and_master() -> None:
+    env = {"SEMIRL_TRAINER_REPLICAS": "2", "SEMIRL_GPUS_PER_POD": "8", "NODE_RANK": "1",
+           "MASTER_ADDR": "rl-semirl-trainer-0.rl-semirl-trainer-headless.rl.svc.cluster.local", "MASTER_PORT": "29500"}
+    topology = topology_from_env(env)
+    assert (topology.nodes, topology.ranks_per_node, topology.node_rank, topology.world_size) == (2, 8, 1, 16)
+    assert topology.master_addr.startswith("rl-semirl-trainer-0.")
+
+
+def test_rank_falls_back_to_the_pod_ordinal() -> None:
+    assert ordinal_from_hostname("rl-semirl-trainer-3") == 3 and ordinal_from_hostname("laptop") is None
+    assert topology_from_env({"SEMIRL_TRAINER_REPLICAS": "4"}, hostname="rl-semirl-trainer-2").node_rank == 2
+    assert topology_from_env({}, hostname="laptop").node_rank == 0
+
+
+def test_one_rank_is_accepted_and_more_are_refused_with_the_values_to_change() -> None:
+    topology_from_env({"SEMIRL_GPUS_PER_POD": "1"}, hostname="rl-semirl-trainer-0").check_supported()
+    topology_from_env({}, hostname="laptop").check_supported()  # local: no GPU, one CPU rank
+    with pytest.raises(TopologyError, match=r"trainer.replicaCount=1 and trainer.gpus=1"):
+        topology_from_env({"SEMIRL_GPUS_PER_POD": "8"}, hostname="t-0").check_supported()
+    with pytest.raises(TopologyError, match="outside a job"):
+        topology_from_env({"NODE_RANK": "2", "SEMIRL_TRAINER_REPLICAS": "2"}).check_supported()
+    with pytest.raises(TopologyError, match="bad trainer topology"):
+        topology_from_env({"SEMIRL_TRAINER_REPLICAS": "two"})
