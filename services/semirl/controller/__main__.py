@@ -11,9 +11,12 @@ import sys
 import redis
 import uvicorn
 
+from semirl.core import telemetry
+
 from .app import create_app
 from .discovery import discovery_from_env
 from .grpc_api import build_grpc_server
+from .metrics import ControllerCollector
 from .scheduler import Controller
 
 log = logging.getLogger("semirl.controller")
@@ -27,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("SEMIRL_CONTROLLER_PORT", "8080")))
     parser.add_argument("--grpc-port", type=int, default=int(
         os.environ.get("SEMIRL_CONTROLLER_GRPC_PORT") or os.environ.get("SEMIRL_GRPC_PORT") or "50051"))
+    parser.add_argument("--metrics-port", type=int, default=telemetry.metrics_port_from_env(),
+                        help="serve Prometheus metrics at :PORT/metrics (default SEMIRL_METRICS_PORT; 0 = off)")
     parser.add_argument("--log-level", default=os.environ.get("SEMIRL_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     if not args.store:
@@ -50,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     # uvicorn installs its own SIGINT/SIGTERM handlers while it serves; it returns from run() on either.
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
 
+    metrics = telemetry.serve_metrics(args.metrics_port, extra_collectors=[ControllerCollector(controller)])
     grpc_server.start()
     controller.start()
     grpc_server.set_serving(True)
@@ -60,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         grpc_server.set_serving(False)
         controller.stop()
         grpc_server.stop()
+        if metrics is not None:
+            metrics.close()
         client.close()
     log.info("controller stopped")
     return 0

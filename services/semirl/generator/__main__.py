@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 
+from semirl.core import telemetry
 from semirl.core.lifecycle import stop_on_signals
 
 CPU_ENV_DEFAULTS = {
@@ -56,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-model-len", type=int, default=int(os.environ.get("SEMIRL_MAX_MODEL_LEN", "512")))
     parser.add_argument("--batch-size", type=int, default=int(os.environ.get("SEMIRL_GENERATOR_BATCH", "16")))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--metrics-port", type=int, default=telemetry.metrics_port_from_env(),
+                        help="serve Prometheus metrics at :PORT/metrics (default SEMIRL_METRICS_PORT; 0 = off)")
     parser.add_argument("--log-level", default=os.environ.get("SEMIRL_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
@@ -76,8 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         engine_config=EngineConfig(dtype=args.dtype, max_model_len=args.max_model_len, seed=args.seed),
     )
 
+    # Before serve_forever: the (possibly minutes long) start-up load is then visible to scrapes.
+    metrics = telemetry.serve_metrics(args.metrics_port, registry=service.metrics.registry)
+
     stop_on_signals(service.stop, "batch")
-    service.serve_forever()
+    try:
+        service.serve_forever()
+    finally:
+        if metrics is not None:
+            metrics.close()
     return 0
 
 

@@ -1,0 +1,131 @@
+"""A real service process serving /metrics: the verifier (real Redis, gRPC and math-verify) scrapes as its
+counters move. The port comes from SEMIRL_METRICS_PORT, as the chart sets it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from semirl.core import keys
+from semirl.core.grpc_server import channel, check_health
+from semirl.core.redis_server import EmbeddedRedis, free_port
+from semirl.core.streams import publish
+from semirl.proto import types_pb2, verifier_pb2, verifier_pb2_grpc
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@dataclass
+class Verifier:
+    process: subprocess.Popen
+    target: str
+    metrics_url: str
+    log_path: Path
+    client: redis.Redis
+
+    def tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def scrape(self) -> Samples:
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            text = response.read().decode()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def wait_for(self, check: Callable[[Samples], bool], timeout: float = 30.0) -> Samples:
+        deadline = time.monotonic() + timeout
+        while True:
+            samples = self.scrape()
+            if check(samples):
+                return samples
+            assert time.monotonic() < deadline, f"metrics never matched; last scrape {samples}\n{self.tail()}"
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def verifier(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verifier]:
+    client = redis_server.client()
+    client.flushall()
+    port, metrics_port = free_port(), free_port()
+    log_path = tmp_path_factory.mktemp("verifier-metrics") / "verifier.log"
+    with log_path.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "semirl.verifier", "--redis-url", redis_server.url, "--grpc-port", str(port),
+             "--verifier-id", "ver-metrics", "--timeout-s", "2"],
+            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "SEMIRL_METRICS_PORT": str(metrics_port)},
+        )
+    service = Verifier(process, f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", log_path, client)
+    deadline = time.monotonic() + 60
+    while not check_health(service.target, timeout=1.0):
+        assert process.poll() is None, f"verifier exited early:\n{service.tail()}"
+        assert time.monotonic() < deadline, f"verifier not healthy:\n{service.tail()}"
+        time.sleep(0.2)
+    yield service
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        pytest.fail(f"verifier ignored SIGTERM:\n{service.tail()}")
+    assert process.returncode == 0, service.tail()
+    with pytest.raises(urllib.error.URLError):  # the exporter went away with the process
+        service.scrape()
+    client.close()
+
+
+def _group(prompt_id: str, gold: str, texts: list[str], run_id: str = "r-metrics") -> types_pb2.SampleGroup:
+    task = types_pb2.PromptTask(run_id=run_id, prompt_id=prompt_id, purpose=types_pb2.TASK_PURPOSE_TRAIN,
+                                prompt="Q?", gold_answer=gold, reward_source=types_pb2.REWARD_SOURCE_VERIFIER)
+    return types_pb2.SampleGroup(
+        task=task, samples=[types_pb2.Sample(text=t, token_ids=[1], logprobs=[-0.1]) for t in texts],
+        policy_version=0, generator_id="g0",
+    )
+
+
+def test_verifier_metrics_move_with_the_work(verifier: Verifier, save_ended_run) -> None:  # noqa: ANN001
+    before = verifier.scrape()
+    assert before[("semirl_verifier_groups_scored_total", (("purpose", "train"),))] == 0.0
+    assert before[("semirl_verifier_scoring_seconds_count", ())] == 0.0
+    assert ("process_resident_memory_bytes", ()) in before
+
+    publish(verifier.client, keys.TO_VERIFY, _group("p-1", "42", ["so \\boxed{42}", "\\boxed{41}", "forty-two"]))
+    after = verifier.wait_for(lambda s: s[("semirl_verifier_groups_scored_total", (("purpose", "train"),))] == 1.0)
+    assert verifier.client.xlen(keys.SCORED) == 1
+    assert after[("semirl_verifier_samples_scored_total", (("outcome", "correct"),))] == 1.0
+    assert after[("semirl_verifier_samples_scored_total", (("outcome", "incorrect"),))] == 1.0
+    assert after[("semirl_verifier_samples_scored_total", (("outcome", "no_answer"),))] == 1.0
+    assert after[("semirl_verifier_scoring_seconds_count", ())] == 1.0
+    assert after[("semirl_verifier_scoring_seconds_sum", ())] > 0.0
+
+    publish(verifier.client, keys.TO_VERIFY, _group("p-1", "42", ["\\boxed{42}"]))  # a redelivery of p-1
+    save_ended_run(verifier.client, "r-ended")
+    publish(verifier.client, keys.TO_VERIFY, _group("p-2", "5", ["\\boxed{5}"], run_id="r-ended"))
+    dropped = verifier.wait_for(
+        lambda s: s[("semirl_verifier_groups_dropped_total", (("reason", "stale"),))] == 1.0
+        and s[("semirl_verifier_groups_dropped_total", (("reason", "duplicate"),))] == 1.0)
+    assert dropped[("semirl_verifier_groups_scored_total", (("purpose", "train"),))] == 1.0
+    assert verifier.client.xlen(keys.SCORED) == 1
+
+    stub = verifier_pb2_grpc.VerifierServiceStub(channel(verifier.target))
+    stub.Verify(verifier_pb2.VerifyRequest(items=[verifier_pb2.VerifyItem(response="\\boxed{7}", gold_answer="7")]),
+                timeout=60)
+    assert verifier.scrape()[("semirl_verifier_rpc_items_scored_total", ())] == 1.0
