@@ -1,8 +1,9 @@
-"""A fake Kubernetes API server: EndpointSlices only, over real HTTP on loopback.
+"""A fake Kubernetes API server: EndpointSlices and Pods, over real HTTP on loopback.
 
 It is a fake because no real API server (kube-apiserver + etcd) can run on these machines. It imitates what
 the controller relies on, as the real server does it:
 - `GET /apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices?labelSelector=…` returns an EndpointSliceList
+  (`/api/v1/namespaces/{ns}/pods` a PodList)
   whose `metadata.resourceVersion` is the store's current version; equality (`k=v`) and set-based
   (`k in (a,b)`) label selectors;
 - `…&watch=true&resourceVersion=N` streams newline-delimited `{"type", "object"}` events after N
@@ -24,7 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-PATH = re.compile(r"^/apis/discovery\.k8s\.io/v1/namespaces/(?P<ns>[^/]+)/endpointslices$")
+PATH = re.compile(r"^/(?:apis/discovery\.k8s\.io/v1|api/v1)/namespaces/(?P<ns>[^/]+)/(?P<kind>endpointslices|pods)$")
+LIST_KIND = {"endpointslices": ("discovery.k8s.io/v1", "EndpointSliceList"), "pods": ("v1", "PodList")}
 
 
 @dataclass
@@ -48,7 +50,9 @@ class _Store:
     namespace: str
     version: int = 1
     slices: dict[str, dict[str, Any]] = field(default_factory=dict)
-    events: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)  # (version, type, object)
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (resourceVersion, collection, event type, object)
+    events: list[tuple[int, str, str, dict[str, Any]]] = field(default_factory=list)
     compacted_before: int = 0
 
 
@@ -108,13 +112,40 @@ class FakeKubeAPI:
                 if removed is not None:
                     removed = json.loads(json.dumps(removed))
                     removed["metadata"]["resourceVersion"] = str(version)
-                    self.store.events.append((version, "DELETED", removed))
+                    self.store.events.append((version, "endpointslices", "DELETED", removed))
                 self.cond.notify_all()
                 return
             kind = "MODIFIED" if name in self.store.slices else "ADDED"
             obj = self._slice(name, service, pods, port, port_name, version)
             self.store.slices[name] = obj
-            self.store.events.append((version, kind, obj))
+            self.store.events.append((version, "endpointslices", kind, obj))
+            self.cond.notify_all()
+
+    def set_pod(self, name: str, component: str, phase: str = "Running", *, deleting: bool = False,
+                gone: bool = False) -> None:
+        """Create, update (phase, deletionTimestamp) or remove a pod of the release."""
+        with self.cond:
+            self.store.version += 1
+            version = self.store.version
+            if gone:
+                removed = self.store.pods.pop(name, None)
+                if removed is not None:
+                    removed = {**removed, "metadata": {**removed["metadata"], "resourceVersion": str(version)}}
+                    self.store.events.append((version, "pods", "DELETED", removed))
+                self.cond.notify_all()
+                return
+            metadata: dict[str, Any] = {
+                "name": name, "namespace": self.store.namespace, "resourceVersion": str(version),
+                "labels": {"app.kubernetes.io/name": "semirl", "app.kubernetes.io/instance": "rl",
+                           "app.kubernetes.io/component": component},
+            }
+            if deleting:
+                metadata["deletionTimestamp"] = "2026-11-23T10:00:00Z"
+            obj = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": {"containers": []},
+                   "status": {"phase": phase}}
+            kind = "MODIFIED" if name in self.store.pods else "ADDED"
+            self.store.pods[name] = obj
+            self.store.events.append((version, "pods", kind, obj))
             self.cond.notify_all()
 
     def compact(self) -> None:
@@ -184,17 +215,19 @@ class FakeKubeAPI:
                 match = PATH.match(url.path)
                 if not match:
                     return self._status(403, "Forbidden", f"forbidden: {url.path}")
-                selector = query.get("labelSelector", "")
+                selector, collection = query.get("labelSelector", ""), match["kind"]
                 if query.get("watch") in ("true", "1"):
-                    return self._watch(match["ns"], selector, query)
+                    return self._watch(match["ns"], collection, selector, query)
                 with api.cond:
-                    items = [s for s in api.store.slices.values()
+                    stored = api.store.slices if collection == "endpointslices" else api.store.pods
+                    items = [s for s in stored.values()
                              if match["ns"] == api.store.namespace and _matches(s["metadata"]["labels"], selector)]
                     version = str(api.store.version)
-                self._json(200, {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
+                api_version, list_kind = LIST_KIND[collection]
+                self._json(200, {"apiVersion": api_version, "kind": list_kind,
                                  "metadata": {"resourceVersion": version}, "items": items})
 
-            def _watch(self, namespace: str, selector: str, query: dict[str, str]) -> None:
+            def _watch(self, namespace: str, collection: str, selector: str, query: dict[str, str]) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Transfer-Encoding", "chunked")
@@ -211,17 +244,19 @@ class FakeKubeAPI:
                             return self._end()
                     while time.monotonic() < deadline:
                         with api.cond:
-                            pending = [(v, t, o) for v, t, o in api.store.events if v > since]
+                            pending = [(v, t, o) for v, c, t, o in api.store.events if v > since and c == collection]
                             if not pending:
                                 api.cond.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
-                                pending = [(v, t, o) for v, t, o in api.store.events if v > since]
+                                pending = [(v, t, o) for v, c, t, o in api.store.events
+                                           if v > since and c == collection]
                         for version, kind, obj in pending:
                             since = version
                             if namespace == api.store.namespace and _matches(obj["metadata"]["labels"], selector):
                                 self._chunk({"type": kind, "object": obj})
                         if bookmarks and not pending:
                             self._chunk({"type": "BOOKMARK", "object": {
-                                "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+                                "kind": LIST_KIND[collection][1].removesuffix("List"),
+                                "apiVersion": LIST_KIND[collection][0],
                                 "metadata": {"resourceVersion": str(max(since, 1))}}})
                     self._end()
                 except (BrokenPipeError, ConnectionResetError):

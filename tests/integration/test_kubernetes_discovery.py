@@ -36,6 +36,8 @@ from semirl.core.runstate import load_run
 from semirl.proto import generator_pb2, generator_pb2_grpc
 from semirl.spec import parse_run_spec
 
+SLICES_PATH = "/apis/discovery.k8s.io/v1/namespaces/rl/endpointslices"
+PODS_PATH = "/api/v1/namespaces/rl/pods"
 SERVICES = {"generator": "rl-semirl-generator", "verifier": "rl-semirl-verifier", "trainer": "rl-semirl-trainer"}
 
 
@@ -169,8 +171,7 @@ def test_informer_follows_scale_up_and_down(kube: FakeKubeAPI, discovery: Endpoi
     eventually(lambda: discovery.replicas()["generator"] == {"ready": 0, "total": 0})
 
     # Only what the chart's Role grants: list and watch EndpointSlices in the release namespace, with a token.
-    slices_path = "/apis/discovery.k8s.io/v1/namespaces/rl/endpointslices"
-    assert kube.requests and all(r.method == "GET" and r.path == slices_path
+    assert kube.requests and all(r.method == "GET" and r.path == SLICES_PATH
                                  and r.authorization == f"Bearer {kube.token}" for r in kube.requests)
     watches = [r for r in kube.requests if r.query.get("watch") == "true"]
     assert watches and all(r.query["labelSelector"] == discovery.selector for r in watches)
@@ -191,6 +192,28 @@ def test_informer_relists_after_compaction_and_outage(kube: FakeKubeAPI, discove
                timeout=15)
     lists = [r for r in kube.requests if r.query.get("watch") != "true"]
     assert len(lists) >= 2  # the first list, and at least one relist after the outage
+
+
+def test_pods_without_endpoints_count_as_pending(kube: FakeKubeAPI, kube_config: KubeConfig) -> None:
+    """A scale-up stuck on a GPU: the pods exist (Pending) long before they show up in any EndpointSlice."""
+    discovery = EndpointSliceDiscovery(KubeAPI(kube_config), SERVICES, watch_timeout_s=5,
+                                       pod_selector="app.kubernetes.io/instance=rl,app.kubernetes.io/name=semirl")
+    try:
+        kube.set_service_pods("rl-semirl-generator", [Pod("gen-0", "10.1.0.10")])
+        kube.set_pod("gen-0", "generator")
+        kube.set_pod("ver-0", "verifier", "Pending")
+        discovery.start()
+        eventually(lambda: discovery.replicas()["generator"] == {"ready": 1, "total": 1, "pending": 0})
+        kube.set_pod("gen-1", "generator", "Pending")
+        kube.set_pod("gen-2", "generator", "Pending")
+        eventually(lambda: discovery.replicas()["generator"] == {"ready": 1, "total": 3, "pending": 2})
+        assert discovery.replicas()["verifier"] == {"ready": 0, "total": 1, "pending": 1}
+        kube.set_pod("gen-0", "generator", deleting=True)   # scale-down: terminating pods no longer count
+        kube.set_pod("gen-2", "generator", gone=True)
+        eventually(lambda: discovery.replicas()["generator"]["total"] == 1)
+        assert {r.path for r in kube.requests} == {SLICES_PATH, PODS_PATH}
+    finally:
+        discovery.stop()
 
 
 def test_reads_before_the_first_sync_ask_the_api(kube: FakeKubeAPI, discovery: EndpointSliceDiscovery) -> None:

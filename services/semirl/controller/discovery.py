@@ -4,6 +4,8 @@ Two sources, one interface:
 - `EndpointSliceDiscovery` (in a cluster): an informer — LIST then WATCH — over the EndpointSlices of each
   component's Service. A `kubectl scale` up or down changes those slices, so the next Reload fan-out and
   `GET /v1/runs/{id}` see the new set without a restart. Only ready, non-terminating endpoints get Reloads.
+  With SEMIRL_K8S_POD_SELECTOR, a second informer over the release's pods counts those that exist but have no
+  endpoint yet (Pending on a GPU, pulling an image), so `total` and `pending` tell a stuck scale-up apart.
 - `RedisDiscovery` (outside a cluster): the registrations every service refreshes in Redis
   (core/registration.py).
 `discovery_from_env` picks one: SEMIRL_DISCOVERY=kubernetes|redis|auto (auto: kubernetes when running in a
@@ -24,7 +26,7 @@ import redis
 from semirl.core import keys
 from semirl.core.registration import registered
 
-from .kubeapi import SERVICE_NAME_LABEL, KubeAPI, KubeConfig, WatchExpired
+from .kubeapi import ENDPOINTSLICES, PODS, SERVICE_NAME_LABEL, KubeAPI, KubeConfig, WatchExpired
 
 log = logging.getLogger(__name__)
 
@@ -100,38 +102,49 @@ def slice_endpoints(endpoint_slice: dict[str, Any], port_name: str = "grpc") -> 
     return found
 
 
-class EndpointSliceDiscovery:
-    source = "kubernetes"
+class Informer:
+    """A local copy of one collection (LIST, then WATCH from the list's resourceVersion; relist on 410 or after
+    an error, with backoff), as client-go's informers keep it. Objects are keyed by name."""
 
-    def __init__(self, api: KubeAPI, services: dict[str, str], *, port_name: str = "grpc",
-                 watch_timeout_s: int = 300, max_backoff_s: float = 30.0) -> None:
-        if not services:
-            raise ValueError("no Services to watch")
+    def __init__(self, api: KubeAPI, collection: str, selector: str, *, watch_timeout_s: int = 300,
+                 max_backoff_s: float = 30.0) -> None:
         self.api = api
-        self.services = dict(services)  # component -> Service name
-        self.port_name = port_name
+        self.collection = collection
+        self.selector = selector
         self.watch_timeout_s = watch_timeout_s
         self.max_backoff_s = max_backoff_s
-        self.selector = f"{SERVICE_NAME_LABEL} in ({','.join(sorted(set(services.values())))})"
-        self._slices: dict[str, dict[str, Any]] = {}  # slice name -> object
+        self._objects: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self.synced = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    # --- the informer --------------------------------------------------------------------------------
-
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="endpointslice-informer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"informer:{self.collection}", daemon=True)
         self._thread.start()
+
+    def signal_stop(self) -> None:
+        self._stop.set()
 
     def stop(self) -> None:
         self._stop.set()
-        self.api.close()  # ends a watch blocked in a read
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+    def objects(self) -> list[dict[str, Any]]:
+        if not self.synced.is_set():
+            self.relist()  # not watching right now: ask the API rather than answer from nothing
+        with self._lock:
+            return list(self._objects.values())
+
+    def relist(self) -> str:
+        items, version = self.api.list(self.collection, self.selector)
+        with self._lock:
+            self._objects = {item["metadata"]["name"]: item for item in items}
+        self.synced.set()
+        return version
 
     def _run(self) -> None:
         backoff = 0.5
@@ -142,52 +155,79 @@ class EndpointSliceDiscovery:
                 while not self._stop.is_set():
                     version = self._watch(version)
             except WatchExpired:
-                log.info("EndpointSlice watch expired; listing again")
+                log.info("watch of %s expired; listing again", self.collection)
             except Exception as err:  # noqa: BLE001 - API, network or decoding errors: keep the informer alive
                 if self._stop.is_set():
                     return
                 self.synced.clear()
-                log.warning("EndpointSlice discovery: %s; retrying in %.1fs", err, backoff)
+                log.warning("watch of %s: %s; retrying in %.1fs", self.collection, err, backoff)
                 self._stop.wait(backoff)
                 backoff = min(self.max_backoff_s, backoff * 2)
 
-    def relist(self) -> str:
-        items, version = self.api.list_endpointslices(self.selector)
-        with self._lock:
-            self._slices = {item["metadata"]["name"]: item for item in items}
-        self.synced.set()
-        return version
-
     def _watch(self, version: str) -> str:
-        for kind, obj in self.api.watch_endpointslices(self.selector, version, timeout_s=self.watch_timeout_s):
+        events = self.api.watch(self.collection, self.selector, version, timeout_s=self.watch_timeout_s)
+        for kind, obj in events:
             if self._stop.is_set():
                 break
             metadata = obj.get("metadata") or {}
             version = metadata.get("resourceVersion") or version
-            if kind == "BOOKMARK":
-                continue
             name = metadata.get("name")
-            if not name:
+            if kind == "BOOKMARK" or not name:
                 continue
             with self._lock:
                 if kind == "DELETED":
-                    self._slices.pop(name, None)
+                    self._objects.pop(name, None)
                 else:  # ADDED, MODIFIED
-                    self._slices[name] = obj
+                    self._objects[name] = obj
         return version
 
-    # --- reads ---------------------------------------------------------------------------------------
+
+COMPONENT_LABEL = "app.kubernetes.io/component"
+
+
+class EndpointSliceDiscovery:
+    """Ready endpoints from the components' EndpointSlices; with `pod_selector`, also the pods that exist
+    but have no endpoint yet (Pending for a GPU, pulling an image), counted per component label."""
+
+    source = "kubernetes"
+
+    def __init__(self, api: KubeAPI, services: dict[str, str], *, pod_selector: str = "", port_name: str = "grpc",
+                 watch_timeout_s: int = 300) -> None:
+        if not services:
+            raise ValueError("no Services to watch")
+        self.api = api
+        self.services = dict(services)  # component -> Service name
+        self.port_name = port_name
+        self.selector = f"{SERVICE_NAME_LABEL} in ({','.join(sorted(set(services.values())))})"
+        self.slices = Informer(api, api.path(ENDPOINTSLICES), self.selector, watch_timeout_s=watch_timeout_s)
+        self.pods = Informer(api, api.path(PODS), pod_selector, watch_timeout_s=watch_timeout_s) \
+            if pod_selector else None
+
+    @property
+    def synced(self) -> threading.Event:
+        return self.slices.synced
+
+    def start(self) -> None:
+        self.slices.start()
+        if self.pods is not None:
+            self.pods.start()
+
+    def stop(self) -> None:
+        for informer in (self.slices, self.pods):
+            if informer is not None:
+                informer.signal_stop()
+        self.api.close()  # ends watches blocked in a read
+        self.slices.stop()
+        if self.pods is not None:
+            self.pods.stop()
 
     def _instances(self, service: str) -> dict[str, SliceEndpoint]:
         """One entry per instance of a component's Service (a pod can sit in two slices while they shuffle)."""
-        if not self.synced.is_set():
-            self.relist()  # not watching right now: ask the API directly rather than answer from nothing
         name = self.services.get(service)
         if name is None:
             return {}
-        with self._lock:
-            slices = [s for s in self._slices.values()
-                      if (s.get("metadata", {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == name]
+        slices = [s for s in self.slices.objects()
+                  if (s.get("metadata", {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == name]
         instances: dict[str, SliceEndpoint] = {}
         for endpoint_slice in slices:
             for endpoint in slice_endpoints(endpoint_slice, self.port_name):
@@ -200,10 +240,22 @@ class EndpointSliceDiscovery:
         return {i: e.address for i, e in sorted(self._instances(service).items()) if e.ready}
 
     def replicas(self) -> dict[str, dict[str, int]]:
+        pods: dict[str, list[dict[str, Any]]] = {}
+        if self.pods is not None:
+            for pod in self.pods.objects():
+                metadata = pod.get("metadata") or {}
+                if metadata.get("deletionTimestamp"):
+                    continue  # terminating: already on its way out
+                pods.setdefault((metadata.get("labels") or {}).get(COMPONENT_LABEL, ""), []).append(pod)
         counts = {}
         for service in self.services:
             instances = self._instances(service).values()
-            counts[service] = {"ready": sum(e.ready for e in instances), "total": len(instances)}
+            count = {"ready": sum(e.ready for e in instances), "total": len(instances)}
+            if self.pods is not None:
+                mine = pods.get(service, [])
+                count["total"] = len(mine)
+                count["pending"] = sum((p.get("status") or {}).get("phase") == "Pending" for p in mine)
+            counts[service] = count
         return counts
 
 
@@ -231,7 +283,9 @@ def discovery_from_env(client: redis.Redis, environ: Mapping[str, str] | None = 
                              "or SEMIRL_K8S_API is set")
         if not services:
             raise ValueError("SEMIRL_DISCOVERY=kubernetes needs SEMIRL_K8S_SERVICES (component=service,...)")
-        log.info("discovery: EndpointSlices of %s in namespace %s", services, config.namespace)
-        return EndpointSliceDiscovery(KubeAPI(config), services)
+        pod_selector = env.get("SEMIRL_K8S_POD_SELECTOR", "")
+        log.info("discovery: EndpointSlices of %s (pods: %s) in namespace %s", services, pod_selector or "-",
+                 config.namespace)
+        return EndpointSliceDiscovery(KubeAPI(config), services, pod_selector=pod_selector)
     log.info("discovery: service registrations in Redis")
     return RedisDiscovery(client)

@@ -1,7 +1,7 @@
-"""The slice of the Kubernetes API the controller uses: list and watch EndpointSlices in its namespace.
+"""The slice of the Kubernetes API the controller uses: list and watch EndpointSlices and Pods in its namespace.
 
 Plain HTTPS with the pod's service-account token, so the controller needs no Kubernetes client library and
-its RBAC stays at get/list/watch on EndpointSlices (the chart's Role). In a pod the connection comes from the
+its RBAC stays at get/list/watch on EndpointSlices and Pods (the chart's Role). In a pod the connection comes from the
 standard in-cluster files and variables; `SEMIRL_K8S_API` (and `SEMIRL_K8S_TOKEN_FILE`, `SEMIRL_K8S_CA_FILE`)
 point it elsewhere, e.g. at `kubectl proxy` or at the test suite's fake API server.
 """
@@ -19,6 +19,7 @@ import httpx
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 ENDPOINTSLICES = "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+PODS = "/api/v1/namespaces/{namespace}/pods"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
@@ -79,19 +80,20 @@ class KubeAPI:
         token = _read(self.config.token_file) if self.config.token_file else None
         return {"Accept": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
 
-    def _path(self) -> str:
-        return ENDPOINTSLICES.format(namespace=self.config.namespace)
+    def path(self, template: str) -> str:
+        """A collection path (ENDPOINTSLICES, PODS) in this namespace."""
+        return template.format(namespace=self.config.namespace)
 
-    def list_endpointslices(self, label_selector: str) -> tuple[list[dict[str, Any]], str]:
-        """(items, resourceVersion of the list)."""
-        response = self._http.get(self._path(), params={"labelSelector": label_selector}, headers=self._headers())
+    def list(self, collection: str, label_selector: str) -> tuple[list[dict[str, Any]], str]:
+        """(items, resourceVersion of the list) of a collection path."""
+        response = self._http.get(collection, params={"labelSelector": label_selector}, headers=self._headers())
         if response.status_code != 200:
             raise KubeAPIError(response.status_code, response.text[:300])
         body = response.json()
         return body.get("items") or [], body.get("metadata", {}).get("resourceVersion", "")
 
-    def watch_endpointslices(
-        self, label_selector: str, resource_version: str, *, timeout_s: int = 300,
+    def watch(
+        self, collection: str, label_selector: str, resource_version: str, *, timeout_s: int = 300,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event type, object) pairs until the server ends the watch; raises WatchExpired on 410."""
         params = {
@@ -99,7 +101,7 @@ class KubeAPI:
             "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_s),
         }
         timeout = httpx.Timeout(10.0, read=timeout_s + 30.0)
-        with self._http.stream("GET", self._path(), params=params, headers=self._headers(),
+        with self._http.stream("GET", collection, params=params, headers=self._headers(),
                                timeout=timeout) as response:
             if response.status_code == 410:
                 raise WatchExpired(410, "resource version too old")
