@@ -36,6 +36,7 @@ up: setup
 test: setup tools
 	$(VENV)/bin/ruff check services tests bench scripts
 	$(PY) -m semirl.protogen --check
+	$(PY) -m semirl.deploy.schema --check
 	$(PY) -m pytest -ra --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup tools
@@ -46,6 +47,11 @@ lint: setup
 
 proto: setup
 	$(PY) -m semirl.protogen
+
+# Regenerate the chart's values.schema.json from its pydantic model, then lint the chart.
+chart: tools
+	$(PY) -m semirl.deploy.schema
+	$(VENV)/bin/helm lint --strict deploy/helm/semirl
 
 bench: setup
 	$(PY) -m bench.sync_bubble

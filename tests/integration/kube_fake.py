@@ -242,7 +242,7 @@ class FakeKubeAPI:
                                     "reason": "Expired", "message": f"too old resource version: {since}"}
                             self._chunk({"type": "ERROR", "object": gone})
                             return self._end()
-                    while time.monotonic() < deadline:
+                    while time.monotonic() < deadline and not api.down:  # a restart drops open watches
                         with api.cond:
                             pending = [(v, t, o) for v, c, t, o in api.store.events if v > since and c == collection]
                             if not pending:

@@ -183,13 +183,13 @@ def test_informer_relists_after_compaction_and_outage(kube: FakeKubeAPI, discove
     discovery.start()
     eventually(lambda: discovery.endpoints("generator") == {"gen-0": "10.1.0.10:50051"})
 
-    kube.down = True   # API server restart: watches fail, the informer backs off and retries
-    kube.compact()     # and the history it would resume from is gone (410 Gone on the next watch)
+    kube.down = True   # API server restart: the open watch drops, new requests fail, the informer backs off
+    kube.compact()     # and the history it would resume from is gone (410 Gone for its resourceVersion)
     kube.set_service_pods("rl-semirl-generator", [Pod("gen-0", "10.1.0.10"), Pod("gen-1", "10.1.0.11")])
-    eventually(lambda: any(r.query.get("watch") == "true" for r in kube.requests[-3:]))
+    eventually(lambda: not discovery.synced.is_set())  # it noticed the outage
     kube.down = False
     eventually(lambda: discovery.endpoints("generator") == {"gen-0": "10.1.0.10:50051", "gen-1": "10.1.0.11:50051"},
-               timeout=15)
+               timeout=20)
     lists = [r for r in kube.requests if r.query.get("watch") != "true"]
     assert len(lists) >= 2  # the first list, and at least one relist after the outage
 

@@ -1,0 +1,468 @@
+{{/* ============================================================ names */}}
+
+{{- define "semirl.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Fully qualified app name. Truncated to 40 characters so that every derived name fits the 63-character DNS
+label limit: the longest is "<fullname>-trainer-headless", and a trainer pod's hostname "<fullname>-trainer-N".
+*/}}
+{{- define "semirl.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "<fullname>-<component>": every object of a component. Arg: dict root component */}}
+{{- define "semirl.componentName" -}}
+{{- printf "%s-%s" (include "semirl.fullname" .root) .component -}}
+{{- end -}}
+
+{{- define "semirl.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* ============================================================ labels */}}
+
+{{/* Labels of every object. Arg: dict root component */}}
+{{- define "semirl.labels" -}}
+helm.sh/chart: {{ include "semirl.chart" .root }}
+{{ include "semirl.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: semirl
+{{- end -}}
+
+{{/* Selector of one component: name + instance + component (never overlapping between components). */}}
+{{- define "semirl.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "semirl.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Every pod of this release (NetworkPolicy peers). */}}
+{{- define "semirl.releaseSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "semirl.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* ============================================================ images */}}
+
+{{/* [registry/]repository(:tag | @digest). Arg: dict root image */}}
+{{- define "semirl.image" -}}
+{{- $registry := .root.Values.global.imageRegistry | default .image.registry -}}
+{{- $repository := .image.repository -}}
+{{- if $registry -}}{{- $repository = printf "%s/%s" $registry $repository -}}{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $repository .image.digest -}}
+{{- else -}}
+{{- /* skaffold passes "<tag>@<digest>"; an image it did not push has no digest: drop the dangling "@". */ -}}
+{{- printf "%s:%s" $repository (toString (.image.tag | default .root.Chart.AppVersion) | trimSuffix "@") -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "semirl.imagePullSecrets" -}}
+{{- with .Values.global.imagePullSecrets -}}
+imagePullSecrets:
+{{- range . }}
+  {{- if kindIs "map" . }}
+  - name: {{ .name }}
+  {{- else }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* ============================================================ service accounts */}}
+
+{{/* Arg: dict root component */}}
+{{- define "semirl.serviceAccountName" -}}
+{{- $sa := (index .root.Values .component).serviceAccount -}}
+{{- if $sa.create -}}
+{{- $sa.name | default (include "semirl.componentName" .) -}}
+{{- else -}}
+{{- $sa.name | default "default" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ============================================================ security */}}
+
+{{/* Hardened pod securityContext (images run as USER 10001:10001), merged under the component's own. */}}
+{{- define "semirl.podSecurityContext" -}}
+{{- $default := dict "runAsNonRoot" true "runAsUser" 10001 "runAsGroup" 10001 "fsGroup" 10001 "fsGroupChangePolicy" "OnRootMismatch" "seccompProfile" (dict "type" "RuntimeDefault") -}}
+{{- toYaml (mergeOverwrite $default (deepCopy (. | default dict))) -}}
+{{- end -}}
+
+{{/* Restricted container securityContext (Pod Security Standard "restricted"), merged under the component's own. */}}
+{{- define "semirl.containerSecurityContext" -}}
+{{- $default := dict "runAsNonRoot" true "allowPrivilegeEscalation" false "readOnlyRootFilesystem" true "privileged" false "capabilities" (dict "drop" (list "ALL")) "seccompProfile" (dict "type" "RuntimeDefault") -}}
+{{- toYaml (mergeOverwrite $default (deepCopy (. | default dict))) -}}
+{{- end -}}
+
+{{/* ============================================================ resources */}}
+
+{{/* The component's resources with `gpus` written into BOTH requests and limits. Arg: dict root c */}}
+{{- define "semirl.resources" -}}
+{{- $res := deepCopy (.c.resources | default dict) -}}
+{{- $gpus := int (.c.gpus | default 0) -}}
+{{- if gt $gpus 0 -}}
+{{- $accel := .root.Values.accelerator.resourceName -}}
+{{- $requests := get $res "requests" | default dict -}}
+{{- $limits := get $res "limits" | default dict -}}
+{{- $_ := set $requests $accel $gpus -}}
+{{- $_ := set $limits $accel $gpus -}}
+{{- $_ := set $res "requests" $requests -}}
+{{- $_ := set $res "limits" $limits -}}
+{{- end -}}
+{{- toYaml $res -}}
+{{- end -}}
+
+{{/* ============================================================ autoscaling */}}
+
+{{- define "semirl.autoscaled" -}}
+{{- if and .autoscaling (or .autoscaling.hpa.enabled .autoscaling.keda.enabled) -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when a KEDA ScaledObject is rendered for this component. Arg: dict root component */}}
+{{- define "semirl.kedaRendered" -}}
+{{- $c := index .root.Values .component -}}
+{{- if and $c.enabled $c.autoscaling.keda.enabled (.root.Capabilities.APIVersions.Has "keda.sh/v1alpha1/ScaledObject") -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Redis stream and consumer group each scalable worker reads (services/semirl/core/keys.py). */}}
+{{- define "semirl.streams" -}}
+generator: {stream: "semirl:stream:prompts", consumerGroup: generators}
+verifier: {stream: "semirl:stream:to_verify", consumerGroup: verifiers}
+reward: {stream: "semirl:stream:to_reward", consumerGroup: rewards}
+{{- end -}}
+
+{{/* ============================================================ redis */}}
+
+{{- define "semirl.redis.host" -}}
+{{- if .Values.redis.enabled -}}
+{{- include "semirl.componentName" (dict "root" . "component" "redis") -}}
+{{- else -}}
+{{- required "externalRedis.host is required when redis.enabled is false" .Values.externalRedis.host -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Host name that resolves from any namespace (KEDA's operator runs in its own). */}}
+{{- define "semirl.redis.fqdn" -}}
+{{- if .Values.redis.enabled -}}
+{{- printf "%s.%s.svc.%s" (include "semirl.redis.host" .) .Release.Namespace .Values.global.clusterDomain -}}
+{{- else -}}
+{{- include "semirl.redis.host" . -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "semirl.redis.port" -}}
+{{- if .Values.redis.enabled -}}{{ .Values.redis.port }}{{- else -}}{{ .Values.externalRedis.port }}{{- end -}}
+{{- end -}}
+
+{{/* "true" when Redis needs a password. */}}
+{{- define "semirl.redis.auth" -}}
+{{- if .Values.redis.enabled -}}
+{{- if .Values.redis.auth.enabled -}}true{{- end -}}
+{{- else if .Values.externalRedis.existingSecret -}}true{{- end -}}
+{{- end -}}
+
+{{- define "semirl.redis.secretName" -}}
+{{- if .Values.redis.enabled -}}
+{{- .Values.redis.auth.existingSecret | default (include "semirl.componentName" (dict "root" . "component" "redis")) -}}
+{{- else -}}
+{{- .Values.externalRedis.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "semirl.redis.secretKey" -}}
+{{- if .Values.redis.enabled -}}
+{{- .Values.redis.auth.existingSecretPasswordKey -}}
+{{- else -}}
+{{- .Values.externalRedis.existingSecretPasswordKey -}}
+{{- end -}}
+{{- end -}}
+
+{{/* SEMIRL_REDIS_PASSWORD (declared first, for $(VAR) expansion) and SEMIRL_REDIS_URL: the one place both are built. */}}
+{{- define "semirl.redis.env" -}}
+{{- $auth := include "semirl.redis.auth" . -}}
+{{- if $auth }}
+- name: SEMIRL_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "semirl.redis.secretName" . }}
+      key: {{ include "semirl.redis.secretKey" . }}
+{{- end }}
+- name: SEMIRL_REDIS_URL
+  value: {{ printf "redis://%s%s:%s/0" (ternary ":$(SEMIRL_REDIS_PASSWORD)@" "" (eq $auth "true")) (include "semirl.redis.host" .) (include "semirl.redis.port" .) | quote }}
+{{- end -}}
+
+{{/* ============================================================ env */}}
+
+{{/*
+The chart's env (a YAML list in .chart) with the component's own `env` applied: an entry with a name the chart
+already sets replaces the chart's at the same position (so $(VAR) references keep working), the rest follow.
+Names stay unique, which server-side apply requires. Arg: dict chart user
+*/}}
+{{- define "semirl.mergeEnv" -}}
+{{- $user := dict -}}
+{{- range .user }}{{- $_ := set $user .name . -}}{{- end -}}
+{{- $out := list -}}
+{{- $seen := dict -}}
+{{- range (fromYamlArray .chart) -}}
+{{- if hasKey $user .name -}}
+{{- $out = append $out (get $user .name) -}}
+{{- else -}}
+{{- $out = append $out . -}}
+{{- end -}}
+{{- $_ := set $seen .name true -}}
+{{- end -}}
+{{- range .user -}}
+{{- if not (hasKey $seen .name) -}}
+{{- $out = append $out . -}}
+{{- $_ := set $seen .name true -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* Environment every semirl service gets. Arg: dict root component */}}
+{{- define "semirl.commonEnv" -}}
+{{- $c := index .root.Values .component -}}
+{{- include "semirl.redis.env" .root }}
+- name: SEMIRL_GRPC_PORT
+  value: {{ $c.grpc.port | quote }}
+- name: SEMIRL_METRICS_PORT
+  value: {{ $c.metrics.port | quote }}
+- name: SEMIRL_LOG_LEVEL
+  value: {{ .root.Values.logLevel | quote }}
+- name: HOME
+  value: /tmp
+- name: TMPDIR
+  value: /tmp
+{{- end -}}
+
+{{/* ============================================================ probes */}}
+
+{{/* Timing fields of a probe (the `enabled` switch removed). */}}
+{{- define "semirl.probeTimings" -}}
+{{- toYaml (omit . "enabled") -}}
+{{- end -}}
+
+{{/* Native gRPC probes: startup + liveness on service "liveness", readiness on "readiness"; numeric port. */}}
+{{- define "semirl.grpcProbes" -}}
+{{- $port := int .grpc.port -}}
+{{- if .startupProbe.enabled }}
+startupProbe:
+  grpc:
+    port: {{ $port }}
+    service: liveness
+  {{- include "semirl.probeTimings" .startupProbe | nindent 2 }}
+{{- end }}
+{{- if .livenessProbe.enabled }}
+livenessProbe:
+  grpc:
+    port: {{ $port }}
+    service: liveness
+  {{- include "semirl.probeTimings" .livenessProbe | nindent 2 }}
+{{- end }}
+{{- if .readinessProbe.enabled }}
+readinessProbe:
+  grpc:
+    port: {{ $port }}
+    service: readiness
+  {{- include "semirl.probeTimings" .readinessProbe | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* ============================================================ pod template */}}
+
+{{/*
+The pod template of a semirl service. Args: dict
+  root, component,
+  env         (YAML list: component-specific env after the common env),
+  checkpoints ("rw", "ro" or "": how the checkpoint store is mounted),
+  ports       (YAML list: extra container ports),
+  probes      (YAML: overrides the gRPC probes, e.g. the controller's HTTP ones)
+*/}}
+{{- define "semirl.podTemplate" -}}
+{{- $root := .root -}}
+{{- $component := .component -}}
+{{- $c := index $root.Values $component -}}
+{{- $ctx := dict "root" $root "component" $component -}}
+{{- $labels := merge (fromYaml (include "semirl.labels" $ctx)) ($c.podLabels | default dict) -}}
+metadata:
+  labels:
+    {{- toYaml $labels | nindent 4 }}
+  {{- with $c.podAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  serviceAccountName: {{ include "semirl.serviceAccountName" $ctx }}
+  automountServiceAccountToken: {{ $c.serviceAccount.automountServiceAccountToken }}
+  {{- with include "semirl.imagePullSecrets" $root }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  securityContext:
+    {{- include "semirl.podSecurityContext" $c.podSecurityContext | nindent 4 }}
+  {{- with $c.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with $c.runtimeClassName }}
+  runtimeClassName: {{ . }}
+  {{- end }}
+  {{- if not (kindIs "invalid" $c.terminationGracePeriodSeconds) }}
+  terminationGracePeriodSeconds: {{ int $c.terminationGracePeriodSeconds }}
+  {{- end }}
+  {{- with $c.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $c.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $c.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $c.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $c.extraInitContainers }}
+  initContainers:
+    {{- $inits := list }}
+    {{- range . }}
+    {{- $init := deepCopy . }}
+    {{- $_ := set $init "securityContext" (fromYaml (include "semirl.containerSecurityContext" ($init.securityContext | default dict))) }}
+    {{- $inits = append $inits $init }}
+    {{- end }}
+    {{- toYaml $inits | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: {{ $component }}
+      image: {{ include "semirl.image" (dict "root" $root "image" $c.image) | quote }}
+      imagePullPolicy: {{ $c.image.pullPolicy }}
+      command:
+        {{- toYaml ($c.command | default (list "python" "-m" (printf "semirl.%s" $component))) | nindent 8 }}
+      {{- with (concat ($c.args | default list) ($c.extraArgs | default list)) }}
+      args:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      ports:
+        - name: grpc
+          containerPort: {{ $c.grpc.port }}
+          protocol: TCP
+        {{- if gt (int $c.metrics.port) 0 }}
+        - name: metrics
+          containerPort: {{ $c.metrics.port }}
+          protocol: TCP
+        {{- end }}
+        {{- with .ports }}
+        {{- . | nindent 8 }}
+        {{- end }}
+      env:
+        {{- $chartEnv := printf "%s\n%s" (include "semirl.commonEnv" $ctx) (.env | default "") }}
+        {{- include "semirl.mergeEnv" (dict "chart" $chartEnv "user" $c.env) | nindent 8 }}
+      {{- with $c.envFrom }}
+      envFrom:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      resources:
+        {{- include "semirl.resources" (dict "root" $root "c" $c) | nindent 8 }}
+      securityContext:
+        {{- include "semirl.containerSecurityContext" $c.containerSecurityContext | nindent 8 }}
+      {{- with (.probes | default (include "semirl.grpcProbes" $c)) | trim }}
+      {{- . | nindent 6 }}
+      {{- end }}
+      volumeMounts:
+        - name: tmp
+          mountPath: /tmp
+        {{- if $c.shmSize }}
+        - name: shm
+          mountPath: /dev/shm
+        {{- end }}
+        {{- if and .checkpoints $root.Values.checkpoints.enabled }}
+        - name: checkpoints
+          mountPath: {{ $root.Values.checkpoints.mountPath }}
+          {{- if eq .checkpoints "ro" }}
+          readOnly: true
+          {{- end }}
+        {{- end }}
+        {{- with $c.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+  volumes:
+    - name: tmp
+      emptyDir: {}
+    {{- if $c.shmSize }}
+    - name: shm
+      emptyDir:
+        medium: Memory
+        sizeLimit: {{ $c.shmSize }}
+    {{- end }}
+    {{- if and .checkpoints $root.Values.checkpoints.enabled }}
+    - name: checkpoints
+      persistentVolumeClaim:
+        claimName: {{ include "semirl.checkpoints.claimName" $root }}
+        {{- if eq .checkpoints "ro" }}
+        readOnly: true
+        {{- end }}
+    {{- end }}
+    {{- with $c.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end -}}
+
+{{- define "semirl.checkpoints.claimName" -}}
+{{- .Values.checkpoints.existingClaim | default (include "semirl.componentName" (dict "root" . "component" "checkpoints")) -}}
+{{- end -}}
+
+{{/* A Deployment of one semirl service. Args: as semirl.podTemplate */}}
+{{- define "semirl.deployment" -}}
+{{- $c := index .root.Values .component -}}
+{{- $ctx := dict "root" .root "component" .component -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "semirl.componentName" $ctx }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "semirl.labels" $ctx | nindent 4 }}
+spec:
+  {{- if not (include "semirl.autoscaled" $c) }}
+  replicas: {{ $c.replicaCount }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  {{- with $c.updateStrategy }}
+  strategy:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "semirl.selectorLabels" $ctx | nindent 6 }}
+  template:
+    {{- include "semirl.podTemplate" . | nindent 4 }}
+{{- end -}}
+
+{{/* The Secret with the controller's API token (key api-token unless controller.auth.existingSecretKey). */}}
+{{- define "semirl.controller.tokenSecretName" -}}
+{{- .Values.controller.auth.existingSecret | default (printf "%s-api-token" (include "semirl.fullname" .)) -}}
+{{- end -}}
+
+{{- define "semirl.controller.tokenSecretKey" -}}
+{{- if .Values.controller.auth.existingSecret -}}{{ .Values.controller.auth.existingSecretKey }}{{- else -}}api-token{{- end -}}
+{{- end -}}
+
+{{/* torch.distributed rendezvous port on trainer pod 0. */}}
+{{- define "semirl.trainer.masterPort" -}}29500{{- end -}}

@@ -1,0 +1,57 @@
+# syntax=docker/dockerfile:1
+# semirl-reward: the reward-model service on NVIDIA GPUs (skaffold artifact `semirl-reward`): torch + transformers.
+# NOTE: the reward-model service (semirl.reward) is not built yet: the package is a placeholder and the chart ships
+# the component disabled (reward.enabled: false). This image is ready for it; until then its command exits at once.
+# torch 2.13 brings the CUDA 13 user-space libraries as wheels, so a Debian python base is enough; the driver comes
+# from the node. Build from the repository root:  docker build -f docker/reward.Dockerfile .
+# Index settings: --build-arg PIP_INDEX_URL / PIP_EXTRA_INDEX_URL (empty by default), --secret id=pipca / id=pipconf.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+# ---- build: /opt/venv with torch, transformers (which pins its tokenizers minor release) and semirl ----
+FROM ${BASE_IMAGE} AS build
+ARG SETUPTOOLS_VERSION=78.1.1
+ARG TORCH_VERSION=2.13.0
+ARG TRANSFORMERS_VERSION=5.19.0
+ARG SAFETENSORS_VERSION=0.8.0
+ARG PIP_INDEX_URL=
+ARG PIP_EXTRA_INDEX_URL=
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
+    if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
+    if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
+    python -m venv /opt/venv \
+    && pip install --no-cache-dir "setuptools==${SETUPTOOLS_VERSION}" "torch==${TORCH_VERSION}" \
+    && pip install --no-cache-dir "transformers==${TRANSFORMERS_VERSION}" "safetensors==${SAFETENSORS_VERSION}"
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY services/ services/
+RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
+    if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
+    if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
+    pip install --no-cache-dir --no-build-isolation . \
+    && python -c "import semirl.reward, semirl.healthcheck, transformers"
+
+# ---- final: python + the venv ----
+FROM ${BASE_IMAGE}
+LABEL org.opencontainers.image.title="semirl-reward" \
+      org.opencontainers.image.description="semirl reward-model service (torch + transformers on NVIDIA GPUs)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+RUN groupadd --system --gid 10001 semirl \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin semirl
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /tmp
+USER 10001:10001
+# gRPC, Prometheus metrics
+EXPOSE 50051 9090
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10m --retries=3 \
+    CMD ["python", "-m", "semirl.healthcheck", "--grpc", "127.0.0.1:50051", "--service", "readiness"]
+CMD ["python", "-m", "semirl.reward"]

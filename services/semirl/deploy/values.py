@@ -1,0 +1,474 @@
+"""The values of the semirl Helm chart (deploy/helm/semirl), as a pydantic model.
+
+The model's defaults ARE the chart's defaults: values.yaml is `ChartValues()` dumped by alias (camelCase), with
+comments; tests/chart checks the two agree, and values.schema.json is generated from this model
+(`python -m semirl.deploy.schema`). Kubernetes objects that the chart passes through untouched (affinity,
+tolerations, securityContext, volumes, ...) are free-form here; Kubernetes validates them.
+
+Every service block (controller, generator, verifier, trainer, reward) has the same shape (`ServiceComponent`);
+redis shares the pod-level part (`ComponentBase`) and adds its port, auth and persistence, but has no gRPC,
+metrics, GPU or autoscaling keys because an in-chart standalone Redis has none of those.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.alias_generators import to_camel
+
+# A Kubernetes resource.Quantity written as a string ("500m", "64Gi", "1.5") or a plain number.
+QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
+QuantityStr = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
+Quantity = Annotated[int | float | QuantityStr, Field(description="a Kubernetes quantity, e.g. 500m, 64Gi, 2")]
+OptionalSize = Annotated[
+    str, StringConstraints(pattern=r"^(|[0-9]+(\.[0-9]+)?([KMGTPE]i?)?)$"),
+    Field(description="a size such as 16Gi; empty = none"),
+]
+IntOrPercent = int | Annotated[str, StringConstraints(pattern=r"^[0-9]+%$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Dict = dict[str, Any]
+StrDict = dict[str, str]
+AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
+
+ACCELERATOR_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+class Model(BaseModel):
+    """Strict (unknown keys are errors, which catches typos in -f files and --set), camelCase aliases."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------------------------------- shared parts
+class GlobalValues(Model):
+    """Helm always injects `global`; umbrella charts may add keys of their own, so extra keys are allowed here."""
+
+    model_config = ConfigDict(extra="allow")
+
+    image_registry: str = Field("", description="overrides every image's registry when set")
+    image_pull_secrets: list[str | StrDict] = Field(
+        default_factory=list, description="names (or {name: ...}) of Secrets for pulling every image"
+    )
+    cluster_domain: str = Field("cluster.local", min_length=1, description="the cluster's DNS domain")
+
+
+class Image(Model):
+    registry: str = Field("", description="empty = the repository's default registry; global.imageRegistry wins")
+    repository: str = Field(min_length=1)
+    tag: str = Field("", description="empty = the chart's appVersion")
+    digest: str = Field("", pattern=r"^(|sha256:[a-f0-9]{64})$", description="sha256:...; wins over tag")
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+
+
+class EnvVar(Model):
+    """A container EnvVar (name plus value or valueFrom)."""
+
+    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    value: str | None = None
+    value_from: Dict | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError(f"env {self.name}: set value or valueFrom, not both")
+        return self
+
+
+class Resources(Model):
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class Probe(Model):
+    """Timings of a probe; the chart writes the handler (gRPC health, HTTP path or Redis check) itself."""
+
+    enabled: bool = True
+    initial_delay_seconds: int = Field(0, ge=0)
+    period_seconds: int = Field(10, ge=1)
+    timeout_seconds: int = Field(5, ge=1)
+    success_threshold: int = Field(1, ge=1, description="must be 1 for startup and liveness probes")
+    failure_threshold: int = Field(3, ge=1)
+
+
+class Pdb(Model):
+    """Rendered only when enabled and the workload can have more than one pod (replicaCount > 1 or autoscaling)."""
+
+    enabled: bool = True
+    min_available: IntOrPercent | None = Field(None, description="wins over maxUnavailable when set")
+    max_unavailable: IntOrPercent | None = 1
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Pdb:
+        if self.enabled and self.min_available is None and self.max_unavailable is None:
+            raise ValueError("pdb: set minAvailable or maxUnavailable")
+        return self
+
+
+class ServiceAccount(Model):
+    create: bool = True
+    name: str = Field("", description="empty = <fullname>-<component>")
+    annotations: StrDict = Field(default_factory=dict)
+    automount_service_account_token: bool = False
+
+
+class GrpcPort(Model):
+    port: Port = 50051
+
+
+class MetricsPort(Model):
+    port: int = Field(9090, ge=0, le=65535, description="Prometheus /metrics port; 0 = off")
+
+
+class HttpPort(Model):
+    port: Port = 8080
+
+
+class Hpa(Model):
+    """A HorizontalPodAutoscaler (autoscaling/v2). Mutually exclusive with keda."""
+
+    enabled: bool = False
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(4, ge=1)
+    target_cpu_utilization_percentage: int | None = Field(80, ge=1, alias="targetCPUUtilizationPercentage")
+    target_memory_utilization_percentage: int | None = Field(None, ge=1, alias="targetMemoryUtilizationPercentage")
+    metrics: list[Dict] = Field(default_factory=list, description="extra autoscaling/v2 MetricSpecs")
+    behavior: Dict = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Hpa:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("hpa: minReplicas > maxReplicas")
+        return self
+
+
+class Keda(Model):
+    """A KEDA ScaledObject on the component's Redis stream (redis-streams scaler), rendered only when the cluster
+    serves keda.sh/v1alpha1. Triggers: pending entries of the consumer group (work in flight), and, when lagCount
+    is set, the group's lag (entries not yet delivered: the backlog; Redis 7+). Mutually exclusive with hpa."""
+
+    enabled: bool = False
+    min_replica_count: int = Field(1, ge=0)
+    max_replica_count: int = Field(8, ge=1)
+    polling_interval: int = Field(15, ge=1)
+    cooldown_period: int = Field(300, ge=0)
+    initial_cooldown_period: int = Field(0, ge=0)
+    idle_replica_count: int | None = Field(None, ge=0)
+    pending_entries_count: int = Field(32, ge=1, description="target pending entries per replica")
+    lag_count: int | None = Field(64, ge=1, description="target lag per replica; null = no lag trigger")
+    activation_lag_count: int = Field(0, ge=0)
+    fallback: Dict = Field(default_factory=dict, description="ScaledObject spec.fallback")
+    behavior: Dict = Field(default_factory=dict, description="advanced.horizontalPodAutoscalerConfig.behavior")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Keda:
+        if self.min_replica_count > self.max_replica_count:
+            raise ValueError("keda: minReplicaCount > maxReplicaCount")
+        return self
+
+
+_NOT_BOTH_AUTOSCALERS = {
+    "not": {
+        "description": "hpa.enabled and keda.enabled are mutually exclusive (never two autoscalers on one workload)",
+        "required": ["hpa", "keda"],
+        "properties": {
+            "hpa": {"required": ["enabled"], "properties": {"enabled": {"const": True}}},
+            "keda": {"required": ["enabled"], "properties": {"enabled": {"const": True}}},
+        },
+    }
+}
+
+
+class Autoscaling(Model):
+    model_config = ConfigDict(json_schema_extra=_NOT_BOTH_AUTOSCALERS)
+
+    hpa: Hpa = Field(default_factory=Hpa)
+    keda: Keda = Field(default_factory=Keda)
+
+    @model_validator(mode="after")
+    def _not_both(self) -> Autoscaling:
+        if self.hpa.enabled and self.keda.enabled:
+            raise ValueError("autoscaling: hpa.enabled and keda.enabled are mutually exclusive")
+        return self
+
+
+class ServiceMonitor(Model):
+    """A prometheus-operator ServiceMonitor on the Service's `metrics` port (needs monitoring.coreos.com/v1)."""
+
+    enabled: bool = False
+    interval: str = "30s"
+    scrape_timeout: str = "25s"
+    honor_labels: bool = False
+    additional_labels: StrDict = Field(default_factory=dict)
+    relabelings: list[Dict] = Field(default_factory=list)
+    metric_relabelings: list[Dict] = Field(default_factory=list)
+
+
+def _probe(**kwargs: int) -> Any:
+    return Field(default_factory=lambda: Probe(**kwargs))
+
+
+def _resources(requests: dict[str, Any], limits: dict[str, Any]) -> Any:
+    return Field(default_factory=lambda: Resources(requests=requests, limits=limits))
+
+
+def _image(repository: str) -> Any:
+    return Field(default_factory=lambda: Image(repository=repository))
+
+
+class ComponentBase(Model):
+    """The pod-level keys every component has."""
+
+    enabled: bool = True
+    replica_count: int = Field(1, ge=0, description="ignored while an autoscaler owns the replica count")
+    image: Image
+    command: list[str] = Field(default_factory=list, description="empty = the component's own command")
+    args: list[str] = Field(default_factory=list)
+    extra_args: list[str] = Field(default_factory=list, description="appended to args")
+    env: list[EnvVar] = Field(default_factory=list, description="extra EnvVars; a name the chart sets is replaced")
+    env_from: list[Dict] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: StrDict = Field(default_factory=dict)
+    tolerations: list[Dict] = Field(default_factory=list)
+    affinity: Dict = Field(default_factory=dict)
+    topology_spread_constraints: list[Dict] = Field(default_factory=list)
+    priority_class_name: str = ""
+    runtime_class_name: str = ""
+    termination_grace_period_seconds: int | None = Field(None, ge=0)
+    update_strategy: Dict = Field(default_factory=dict, description="Deployment strategy / StatefulSet updateStrategy")
+    pod_annotations: StrDict = Field(default_factory=dict)
+    pod_labels: StrDict = Field(default_factory=dict)
+    pod_security_context: Dict = Field(default_factory=dict, description="merged over the chart's hardened default")
+    container_security_context: Dict = Field(
+        default_factory=dict, description="merged over the chart's restricted default"
+    )
+    startup_probe: Probe = _probe(period_seconds=5, failure_threshold=60)
+    readiness_probe: Probe = _probe(period_seconds=10, failure_threshold=3)
+    liveness_probe: Probe = _probe(period_seconds=20, failure_threshold=3)
+    pdb: Pdb = Field(default_factory=Pdb)
+    service_account: ServiceAccount = Field(default_factory=ServiceAccount)
+    extra_volumes: list[Dict] = Field(default_factory=list)
+    extra_volume_mounts: list[Dict] = Field(default_factory=list)
+    extra_init_containers: list[Dict] = Field(
+        default_factory=list, description="init containers; the restricted securityContext is merged under theirs"
+    )
+
+
+class ServiceComponent(ComponentBase):
+    """One semirl service: a gRPC server with grpc.health.v1 (liveness/readiness) and Prometheus metrics."""
+
+    grpc: GrpcPort = Field(default_factory=GrpcPort)
+    metrics: MetricsPort = Field(default_factory=MetricsPort)
+    gpus: int = Field(0, ge=0, description="accelerators per pod, written into requests AND limits; 0 = none")
+    shm_size: OptionalSize = Field("", description="memory-backed /dev/shm emptyDir size; empty = no /dev/shm")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    service_monitor: ServiceMonitor = Field(default_factory=ServiceMonitor)
+
+
+# ----------------------------------------------------------------------------------------------------- components
+class ControllerAuth(Model):
+    existing_secret: str = Field("", description="Secret holding the API token; empty = a chart-made random one")
+    existing_secret_key: str = Field("api-token", min_length=1)
+
+
+class Controller(ServiceComponent):
+    replica_count: int = Field(1, ge=0, le=1, description="the controller is the single writer: 0 or 1")
+    image: Image = _image("semirl/semirl-cpu")
+    http: HttpPort = Field(default_factory=HttpPort)
+    auth: ControllerAuth = Field(default_factory=ControllerAuth)
+    resources: Resources = _resources({"cpu": "500m", "memory": "1Gi"}, {"memory": "2Gi"})
+    update_strategy: Dict = Field(default_factory=lambda: {"type": "Recreate"})
+    startup_probe: Probe = _probe(period_seconds=5, failure_threshold=30)
+    service_account: ServiceAccount = Field(
+        default_factory=lambda: ServiceAccount(automount_service_account_token=True)
+    )
+    pdb: Pdb = Field(default_factory=lambda: Pdb(enabled=False))
+
+
+class Generator(ServiceComponent):
+    image: Image = _image("semirl/semirl-generator")
+    gpus: int = Field(1, ge=0)
+    shm_size: OptionalSize = "16Gi"
+    model: str = Field("", description="model the generator loads at start; empty = the run's policy")
+    dtype: str = "bfloat16"
+    max_model_len: int = Field(4096, ge=1)
+    batch_size: int = Field(64, ge=1)
+    resources: Resources = _resources({"cpu": "8", "memory": "64Gi"}, {"memory": "96Gi"})
+    tolerations: list[Dict] = Field(default_factory=lambda: [dict(ACCELERATOR_TOLERATION)])
+    termination_grace_period_seconds: int | None = Field(60, ge=0)
+    update_strategy: Dict = Field(
+        default_factory=lambda: {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    )
+    startup_probe: Probe = _probe(period_seconds=10, failure_threshold=120)
+    liveness_probe: Probe = _probe(period_seconds=20, timeout_seconds=10, failure_threshold=6)
+    autoscaling: Autoscaling = Field(
+        default_factory=lambda: Autoscaling(keda=Keda(cooldown_period=900, pending_entries_count=64, lag_count=128))
+    )
+
+
+class Verifier(ServiceComponent):
+    image: Image = _image("semirl/semirl-cpu")
+    resources: Resources = _resources({"cpu": "2", "memory": "4Gi"}, {"memory": "8Gi"})
+    autoscaling: Autoscaling = Field(
+        default_factory=lambda: Autoscaling(
+            keda=Keda(max_replica_count=16, cooldown_period=120, pending_entries_count=64, lag_count=128)
+        )
+    )
+
+
+class Trainer(ServiceComponent):
+    image: Image = _image("semirl/semirl-trainer")
+    gpus: int = Field(1, ge=0)
+    shm_size: OptionalSize = "32Gi"
+    resources: Resources = _resources({"cpu": "8", "memory": "64Gi"}, {"memory": "128Gi"})
+    tolerations: list[Dict] = Field(default_factory=lambda: [dict(ACCELERATOR_TOLERATION)])
+    termination_grace_period_seconds: int | None = Field(300, ge=0)
+    startup_probe: Probe = _probe(period_seconds=10, failure_threshold=120)
+    liveness_probe: Probe = _probe(period_seconds=20, timeout_seconds=10, failure_threshold=6)
+    pdb: Pdb = Field(default_factory=lambda: Pdb(enabled=False))
+
+
+class Reward(ServiceComponent):
+    enabled: bool = False
+    image: Image = _image("semirl/semirl-reward")
+    gpus: int = Field(1, ge=0)
+    shm_size: OptionalSize = "8Gi"
+    resources: Resources = _resources({"cpu": "4", "memory": "32Gi"}, {"memory": "48Gi"})
+    tolerations: list[Dict] = Field(default_factory=lambda: [dict(ACCELERATOR_TOLERATION)])
+    startup_probe: Probe = _probe(period_seconds=10, failure_threshold=120)
+    liveness_probe: Probe = _probe(period_seconds=20, timeout_seconds=10, failure_threshold=6)
+    autoscaling: Autoscaling = Field(
+        default_factory=lambda: Autoscaling(keda=Keda(max_replica_count=4, cooldown_period=900))
+    )
+
+
+class RedisAuth(Model):
+    enabled: bool = True
+    existing_secret: str = Field("", description="empty = a chart-made Secret with a random password")
+    existing_secret_password_key: str = Field("redis-password", min_length=1)
+
+
+class RedisPersistence(Model):
+    enabled: bool = Field(True, description="false = an emptyDir (data lost with the pod)")
+    storage_class: str = ""
+    access_modes: list[AccessMode] = Field(default_factory=lambda: ["ReadWriteOnce"], min_length=1)
+    size: QuantityStr = "8Gi"
+
+
+class Redis(ComponentBase):
+    """The in-chart Redis: one StatefulSet pod of the official image, append-only file on a PVC."""
+
+    replica_count: int = Field(1, ge=0, le=1, description="standalone: 0 or 1")
+    image: Image = Field(default_factory=lambda: Image(repository="redis", tag="7.4.2-bookworm"))
+    port: Port = 6379
+    auth: RedisAuth = Field(default_factory=RedisAuth)
+    persistence: RedisPersistence = Field(default_factory=RedisPersistence)
+    resources: Resources = _resources({"cpu": "250m", "memory": "512Mi"}, {"memory": "2Gi"})
+    pod_security_context: Dict = Field(
+        default_factory=lambda: {"runAsUser": 999, "runAsGroup": 999, "fsGroup": 999}
+    )
+    startup_probe: Probe = _probe(period_seconds=5, failure_threshold=60)
+    pdb: Pdb = Field(default_factory=lambda: Pdb(enabled=False))
+
+
+class ExternalRedis(Model):
+    """Used when redis.enabled is false."""
+
+    host: str = ""
+    port: Port = 6379
+    existing_secret: str = Field("", description="Secret with the password; empty = no password")
+    existing_secret_password_key: str = Field("redis-password", min_length=1)
+
+
+# ------------------------------------------------------------------------------------------------------- the rest
+class Accelerator(Model):
+    resource_name: str = Field("nvidia.com/gpu", min_length=1, description="extended resource of one accelerator")
+
+
+class Checkpoints(Model):
+    """The shared checkpoint store: RW in trainer and controller, read-only in generator and reward."""
+
+    enabled: bool = True
+    existing_claim: str = Field("", description="a pre-provisioned claim (NFS, Filestore, EFS, CephFS); no PVC made")
+    storage_class: str = ""
+    access_modes: list[AccessMode] = Field(default_factory=lambda: ["ReadWriteMany"], min_length=1)
+    size: QuantityStr = "500Gi"
+    mount_path: str = Field("/checkpoints", pattern=r"^/")
+    keep: bool = Field(True, description="helm.sh/resource-policy: keep, so uninstall never deletes checkpoints")
+
+
+class NetworkPolicyMetrics(Model):
+    namespace_selector: Dict = Field(
+        default_factory=lambda: {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        description="namespaces allowed to scrape the metrics ports ({} = every namespace)",
+    )
+    pod_selector: Dict = Field(default_factory=dict)
+
+
+class NetworkPolicyKeda(Model):
+    namespace_selector: Dict = Field(
+        default_factory=lambda: {"matchLabels": {"kubernetes.io/metadata.name": "keda"}},
+        description="where KEDA's operator runs; it reads the streams from Redis when a ScaledObject is on",
+    )
+
+
+class NetworkPolicyKubeApi(Model):
+    ports: list[Port] = Field(default_factory=lambda: [443, 6443])
+
+
+class NetworkPolicy(Model):
+    enabled: bool = True
+    allow_external: bool = Field(
+        True, description="controller REST port from anywhere; false = only pods labelled <fullname>-client=true"
+    )
+    allow_external_egress: bool = Field(True, description="false = DNS, the release's pods and the API server only")
+    metrics: NetworkPolicyMetrics = Field(default_factory=NetworkPolicyMetrics)
+    keda: NetworkPolicyKeda = Field(default_factory=NetworkPolicyKeda)
+    kube_api_server: NetworkPolicyKubeApi = Field(
+        default_factory=NetworkPolicyKubeApi, alias="kubeAPIServer",
+        description="egress ports of the API server for the controller in the tight egress mode",
+    )
+    extra_ingress: list[Dict] = Field(default_factory=list, description="NetworkPolicyIngressRules added to all")
+    extra_egress: list[Dict] = Field(default_factory=list, description="NetworkPolicyEgressRules (tight mode)")
+
+
+class Rbac(Model):
+    create: bool = Field(True, description="the controller's Role: get/list/watch pods and endpointslices")
+
+
+class Tests(Model):
+    enabled: bool = Field(True, description="render the `helm test` pod")
+
+
+class ChartValues(Model):
+    global_: GlobalValues = Field(default_factory=GlobalValues, alias="global")
+    name_override: str = ""
+    fullname_override: str = ""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    accelerator: Accelerator = Field(default_factory=Accelerator)
+    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
+    controller: Controller = Field(default_factory=Controller)
+    generator: Generator = Field(default_factory=Generator)
+    verifier: Verifier = Field(default_factory=Verifier)
+    trainer: Trainer = Field(default_factory=Trainer)
+    reward: Reward = Field(default_factory=Reward)
+    redis: Redis = Field(default_factory=Redis)
+    external_redis: ExternalRedis = Field(default_factory=ExternalRedis)
+    network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    rbac: Rbac = Field(default_factory=Rbac)
+    tests: Tests = Field(default_factory=Tests)
+
+    @model_validator(mode="after")
+    def _redis_somewhere(self) -> ChartValues:
+        if not self.redis.enabled and not self.external_redis.host:
+            raise ValueError("externalRedis.host is required when redis.enabled is false")
+        return self
+
+
+COMPONENTS = ("controller", "generator", "verifier", "trainer", "reward")
+"""The semirl services, in the order the chart renders them (redis is separate)."""
+
+
+def default_values() -> dict[str, Any]:
+    """The chart's defaults as values.yaml spells them."""
+    return ChartValues().model_dump(mode="json", by_alias=True)

@@ -1,0 +1,1 @@
+"""Checks of the container images (docker/) and skaffold.yaml."""
