@@ -25,3 +25,9 @@ def test_notes_with_keda_but_no_crd() -> None:
     text = notes("--set", "generator.autoscaling.keda.enabled=true")
     assert "generator: scaled by KEDA" in text and "no ScaledObject was created" in text
     assert "scale deployment/rel-semirl-generator" not in text
+
+
+def test_notes_warn_when_rwx_comes_from_the_default_class() -> None:
+    assert "DEFAULT storage class" in notes()
+    assert "DEFAULT storage class" not in notes("--set", "checkpoints.storageClass=nfs-rwx")
+    assert "DEFAULT storage class" not in notes("--set", "checkpoints.existingClaim=shared-ckpt")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from semirl.trainer.topology import TopologyError, ordinal_from_hostname, topology_from_env
+from semirl.trainer.topology import TopologyError, check_devices, ordinal_from_hostname, topology_from_env
 
 
 def test_statefulset_identity_gives_rank_and_master() -> None:
@@ -30,3 +30,11 @@ def test_one_rank_is_accepted_and_more_are_refused_with_the_values_to_change() -
         topology_from_env({"NODE_RANK": "2", "SEMIRL_TRAINER_REPLICAS": "2"}).check_supported()
     with pytest.raises(TopologyError, match="bad trainer topology"):
         topology_from_env({"SEMIRL_TRAINER_REPLICAS": "two"})
+
+
+def test_gpus_the_pod_was_given_must_be_visible() -> None:
+    one_gpu = topology_from_env({"SEMIRL_GPUS_PER_POD": "1"}, hostname="t-0")
+    check_devices(one_gpu, cuda_devices=1)
+    check_devices(topology_from_env({}, hostname="laptop"), cuda_devices=0)  # CPU trainer: nothing to see
+    with pytest.raises(TopologyError, match="CUDA sees 0"):
+        check_devices(one_gpu, cuda_devices=0)

@@ -10,7 +10,7 @@ import sys
 from semirl.core import telemetry
 from semirl.core.lifecycle import stop_on_signals
 from semirl.trainer.service import TrainerService
-from semirl.trainer.topology import TopologyError, topology_from_env
+from semirl.trainer.topology import TopologyError, check_devices, topology_from_env
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,7 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.controller:
         parser.error("--controller (or SEMIRL_CONTROLLER_GRPC) is required")
     try:
-        topology_from_env().check_supported()
+        topology = topology_from_env()
+        topology.check_supported()
+        if topology.gpus_per_node:
+            import torch
+
+            check_devices(topology, torch.cuda.device_count())
     except TopologyError as err:
         parser.error(str(err))
     return args

@@ -48,6 +48,15 @@ class TrainerTopology(BaseModel):
                 "trainer.gpus=1 in the chart values (multi-rank DPO is not built yet).")
 
 
+def check_devices(topology: TrainerTopology, cuda_devices: int) -> None:
+    """A pod given GPUs must see them: otherwise DeepSpeed would quietly train on the CPU while holding them."""
+    if topology.gpus_per_node > cuda_devices:
+        raise TopologyError(
+            f"the pod asks for {topology.gpus_per_node} GPU(s) (SEMIRL_GPUS_PER_POD) but CUDA sees {cuda_devices}: "
+            "the node's driver may be older than the image's CUDA, or the device plugin / runtime class "
+            "(trainer.runtimeClassName) did not expose them")
+
+
 def ordinal_from_hostname(hostname: str) -> int | None:
     """`rl-semirl-trainer-3` -> 3 (a StatefulSet pod's name ends in its ordinal)."""
     found = re.search(r"-(\d+)$", hostname)

@@ -440,7 +440,8 @@ metadata:
   labels:
     {{- include "semirl.labels" $ctx | nindent 4 }}
 spec:
-  {{- if not (include "semirl.autoscaled" $c) }}
+  {{- /* Left to the autoscaler only when one is rendered (a KEDA value on a cluster without KEDA keeps it). */}}
+  {{- if not (or $c.autoscaling.hpa.enabled (include "semirl.kedaRendered" $ctx)) }}
   replicas: {{ $c.replicaCount }}
   {{- end }}
   revisionHistoryLimit: 5
