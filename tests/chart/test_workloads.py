@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -455,3 +456,18 @@ def test_helm_test_pod(scenario: tuple[str, Manifest]) -> None:
     assert targets == [f"{FULLNAME}-{c}:50051" for c in enabled_services(manifest)]
     assert command[command.index("--service") + 1] == "readiness"
     assert pod["spec"]["restartPolicy"] == "Never"
+
+
+def test_every_semirl_variable_the_chart_sets_is_read_by_the_services(
+    default: Manifest, autoscaled: Manifest
+) -> None:
+    """The chart and the services spell the settings in two places; a renamed variable would be silently ignored."""
+    package = Path(__file__).resolve().parents[2] / "services" / "semirl"
+    sources = "\n".join(p.read_text() for p in package.rglob("*.py") if "deploy" not in p.parts)
+    names = set()
+    for manifest in (default, autoscaled):
+        for component in SERVICES:
+            if manifest.has_workload(component):
+                names |= {n for n in env_of(manifest.container(component)) if n.startswith("SEMIRL_")}
+    names -= {"SEMIRL_REDIS_PASSWORD", "SEMIRL_REWARD_ID"}  # only expanded into SEMIRL_REDIS_URL; reward not built
+    assert names and {n for n in names if f'"{n}"' not in sources} == set()
