@@ -14,13 +14,11 @@ CPU defaults (applied only when no GPU is present and only where the user has no
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import socket
 import sys
 
-from semirl.core import telemetry
-from semirl.core.lifecycle import stop_on_signals
+from semirl.core.lifecycle import add_worker_arguments, configure_logging, serve_until_stopped
 
 CPU_ENV_DEFAULTS = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -44,12 +42,9 @@ def apply_cpu_env_defaults() -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="semirl.generator", description="semirl generator (vLLM)")
-    parser.add_argument("--redis-url", default=os.environ.get("SEMIRL_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("SEMIRL_GRPC_PORT", "50051")))
+    add_worker_arguments(parser, grpc_port=50051)
     parser.add_argument("--generator-id",
                         default=os.environ.get("SEMIRL_GENERATOR_ID") or f"{socket.gethostname()}-{os.getpid()}")
-    parser.add_argument("--advertise-host", default=os.environ.get("SEMIRL_ADVERTISE_HOST", "127.0.0.1"),
-                        help="host other services use to reach this generator's gRPC port")
     parser.add_argument("--model", default=os.environ.get("SEMIRL_GENERATOR_MODEL"),
                         help="optional: load this HF directory as version 0 when no run is active")
     parser.add_argument("--dtype", default=os.environ.get("SEMIRL_GENERATOR_DTYPE", "float32"),
@@ -57,18 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-model-len", type=int, default=int(os.environ.get("SEMIRL_MAX_MODEL_LEN", "512")))
     parser.add_argument("--batch-size", type=int, default=int(os.environ.get("SEMIRL_GENERATOR_BATCH", "16")))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--metrics-port", type=int, default=telemetry.metrics_port_from_env(),
-                        help="serve Prometheus metrics at :PORT/metrics (default SEMIRL_METRICS_PORT; 0 = off)")
-    parser.add_argument("--log-level", default=os.environ.get("SEMIRL_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr, level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [generator] %(message)s",
-    )
+    configure_logging(args.log_level, "generator")
     apply_cpu_env_defaults()
     from semirl.generator.engine import EngineConfig
     from semirl.generator.service import GeneratorService
@@ -79,16 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         engine_config=EngineConfig(dtype=args.dtype, max_model_len=args.max_model_len, seed=args.seed),
     )
 
-    # Before serve_forever: the (possibly minutes long) start-up load is then visible to scrapes.
-    metrics = telemetry.serve_metrics(args.metrics_port, registry=service.metrics.registry)
-
-    stop_on_signals(service.stop, "batch")
-    try:
-        service.serve_forever()
-    finally:
-        if metrics is not None:
-            metrics.close()
-    return 0
+    return serve_until_stopped(service, args.metrics_port, "batch")
 
 
 if __name__ == "__main__":
