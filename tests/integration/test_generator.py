@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,11 +12,12 @@ import grpc
 import pytest
 import redis
 import torch
+from service_process import ServiceProcess, running_service
 
 from semirl.core import keys
 from semirl.core.checkpoints import staged_directory, verify
-from semirl.core.grpc_server import channel, check_health
-from semirl.core.redis_server import EmbeddedRedis, free_port
+from semirl.core.grpc_server import channel
+from semirl.core.redis_server import EmbeddedRedis
 from semirl.core.streams import publish
 from semirl.proto import generator_pb2, generator_pb2_grpc, types_pb2
 
@@ -72,18 +69,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
 
 
 @dataclass
-class Generator:
-    process: subprocess.Popen
-    target: str
+class Generator(ServiceProcess):
     generator_id: str
-    log_path: Path
     client: redis.Redis
 
     def stub(self) -> generator_pb2_grpc.GeneratorServiceStub:
         return generator_pb2_grpc.GeneratorServiceStub(channel(self.target))
-
-    def tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
 
 
 @pytest.fixture(scope="module")
@@ -92,30 +83,11 @@ def generator(redis_server: EmbeddedRedis, models: Models, tmp_path_factory: pyt
 ]:
     client = redis_server.client()
     client.flushall()
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("generator") / "generator.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1"}
-    with log_path.open("wb") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "semirl.generator", "--redis-url", redis_server.url, "--grpc-port", str(port),
-             "--generator-id", "gen-test", "--max-model-len", "256"],
-            stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-    gen = Generator(process, f"127.0.0.1:{port}", "gen-test", log_path, client)
-    deadline = time.monotonic() + 120
-    while not check_health(gen.target, timeout=1.0):
-        assert process.poll() is None, f"generator exited early:\n{gen.tail()}"
-        assert time.monotonic() < deadline, f"generator not healthy:\n{gen.tail()}"
-        time.sleep(0.5)
-    yield gen
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        pytest.fail(f"generator ignored SIGTERM:\n{gen.tail()}")
-    assert process.returncode == 0, gen.tail()
+    args = ["--generator-id", "gen-test", "--max-model-len", "256"]
+    with running_service("generator", redis_server.url, tmp_path_factory.mktemp("generator"), args,
+                         env={"VLLM_CPU_KVCACHE_SPACE": "1"}, start_timeout_s=120, poll_s=0.5,
+                         stop_timeout_s=30) as process:
+        yield Generator(**vars(process), generator_id="gen-test", client=client)
     assert client.get(keys.service_registration_key("generator", "gen-test")) is None  # deregistered on clean exit
     client.close()
 
@@ -285,34 +257,14 @@ def test_generator_started_mid_run_loads_the_committed_version(
                        policy_version=2, policy_path=str(models.v2), generation_version=2)
     save_run(generator.client, record)
     generator.client.set(keys.ACTIVE_RUN, "r1")
-    port = free_port()
-    log_path = tmp_path / "late.log"
-    with log_path.open("wb") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "semirl.generator", "--redis-url", redis_server.url, "--grpc-port", str(port),
-             "--generator-id", "gen-late"],
-            stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
-            start_new_session=True,
-        )
-    try:
-        target = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while not check_health(target, timeout=1.0):  # SERVING only after the start-up load
-            assert process.poll() is None, log_path.read_text()[-4000:]
-            assert time.monotonic() < deadline, log_path.read_text()[-4000:]
-            time.sleep(0.5)
-        stub = generator_pb2_grpc.GeneratorServiceStub(channel(target))
+    args = ["--generator-id", "gen-late"]
+    # Healthy (SERVING) only after the start-up load.
+    with running_service("generator", redis_server.url, tmp_path, args, env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+                         start_timeout_s=120, poll_s=0.5, stop_timeout_s=30) as late:
+        stub = generator_pb2_grpc.GeneratorServiceStub(channel(late.target))
         status = stub.Status(generator_pb2.GeneratorStatusRequest(), timeout=10)
         assert status.engine_ready and status.policy_version == 2 and status.run_id == "r1"
         assert Path(status.policy_path) == models.v2.resolve()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == 0, log_path.read_text()[-4000:]
 
 
 def test_tasks_of_a_run_that_has_ended_are_dropped(generator: Generator, models: Models, save_ended_run) -> None:  # noqa: ANN001

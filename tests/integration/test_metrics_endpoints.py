@@ -3,23 +3,19 @@ counters move. The port comes from SEMIRL_METRICS_PORT, as the chart sets it."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from service_process import ServiceProcess, running_service
 
 from semirl.core import keys
-from semirl.core.grpc_server import channel, check_health
+from semirl.core.grpc_server import channel
 from semirl.core.redis_server import EmbeddedRedis, free_port
 from semirl.core.streams import publish
 from semirl.proto import types_pb2, verifier_pb2, verifier_pb2_grpc
@@ -28,15 +24,9 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @dataclass
-class Verifier:
-    process: subprocess.Popen
-    target: str
+class Verifier(ServiceProcess):
     metrics_url: str
-    log_path: Path
     client: redis.Redis
-
-    def tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
 
     def scrape(self) -> Samples:
         with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
@@ -63,30 +53,13 @@ class Verifier:
 def verifier(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verifier]:
     client = redis_server.client()
     client.flushall()
-    port, metrics_port = free_port(), free_port()
-    log_path = tmp_path_factory.mktemp("verifier-metrics") / "verifier.log"
-    with log_path.open("wb") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "semirl.verifier", "--redis-url", redis_server.url, "--grpc-port", str(port),
-             "--verifier-id", "ver-metrics", "--timeout-s", "2"],
-            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "SEMIRL_METRICS_PORT": str(metrics_port)},
-        )
-    service = Verifier(process, f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", log_path, client)
-    deadline = time.monotonic() + 60
-    while not check_health(service.target, timeout=1.0):
-        assert process.poll() is None, f"verifier exited early:\n{service.tail()}"
-        assert time.monotonic() < deadline, f"verifier not healthy:\n{service.tail()}"
-        time.sleep(0.2)
-    yield service
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        pytest.fail(f"verifier ignored SIGTERM:\n{service.tail()}")
-    assert process.returncode == 0, service.tail()
+    metrics_port = free_port()
+    log_dir = tmp_path_factory.mktemp("verifier-metrics")
+    env = {"SEMIRL_METRICS_PORT": str(metrics_port)}
+    args = ["--verifier-id", "ver-metrics", "--timeout-s", "2"]
+    with running_service("verifier", redis_server.url, log_dir, args, env=env) as process:
+        service = Verifier(**vars(process), metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", client=client)
+        yield service
     with pytest.raises(urllib.error.URLError):  # the exporter went away with the process
         service.scrape()
     client.close()

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,11 +11,11 @@ import grpc
 import pytest
 import redis
 import torch
+from service_process import running_service
 
 from semirl.core import keys
 from semirl.core.checkpoints import verify
-from semirl.core.grpc_server import ServiceServer, channel, check_health
-from semirl.core.redis_server import free_port
+from semirl.core.grpc_server import ServiceServer, channel
 from semirl.core.runstate import RunRecord, load_run, save_run
 from semirl.core.streams import pending_count, publish
 from semirl.proto import controller_pb2, controller_pb2_grpc, trainer_pb2, trainer_pb2_grpc, types_pb2
@@ -367,22 +363,10 @@ def test_refused_commit_fails_the_run(tiny_model: Path, tmp_path: Path, redis_cl
 
 
 def test_trainer_process_serves_health_and_exits_on_sigterm(tmp_path: Path, redis_client: redis.Redis) -> None:
-    port = free_port()
-    env = {**os.environ, "SEMIRL_REDIS_URL": redis_server_url(redis_client), "SEMIRL_STORE": str(tmp_path)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "semirl.trainer", "--controller", "127.0.0.1:1", "--grpc-port", str(port),
-         "--trainer-id", "trainer-p"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
-        _wait(lambda: check_health(f"127.0.0.1:{port}", timeout=1.0), timeout=60)
-        with channel(f"127.0.0.1:{port}") as chan:
+    args = ["--controller", "127.0.0.1:1", "--trainer-id", "trainer-p"]
+    with running_service("trainer", redis_server_url(redis_client), tmp_path, args,
+                         env={"SEMIRL_STORE": str(tmp_path)}, stop_timeout_s=30) as trainer:
+        with channel(trainer.target) as chan:
             status = trainer_pb2_grpc.TrainerServiceStub(chan).Status(trainer_pb2.TrainerStatusRequest(), timeout=5)
         assert status.trainer_id == "trainer-p" and status.state == "idle"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert b"serving gRPC" in process.stderr.read()
+    assert "serving gRPC" in trainer.log_path.read_text()  # exited 0 on SIGTERM: checked by running_service

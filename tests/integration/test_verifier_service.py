@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import redis
+from service_process import ServiceProcess, running_service
 
 from semirl.core import keys
-from semirl.core.grpc_server import channel, check_health
-from semirl.core.redis_server import EmbeddedRedis, free_port
+from semirl.core.grpc_server import channel
+from semirl.core.redis_server import EmbeddedRedis
 from semirl.core.streams import PAYLOAD_FIELD, publish
 from semirl.proto import types_pb2, verifier_pb2, verifier_pb2_grpc
 
@@ -24,44 +20,17 @@ PATHOLOGICAL = "\\boxed{9^{9^{9^{9^{9}}}}}"
 
 
 @dataclass
-class Verifier:
-    process: subprocess.Popen
-    target: str
-    log_path: Path
+class Verifier(ServiceProcess):
     client: redis.Redis
-
-    def tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
 
 
 @pytest.fixture(scope="module")
 def verifier(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verifier]:
     client = redis_server.client()
     client.flushall()
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("verifier") / "verifier.log"
-    with log_path.open("wb") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "semirl.verifier", "--redis-url", redis_server.url, "--grpc-port", str(port),
-             "--verifier-id", "ver-test", "--timeout-s", "2"],
-            stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
-    service = Verifier(process, f"127.0.0.1:{port}", log_path, client)
-    deadline = time.monotonic() + 60
-    while not check_health(service.target, timeout=1.0):
-        assert process.poll() is None, f"verifier exited early:\n{service.tail()}"
-        assert time.monotonic() < deadline, f"verifier not healthy:\n{service.tail()}"
-        time.sleep(0.2)
-    yield service
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        pytest.fail(f"verifier ignored SIGTERM:\n{service.tail()}")
-    assert process.returncode == 0, service.tail()
+    args = ["--verifier-id", "ver-test", "--timeout-s", "2"]
+    with running_service("verifier", redis_server.url, tmp_path_factory.mktemp("verifier"), args) as process:
+        yield Verifier(**vars(process), client=client)
     client.close()
 
 
