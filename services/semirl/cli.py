@@ -32,6 +32,7 @@ def _stack(args: argparse.Namespace):  # noqa: ANN202
         http_port=args.port,
         generators=args.generators,
         verifiers=args.verifiers,
+        trainer_ranks=args.trainer_ranks,
     )
 
 
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, default=8080, help="controller REST port")
         p.add_argument("--generators", type=int, default=1)
         p.add_argument("--verifiers", type=int, default=1)
+        p.add_argument("--trainer-ranks", type=int, default=1,
+                       help="DeepSpeed ranks of the trainer (processes on this machine; gloo on CPU)")
         p.add_argument("--state-dir", type=Path, default=STATE_DIR, help="logs, Redis data, checkpoint store")
 
     up = sub.add_parser("up", help="start the whole stack locally (Ctrl-C stops it)")

@@ -12,6 +12,7 @@ stored spec do not re-check.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -31,7 +32,11 @@ def _checking_paths(info: ValidationInfo) -> bool:
 
 class ModelSpec(_Section):
     path: str = Field(description="Seed policy: a directory holding an HF causal-LM checkpoint and tokenizer.")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="Generation, training (DeepSpeed bf16/fp16 with fp32 master weights) and the dtype policy "
+        "checkpoints are written in.",
+    )
     max_model_len: int = Field(512, gt=0, description="Context length the generators allocate for.")
 
     @field_validator("path")
@@ -50,6 +55,19 @@ class DatasetSpec(_Section):
     answer_field: str = "answer"
     limit: int | None = Field(None, gt=0, description="Use at most this many rows.")
     reward_source: Literal["verifier", "reward_model"] = "verifier"
+    answer_format: Literal["latex", "boxed"] = Field(
+        "latex",
+        description="How the verifier reads a response's answer: 'latex' = the paper's math-verify config (the "
+        "last boxed or otherwise LaTeX-delimited answer, e.g. 'The final answer is $\\frac{1}{2}$'); "
+        "'boxed' = only a \\boxed{} answer counts.",
+    )
+    name: str | None = Field(
+        None, pattern=SAFE_NAME, description="Evaluation sets: the name results are reported under (default: the "
+        "file name without its extension).",
+    )
+    samples_per_prompt: int | None = Field(
+        None, gt=0, le=256, description="Evaluation sets: samples per prompt for pass@1 (default eval.samples_per_prompt)."
+    )
 
     @field_validator("reward_source")
     @classmethod
@@ -68,12 +86,38 @@ class DatasetSpec(_Section):
 
 class DataSpec(_Section):
     train: DatasetSpec
-    eval: DatasetSpec | None = None
+    eval: list[DatasetSpec] = Field(
+        default_factory=list,
+        description="Held-out evaluation sets, each reported on its own (one mapping or a list of them).",
+    )
     prompt_template: str = Field(
         "{problem}",
         description="Prompt text; every `{problem}` is replaced by the row's problem (other braces stay as written).",
     )
+    prompt_format: Literal["chat", "raw"] = Field(
+        "chat",
+        description="'chat': the prompt text is the user turn of the model tokenizer's chat template (with the "
+        "generation prompt) and goes to the generator as token ids; 'raw': the text is tokenized as it is.",
+    )
     shuffle_seed: int = 0
+
+    @field_validator("eval", mode="before")
+    @classmethod
+    def _eval_sets_as_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return [value] if isinstance(value, dict | DatasetSpec) else value
+
+    @field_validator("eval")
+    @classmethod
+    def _eval_sets_named_once(cls, value: list[DatasetSpec]) -> list[DatasetSpec]:
+        named = [dataset if dataset.name else dataset.model_copy(update={"name": eval_set_name(dataset.path)})
+                 for dataset in value]
+        names = [dataset.name for dataset in named]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"evaluation set names must be unique (give each a `name`): {duplicates}")
+        return named
 
     @field_validator("prompt_template")
     @classmethod
@@ -130,7 +174,12 @@ class SyncSpec(_Section):
 class TrainSpec(_Section):
     steps: int = Field(gt=0, description="Optimizer steps in the run.")
     batch_prompts: int = Field(64, gt=0, description="Prompts (scored groups) per optimizer step.")
-    micro_batch_pairs: int = Field(8, gt=0, description="DPO pairs per forward pass; the rest is accumulated.")
+    micro_batch_pairs: int = Field(
+        8, gt=0, description="DPO pairs per forward pass on each rank; the rest is accumulated."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Activation checkpointing: recompute each layer's activations in the backward pass."
+    )
     seed: int = 0
 
 
@@ -145,6 +194,11 @@ class OptimSpec(_Section):
 
 class DPOSpec(_Section):
     beta: float = Field(0.1, gt=0)
+    loss_normalizer: Literal["prompts", "pairs"] = Field(
+        "prompts",
+        description="Divide the step's summed pair losses by its prompts (the paper's fairseq2 recipe: skipped "
+        "prompts count, so a step with few pairs moves the policy less) or by its pairs (TRL's mean).",
+    )
     nll_coef: float = Field(0.0, ge=0, description="Weight of an NLL term on the chosen response.")
     length_normalize: bool = False
     entropy_coef: float = Field(0.0, ge=0)
@@ -188,6 +242,13 @@ class EvalSpec(_Section):
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, gt=0, description="Default: sampling.max_tokens.")
     limit: int | None = Field(None, gt=0, description="Evaluate on at most this many held-out prompts.")
+
+
+def eval_set_name(path: str) -> str:
+    """The default name of an evaluation set: its file name without extension(s), made a safe name."""
+    stem = PurePosixPath(path.replace("\\", "/")).name.split(".", 1)[0]
+    cleaned = re.sub(r"[^a-zA-Z0-9._-]", "_", stem).lstrip("._-")[:63]
+    return cleaned or "eval"
 
 
 class RunSpec(BaseModel):
@@ -262,6 +323,14 @@ class RunSpec(BaseModel):
             return 1
         return math.ceil(self.train.steps / int(self.sync.interval))  # type: ignore[arg-type]
 
+    def accepts_version(self, step: int, version: int) -> bool:
+        """The acceptance rule: may trainer step t train on a group sampled by policy `version`?
+
+        Strict windows: only v(t). (Bounded staleness, sync.max_staleness, will widen this to the k versions
+        before the trainer's; every consumer asks here, never compares versions itself.)
+        """
+        return version == self.policy_version_for_step(step)
+
     def is_checkpoint_step(self, step: int) -> bool:
         """Steps after which the trainer saves a policy + trainer checkpoint and asks for a commit."""
         if step == self.train.steps:
@@ -287,7 +356,7 @@ class RunSpec(BaseModel):
 
     def eval_steps(self) -> list[int]:
         """Trainer steps whose policy is evaluated: 0 (the seed), every eval.every steps, and the last."""
-        if self.data.eval is None:
+        if not self.data.eval:
             return []
         steps = {0, self.train.steps}
         if self.eval.every:

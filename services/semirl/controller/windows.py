@@ -18,6 +18,8 @@ REWARD_SOURCES = {
     "verifier": types_pb2.REWARD_SOURCE_VERIFIER,
     "reward_model": types_pb2.REWARD_SOURCE_REWARD_MODEL,
 }
+PROMPT_FORMATS = {"chat": types_pb2.PROMPT_FORMAT_CHAT, "raw": types_pb2.PROMPT_FORMAT_RAW}
+ANSWER_FORMATS = {"latex": types_pb2.ANSWER_FORMAT_LATEX, "boxed": types_pb2.ANSWER_FORMAT_BOXED}
 
 
 def task_seed(train_seed: int, key: str) -> int:
@@ -69,6 +71,9 @@ def build_window_tasks(
                     ),
                     policy=policy,
                     window=window,
+                    train_step=step,
+                    prompt_format=PROMPT_FORMATS[spec.data.prompt_format],
+                    answer_format=ANSWER_FORMATS[spec.data.train.answer_format],
                 )
             )
     return tasks

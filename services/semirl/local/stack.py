@@ -99,6 +99,7 @@ class LocalStack:
     http_port: int = 8080
     generators: int = 1
     verifiers: int = 1
+    trainer_ranks: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
     redis: EmbeddedRedis | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)

@@ -18,12 +18,30 @@ class TaskPurpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_PURPOSE_UNSPECIFIED: _ClassVar[TaskPurpose]
     TASK_PURPOSE_TRAIN: _ClassVar[TaskPurpose]
     TASK_PURPOSE_EVAL: _ClassVar[TaskPurpose]
+
+class PromptFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROMPT_FORMAT_UNSPECIFIED: _ClassVar[PromptFormat]
+    PROMPT_FORMAT_CHAT: _ClassVar[PromptFormat]
+    PROMPT_FORMAT_RAW: _ClassVar[PromptFormat]
+
+class AnswerFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ANSWER_FORMAT_UNSPECIFIED: _ClassVar[AnswerFormat]
+    ANSWER_FORMAT_LATEX: _ClassVar[AnswerFormat]
+    ANSWER_FORMAT_BOXED: _ClassVar[AnswerFormat]
 REWARD_SOURCE_UNSPECIFIED: RewardSource
 REWARD_SOURCE_VERIFIER: RewardSource
 REWARD_SOURCE_REWARD_MODEL: RewardSource
 TASK_PURPOSE_UNSPECIFIED: TaskPurpose
 TASK_PURPOSE_TRAIN: TaskPurpose
 TASK_PURPOSE_EVAL: TaskPurpose
+PROMPT_FORMAT_UNSPECIFIED: PromptFormat
+PROMPT_FORMAT_CHAT: PromptFormat
+PROMPT_FORMAT_RAW: PromptFormat
+ANSWER_FORMAT_UNSPECIFIED: AnswerFormat
+ANSWER_FORMAT_LATEX: AnswerFormat
+ANSWER_FORMAT_BOXED: AnswerFormat
 
 class SamplingParams(_message.Message):
     __slots__ = ("n", "temperature", "top_p", "max_tokens", "seed")
@@ -48,7 +66,7 @@ class PolicyRef(_message.Message):
     def __init__(self, version: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
 
 class PromptTask(_message.Message):
-    __slots__ = ("run_id", "prompt_id", "attempt", "purpose", "prompt", "gold_answer", "reward_source", "sampling", "policy", "window", "eval_step")
+    __slots__ = ("run_id", "prompt_id", "attempt", "purpose", "prompt", "gold_answer", "reward_source", "sampling", "policy", "window", "eval_step", "train_step", "eval_set", "prompt_format", "answer_format")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +78,10 @@ class PromptTask(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     EVAL_STEP_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_STEP_FIELD_NUMBER: _ClassVar[int]
+    EVAL_SET_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FORMAT_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     prompt_id: str
     attempt: int
@@ -71,7 +93,11 @@ class PromptTask(_message.Message):
     policy: PolicyRef
     window: int
     eval_step: int
-    def __init__(self, run_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., attempt: _Optional[int] = ..., purpose: _Optional[_Union[TaskPurpose, str]] = ..., prompt: _Optional[str] = ..., gold_answer: _Optional[str] = ..., reward_source: _Optional[_Union[RewardSource, str]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., policy: _Optional[_Union[PolicyRef, _Mapping]] = ..., window: _Optional[int] = ..., eval_step: _Optional[int] = ...) -> None: ...
+    train_step: int
+    eval_set: str
+    prompt_format: PromptFormat
+    answer_format: AnswerFormat
+    def __init__(self, run_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., attempt: _Optional[int] = ..., purpose: _Optional[_Union[TaskPurpose, str]] = ..., prompt: _Optional[str] = ..., gold_answer: _Optional[str] = ..., reward_source: _Optional[_Union[RewardSource, str]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., policy: _Optional[_Union[PolicyRef, _Mapping]] = ..., window: _Optional[int] = ..., eval_step: _Optional[int] = ..., train_step: _Optional[int] = ..., eval_set: _Optional[str] = ..., prompt_format: _Optional[_Union[PromptFormat, str]] = ..., answer_format: _Optional[_Union[AnswerFormat, str]] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("text", "token_ids", "logprobs", "finish_reason")
