@@ -17,6 +17,7 @@ from semirl.core.streams import PAYLOAD_FIELD, publish
 from semirl.proto import types_pb2, verifier_pb2, verifier_pb2_grpc
 
 PATHOLOGICAL = "\\boxed{9^{9^{9^{9^{9}}}}}"
+PAPER_FORMAT = "The final answer is $\\frac{1}{2}$. I hope it is correct."
 
 
 @dataclass
@@ -35,9 +36,9 @@ def verifier(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFacto
 
 
 def _group(prompt_id: str, gold: str, texts: list[str], purpose: int = types_pb2.TASK_PURPOSE_TRAIN,
-           run_id: str = "r1") -> types_pb2.SampleGroup:
+           run_id: str = "r1", answer_format: int = types_pb2.ANSWER_FORMAT_UNSPECIFIED) -> types_pb2.SampleGroup:
     task = types_pb2.PromptTask(run_id=run_id, prompt_id=prompt_id, purpose=purpose, prompt="Q?", gold_answer=gold,
-                                reward_source=types_pb2.REWARD_SOURCE_VERIFIER)
+                                reward_source=types_pb2.REWARD_SOURCE_VERIFIER, answer_format=answer_format)
     return types_pb2.SampleGroup(
         task=task, samples=[types_pb2.Sample(text=t, token_ids=[1, 2], logprobs=[-0.1, -0.2]) for t in texts],
         policy_version=3, generator_id="g0",
@@ -68,9 +69,10 @@ def test_verify_rpc(verifier: Verifier) -> None:
         verifier_pb2.VerifyItem(response="no answer", gold_answer="4"),
         verifier_pb2.VerifyItem(response=PATHOLOGICAL, gold_answer="1"),
         verifier_pb2.VerifyItem(response="\\boxed{7}", gold_answer="7"),
+        verifier_pb2.VerifyItem(response=PAPER_FORMAT, gold_answer="0.5"),  # items are read as LATEX
     ])
     response = stub.Verify(request, timeout=60)
-    assert list(response.rewards) == [1.0, 0.0, 0.0, 0.0, 1.0]
+    assert list(response.rewards) == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0]
 
 
 def test_train_and_eval_groups_are_scored_once(verifier: Verifier) -> None:
@@ -135,3 +137,16 @@ def test_groups_of_a_run_that_has_ended_are_dropped(verifier: Verifier, save_end
         assert "no longer active" in verifier.tail()
     finally:
         client.delete(keys.run_key("r-old"))
+
+
+def test_each_task_is_scored_in_its_answer_format(verifier: Verifier) -> None:
+    client = verifier.client
+    before = client.xlen(keys.SCORED)
+    texts = [PAPER_FORMAT, "so \\boxed{0.5}", "$\\frac{1}{3}$"]
+    formats = {"fmt-latex": types_pb2.ANSWER_FORMAT_LATEX, "fmt-boxed": types_pb2.ANSWER_FORMAT_BOXED,
+               "fmt-unspecified": types_pb2.ANSWER_FORMAT_UNSPECIFIED}
+    for prompt_id, answer_format in formats.items():
+        publish(client, keys.TO_VERIFY, _group(prompt_id, "\\frac{1}{2}", texts, answer_format=answer_format))
+    _wait_len(client, keys.SCORED, before + len(formats))
+    rewards = {s.group.task.prompt_id: list(s.rewards) for s in _read(client, keys.SCORED)[before:]}
+    assert rewards == {"fmt-latex": [1.0, 1.0, 0.0], "fmt-boxed": [0.0, 1.0, 0.0], "fmt-unspecified": [1.0, 1.0, 0.0]}

@@ -1,7 +1,15 @@
 """math-verify scoring with a hard per-item timeout.
 
-`score(response, gold)` is 1.0 when the response's `\\boxed{}` answer is mathematically equal to the gold
-answer and 0.0 otherwise (wrong, no boxed answer, unparsable, timed out, any exception). It never raises.
+`score(response, gold)` is 1.0 when the response's final answer is mathematically equal to the gold answer and
+0.0 otherwise (wrong, no answer found, unparsable, timed out, any exception). It never raises. How the answer
+is found is the item's `AnswerFormat`:
+
+- LATEX (the default): the paper's scoring, fairseq2's `MathVerifyVerifier` (Lanchantin et al. 2025): math-verify's
+  `math_metric` with gold extraction `LatexExtractionConfig()` (the gold wrapped as `$gold$`), prediction
+  extraction `LatexExtractionConfig(boxed_match_priority=0)`, aggregation max, precision 6. A `\\boxed{}` answer
+  is taken first, else any LaTeX-delimited one ("The final answer is $\\frac{1}{2}$", "answer: $3$").
+- BOXED: the same comparison, but only the response's `\\boxed{}` expressions are shown to it, so a response
+  without one scores 0 (stricter: for a format-following reward, or models trained to box their answers).
 
 math-verify's own timeouts use SIGALRM, which works only in a process's main thread and cannot interrupt C
 code (sympy, regex backtracking) reliably. So every item is scored in a worker *process* (spawned; its main
@@ -13,53 +21,105 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import multiprocessing as mp
+import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from enum import StrEnum
 from multiprocessing.connection import Connection
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 5.0
 WORKER_START_TIMEOUT_S = 120.0
-BOXED_MARKERS = ("\\boxed", "\\fbox")
+BOXED_MARKERS = ("\\boxed",)
+_BOXED_OPEN = re.compile(r"\\boxed\{")  # the spelling math-verify reads
+
+
+class AnswerFormat(StrEnum):
+    """How a response's final answer is found (the run spec's `data.*.answer_format`)."""
+
+    LATEX = "latex"
+    BOXED = "boxed"
 
 
 # --- what runs in the worker process ------------------------------------------------------------------
 
 
-def score_in_process(response: str, gold: str, inner_timeout_s: int | None = None) -> float:
-    """Score in the calling process (no hard timeout of its own): the worker's body, also usable directly."""
-    try:
-        if not isinstance(response, str) or not isinstance(gold, str):
-            return 0.0
-        gold = gold.strip()
-        if not gold or not any(marker in response for marker in BOXED_MARKERS):
-            return 0.0
-        from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+@functools.cache
+def paper_metric() -> Callable[[list[str], list[str]], tuple[float, Any]]:
+    """fairseq2's MathVerifyVerifier metric, as the paper ran it."""
+    from math_verify import LatexExtractionConfig, math_metric
 
-        # math-verify's signal timeouts only work in a main thread; elsewhere rely on the caller's hard limit.
-        inner = inner_timeout_s if threading.current_thread() is threading.main_thread() else None
-        gold_parsed = parse(f"$\\boxed{{{gold}}}$", parsing_timeout=inner)
-        if not gold_parsed:
-            gold_parsed = parse(gold, extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
-                                parsing_timeout=inner)
-        if not gold_parsed:
+    return math_metric(
+        gold_extraction_target=(LatexExtractionConfig(),),
+        pred_extraction_target=(LatexExtractionConfig(boxed_match_priority=0),),
+        aggregation_function=max,
+        precision=6,
+    )
+
+
+def gold_text(gold: str) -> str:
+    """The gold answer as the paper's verifier hands it to math-verify: in `$...$` so the LaTeX extractor finds it."""
+    return gold if gold.startswith("$") else f"${gold}$"
+
+
+def boxed_only(response: str) -> str:
+    """The response's outermost `\\boxed{...}` expressions, nothing else.
+
+    Several are kept together, as in the full response, so the paper's metric reads them the same way (a set).
+    """
+    closing = _matching_braces(response)
+    spans: list[str] = []
+    covered_to = -1
+    for match in _BOXED_OPEN.finditer(response):
+        opened = match.end() - 1
+        closed = closing.get(opened)
+        if closed is None or match.start() < covered_to:
+            continue  # unbalanced, or nested inside a box already taken
+        spans.append(f"\\boxed{{{response[opened + 1:closed]}}}")
+        covered_to = closed
+    return " ".join(spans)
+
+
+def _matching_braces(text: str) -> dict[int, int]:
+    """Position of each `{` -> position of its `}`, in one pass (a quadratic rescan per box could be slow)."""
+    stack: list[int] = []
+    pairs: dict[int, int] = {}
+    for brace in re.finditer(r"[{}]", text):
+        if brace.group() == "{":
+            stack.append(brace.start())
+        elif stack:
+            pairs[stack.pop()] = brace.start()
+    return pairs
+
+
+def score_in_process(response: str, gold: str, answer_format: AnswerFormat = AnswerFormat.LATEX) -> float:
+    """Score in the calling process, with no hard timeout of its own: the worker's body, also usable directly.
+
+    Call it in a main thread: math-verify's inner timeouts use SIGALRM and fail (scoring 0) anywhere else.
+    """
+    try:
+        if not isinstance(response, str) or not isinstance(gold, str) or not gold.strip():
             return 0.0
-        answer = parse(response, extraction_config=[LatexExtractionConfig(boxed_match_priority=0)],
-                       parsing_timeout=inner)
-        if not answer:
+        prediction = boxed_only(response) if answer_format == AnswerFormat.BOXED else response
+        if not prediction.strip():
             return 0.0
-        return 1.0 if verify(gold_parsed, answer, timeout_seconds=inner) else 0.0
+        grade, _extracted = paper_metric()([gold_text(gold)], [prediction])
+        return 1.0 if grade == 1 else 0.0
     except BaseException:  # noqa: BLE001 - a scorer never raises (incl. math-verify's TimeoutException)
         return 0.0
 
 
-def _worker_main(conn: Connection, inner_timeout_s: int | None) -> None:
+def _worker_main(conn: Connection) -> None:
+    # math_metric logs a warning for every response it finds no answer in: noise at RL sample rates.
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
     with contextlib.suppress(Exception):
-        import math_verify  # noqa: F401 - warm the import before announcing readiness
+        paper_metric()  # warm the import before announcing readiness
     conn.send(("ready", None))
     while True:
         try:
@@ -68,8 +128,8 @@ def _worker_main(conn: Connection, inner_timeout_s: int | None) -> None:
             return
         if message is None:
             return
-        tag, response, gold = message
-        conn.send((tag, score_in_process(response, gold, inner_timeout_s)))
+        tag, response, gold, answer_format = message
+        conn.send((tag, score_in_process(response, gold, AnswerFormat(answer_format))))
 
 
 # --- the parent side -----------------------------------------------------------------------------------
@@ -117,9 +177,7 @@ class Scorer:
             return
         self._stop_worker(graceful=False)
         parent, child = self._ctx.Pipe(duplex=True)
-        # math-verify's own (SIGALRM) timeouts in the worker let most slow items end without a restart.
-        inner = max(1, int(self.timeout_s))
-        process = self._ctx.Process(target=_worker_main, args=(child, inner), name="semirl-scorer", daemon=True)
+        process = self._ctx.Process(target=_worker_main, args=(child,), name="semirl-scorer", daemon=True)
         process.start()
         child.close()
         if not parent.poll(WORKER_START_TIMEOUT_S):
@@ -147,19 +205,21 @@ class Scorer:
 
     # scoring
 
-    def score(self, response: str, gold: str, timeout_s: float | None = None) -> float:
-        return self.score_batch([(response, gold)], timeout_s)[0]
+    def score(self, response: str, gold: str, timeout_s: float | None = None, *,
+              answer_format: AnswerFormat = AnswerFormat.LATEX) -> float:
+        return self.score_batch([(response, gold)], timeout_s, answer_format=answer_format)[0]
 
-    def score_batch(self, items: Iterable[tuple[str, str]], timeout_s: float | None = None) -> list[float]:
+    def score_batch(self, items: Iterable[tuple[str, str]], timeout_s: float | None = None, *,
+                    answer_format: AnswerFormat = AnswerFormat.LATEX) -> list[float]:
+        """Score (response, gold) pairs in order, all read in `answer_format`, each under its own hard timeout."""
         items = list(items)
         limit = self.timeout_s if timeout_s is None else timeout_s
+        answer_format = AnswerFormat(answer_format)
         with self._lock:
-            return [self._score_one(response, gold, limit) for response, gold in items]
+            return [self._score_one(response, gold, answer_format, limit) for response, gold in items]
 
-    def _score_one(self, response: object, gold: object, limit: float) -> float:
-        if not isinstance(response, str) or not isinstance(gold, str):
-            return 0.0
-        if not gold.strip() or not any(marker in response for marker in BOXED_MARKERS):
+    def _score_one(self, response: object, gold: object, answer_format: AnswerFormat, limit: float) -> float:
+        if not _worth_scoring(response, gold, answer_format):
             return 0.0  # no need to bother the worker
         try:
             self._ensure_worker()
@@ -170,7 +230,7 @@ class Scorer:
         self._tag += 1
         tag = self._tag
         try:
-            self._conn.send((tag, response, gold))
+            self._conn.send((tag, response, gold, answer_format.value))
             deadline = time.monotonic() + limit
             while True:
                 remaining = deadline - time.monotonic()
@@ -192,6 +252,13 @@ class Scorer:
         self._stop_worker(graceful=False)
 
 
+def _worth_scoring(response: object, gold: object, answer_format: AnswerFormat) -> bool:
+    """False for items that score 0 whatever math-verify says (checked in the parent: cheap, no worker round trip)."""
+    if not isinstance(response, str) or not isinstance(gold, str) or not gold.strip() or not response.strip():
+        return False
+    return answer_format != AnswerFormat.BOXED or any(marker in response for marker in BOXED_MARKERS)
+
+
 # --- module-level convenience API ---------------------------------------------------------------------
 
 _default: Scorer | None = None
@@ -207,19 +274,21 @@ def default_scorer() -> Scorer:
         return _default
 
 
-def score(response: str, gold: str, timeout_s: float | None = None) -> float:
-    """1.0 if `response`'s boxed answer equals `gold`, else 0.0; never raises."""
+def score(response: str, gold: str, timeout_s: float | None = None, *,
+          answer_format: AnswerFormat = AnswerFormat.LATEX) -> float:
+    """1.0 if `response`'s final answer (found as `answer_format` says) equals `gold`, else 0.0; never raises."""
     try:
-        return default_scorer().score(response, gold, timeout_s)
+        return default_scorer().score(response, gold, timeout_s, answer_format=answer_format)
     except Exception:  # noqa: BLE001
         log.exception("scoring failed")
         return 0.0
 
 
-def score_batch(items: Sequence[tuple[str, str]], timeout_s: float | None = None) -> list[float]:
+def score_batch(items: Sequence[tuple[str, str]], timeout_s: float | None = None, *,
+                answer_format: AnswerFormat = AnswerFormat.LATEX) -> list[float]:
     """Score (response, gold) pairs in order, each under its own hard timeout; never raises."""
     try:
-        return default_scorer().score_batch(items, timeout_s)
+        return default_scorer().score_batch(items, timeout_s, answer_format=answer_format)
     except Exception:  # noqa: BLE001
         log.exception("batch scoring failed")
         return [0.0] * len(items)

@@ -1,9 +1,10 @@
 """The verifier worker: sample groups from `to_verify` in, scored groups out (DESIGN §2).
 
-Each `SampleGroup` is scored sample by sample against its task's gold answer (math-verify in a worker process
-with a hard per-item timeout) and forwarded as a `ScoredGroup` (rewards in sample order) to `scored` for
-training tasks or `eval_scored` for evaluation tasks, at most once per (run, prompt_id). The direct path is
-the VerifierService.Verify RPC. A group with no samples (a task the generator gave up on) is scored to a
+Each `SampleGroup` is scored sample by sample against its task's gold answer, reading each response's answer as
+the task's `answer_format` says (math-verify in a worker process with a hard per-item timeout), and forwarded as
+a `ScoredGroup` (rewards in sample order) to `scored` for training tasks or `eval_scored` for evaluation tasks,
+at most once per (run, prompt_id). The direct path is the VerifierService.Verify RPC (its items carry no answer
+format: they are read as LATEX). A group with no samples (a task the generator gave up on) is scored to a
 `ScoredGroup` with no rewards. Groups of runs that are no longer active are acked and dropped.
 
 Prometheus metrics (`VerifierMetrics`, served by `python -m semirl.verifier --metrics-port`) count groups and
@@ -30,9 +31,15 @@ from semirl.core.runstate import StaleRunFilter
 from semirl.core.streams import Delivery, StreamQueue
 from semirl.proto import types_pb2, verifier_pb2, verifier_pb2_grpc
 from semirl.trainer.pairs import CORRECT_THRESHOLD
-from semirl.verifier.scoring import BOXED_MARKERS, DEFAULT_TIMEOUT_S, Scorer
+from semirl.verifier.scoring import BOXED_MARKERS, DEFAULT_TIMEOUT_S, AnswerFormat, Scorer
 
 log = logging.getLogger(__name__)
+
+
+def answer_format(task: types_pb2.PromptTask) -> AnswerFormat:
+    """The task's answer format; UNSPECIFIED (and any value this build does not know) reads as LATEX."""
+    return AnswerFormat.BOXED if task.answer_format == types_pb2.ANSWER_FORMAT_BOXED else AnswerFormat.LATEX
+
 
 def outcome(response: str, reward: float) -> str:
     """How a sample scored: correct, incorrect (incl. timed out: see semirl_verifier_timeouts_total) or
@@ -182,7 +189,8 @@ class VerifierService:
         else:
             items = [(s.text, task.gold_answer) for s in group.samples]
             started = time.perf_counter()
-            rewards = self.scorer.score_batch(items, self.timeout_s) if items else []
+            rewards = (self.scorer.score_batch(items, self.timeout_s, answer_format=answer_format(task))
+                       if items else [])
             if items:
                 self.metrics.scoring_seconds.observe(time.perf_counter() - started)
         scored = types_pb2.ScoredGroup(group=group, rewards=rewards, scorer_id=self.verifier_id)
