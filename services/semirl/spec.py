@@ -66,7 +66,8 @@ class DatasetSpec(_Section):
         "file name without its extension).",
     )
     samples_per_prompt: int | None = Field(
-        None, gt=0, le=256, description="Evaluation sets: samples per prompt for pass@1 (default eval.samples_per_prompt)."
+        None, gt=0, le=256,
+        description="Evaluation sets: samples per prompt for pass@1 (default eval.samples_per_prompt).",
     )
 
     @field_validator("reward_source")

@@ -20,9 +20,12 @@ from semirl.core.runstate import RunRecord, load_run, save_run
 from semirl.core.streams import pending_count, publish
 from semirl.proto import controller_pb2, controller_pb2_grpc, trainer_pb2, trainer_pb2_grpc, types_pb2
 from semirl.spec import RunSpec
-from semirl.trainer.checkpointing import STATE_FILE, TrainerCheckpoints
-from semirl.trainer.engine import DPOEngine
+from semirl.trainer.checkpointing import STATE_FILE, TrainerCheckpoints, load_trainer_state
+from semirl.trainer.engine import REFERENCE_DIR, TrainingEngine
+from semirl.trainer.logprobs import sequence_logps
+from semirl.trainer.objectives import StepExamples
 from semirl.trainer.pairs import Pair
+from semirl.trainer.ranks import RankDriver, RankWorker
 from semirl.trainer.service import TrainerService
 
 VOCAB = 100
@@ -49,7 +52,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _spec(model: Path, adam_eps: float = 1e-8, **train: int) -> RunSpec:
+def _spec(model: Path, adam_eps: float = 1e-8, loss_normalizer: str = "pairs", **train: int) -> RunSpec:
     return RunSpec.model_validate({
         "name": "engine-test",
         "model": {"path": str(model)},
@@ -57,7 +60,7 @@ def _spec(model: Path, adam_eps: float = 1e-8, **train: int) -> RunSpec:
         "sync": {"interval": 2},
         "train": {"steps": 4, "batch_prompts": 4, "micro_batch_pairs": 2, "seed": 0, **train},
         "optim": {"lr": 1e-3, "adam_eps": adam_eps, "grad_clip": 1.0},
-        "dpo": {"beta": 0.1},
+        "dpo": {"beta": 0.1, "loss_normalizer": loss_normalizer},
     })
 
 
@@ -72,8 +75,24 @@ def _pairs(n: int = 3) -> list[Pair]:
     return pairs
 
 
-def _weights(engine: DPOEngine) -> dict[str, torch.Tensor]:
-    return engine.policy_state_dict()
+def _weights(engine: TrainingEngine) -> dict[str, torch.Tensor]:
+    state = engine.policy_state_dict()
+    assert state is not None
+    return state
+
+
+def _step(pairs: list[Pair], prompts: int = 4) -> StepExamples:
+    return StepExamples(examples=pairs, prompts=prompts)
+
+
+@torch.no_grad()
+def _margins(engine: TrainingEngine, pairs: list[Pair]) -> tuple[float, float]:
+    """(mean implicit-reward margin, mean policy logp margin) of `pairs` under the engine's policy and reference."""
+    batch = engine._batch(pairs)
+    policy, reference = sequence_logps(engine.module, batch), sequence_logps(engine.ref, batch)
+    result = engine.objective.loss(pairs, policy, reference)
+    m = len(pairs)
+    return result.sums["margin"] / m, float((policy.logps[:m] - policy.logps[m:]).mean())
 
 
 def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 0.0) -> None:
@@ -82,63 +101,103 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: f
         assert torch.allclose(a[key], b[key], atol=atol, rtol=0), key
 
 
+def _save(store: TrainerCheckpoints, engine: TrainingEngine, step: int, extra: dict) -> Path:
+    return store.save(RankDriver(engine.ranks, _Holding(engine)), step, extra)
+
+
+class _Holding(RankWorker):
+    """A rank worker around an engine the test built itself."""
+
+    def __init__(self, engine: TrainingEngine) -> None:
+        super().__init__(engine.ranks)
+        self.engine = engine
+
+
 def test_dpo_steps_move_policy_and_resume_is_exact(tiny_model: Path, tmp_path: Path) -> None:
     spec = _spec(tiny_model)
     pairs = _pairs(3)  # 3 pairs, micro batch 2: two micro batches accumulated into one step
-    engine = DPOEngine(spec)
-    before = engine.evaluate(pairs)
-    assert before["margin"] == pytest.approx(0.0, abs=1e-6)  # policy == reference at the start
+    engine = TrainingEngine(spec)
+    margin0, logp_margin0 = _margins(engine, pairs)
+    assert margin0 == pytest.approx(0.0, abs=1e-6)  # policy == reference at the start
     seed_weights = _weights(engine)
 
-    m1 = engine.train_step(pairs)
+    m1 = engine.train_step(_step(pairs))
     assert m1["loss"] == pytest.approx(torch.nn.functional.softplus(torch.tensor(0.0)).item(), abs=1e-5)
-    assert engine.evaluate(pairs)["margin"] > 0  # step 1 moved the policy toward the chosen responses
-    m2 = engine.train_step(pairs)
-    after = engine.evaluate(pairs)
+    assert _margins(engine, pairs)[0] > 0  # step 1 moved the policy toward the chosen responses
+    m2 = engine.train_step(_step(pairs))
     assert m2["margin"] > 0 and m2["loss"] < m1["loss"]
-    assert after["policy_logp_margin"] > before["policy_logp_margin"]
+    assert _margins(engine, pairs)[1] > logp_margin0
     # sync.interval 2 -> the reference re-syncs at step 2
     assert engine.step == 2 and engine.ref_synced_at == 2
-    _assert_same(engine.policy_state_dict(), {k: v for k, v in engine.ref.state_dict().items()})
+    _assert_same(_weights(engine), {k: v for k, v in engine.ref.state_dict().items()})
     assert any(not torch.equal(seed_weights[k], v) for k, v in _weights(engine).items())
 
     # a step with no pairs counts but does not change the weights
     frozen = _weights(engine)
-    empty = engine.train_step([])
+    empty = engine.train_step(_step([]))
     assert engine.step == 3 and engine.updates == 2 and empty["loss"] == 0.0
     _assert_same(frozen, _weights(engine))
 
     store = TrainerCheckpoints(tmp_path / "store", "run-1", None, str(tiny_model))
-    policy_dir = store.save_policy(engine, 3)
+    policy_dir = _save(store, engine, 3, {"consumed_prompt_ids": ["t1-0"]})
     verify(policy_dir)
     assert (policy_dir / "model.safetensors").is_file() and (policy_dir / "generation_config.json").is_file()
-    trainer_dir = store.save_trainer(engine, 3, {"consumed_prompt_ids": ["t1-0"]})
     assert store.latest_step() == 3
-    assert json.loads((trainer_dir / STATE_FILE).read_text())["ref_synced_at"] == 2
+    trainer_dir = store.verified_trainer_dir(3)
+    state = json.loads((trainer_dir / STATE_FILE).read_text())
+    # the reference (synced at step 2) is neither the seed nor the step-3 policy: it is saved with the state
+    assert state["ref_synced_at"] == 2 and state["reference"] == "saved"
+    assert (trainer_dir / REFERENCE_DIR / "model.safetensors").is_file()
 
-    resumed = DPOEngine(spec)
-    state = store.load_trainer(resumed, 3)
-    assert state["consumed_prompt_ids"] == ["t1-0"]
+    resumed = TrainingEngine(spec)
+    assert load_trainer_state(resumed, trainer_dir)["consumed_prompt_ids"] == ["t1-0"]
     assert (resumed.step, resumed.updates, resumed.ref_synced_at) == (3, 2, 2)
     _assert_same(_weights(engine), _weights(resumed))
     _assert_same(engine.ref.state_dict(), resumed.ref.state_dict())
     # the optimizer state came back too: the next step is identical on both engines
-    engine.train_step(pairs)
-    resumed.train_step(pairs)
+    engine.train_step(_step(pairs))
+    resumed.train_step(_step(pairs))
     _assert_same(_weights(engine), _weights(resumed), atol=1e-7)
 
     final = store.save_final(policy_dir)
     verify(final)
 
 
+def test_a_reference_equal_to_the_policy_is_not_written_twice(tiny_model: Path, tmp_path: Path) -> None:
+    spec = _spec(tiny_model)
+    engine = TrainingEngine(spec)
+    engine.train_step(_step(_pairs(2)))
+    engine.train_step(_step(_pairs(2)))  # step 2: the reference re-syncs to the policy
+    store = TrainerCheckpoints(tmp_path / "store", "run-1", None, str(tiny_model))
+    _save(store, engine, 2, {})
+    trainer_dir = store.verified_trainer_dir(2)
+    assert json.loads((trainer_dir / STATE_FILE).read_text())["reference"] == "policy"
+    assert not (trainer_dir / REFERENCE_DIR).exists()
+    resumed = TrainingEngine(spec)
+    load_trainer_state(resumed, trainer_dir)
+    _assert_same(engine.ref.state_dict(), resumed.ref.state_dict())
+
+
 def test_micro_batching_accumulates_the_mean_gradient(tiny_model: Path) -> None:
     pairs = _pairs(3)
     # a large Adam eps makes the first update ~ lr·g (not lr·sign(g)), so weights compare gradients
-    split = DPOEngine(_spec(tiny_model, adam_eps=1.0, micro_batch_pairs=1))
-    whole = DPOEngine(_spec(tiny_model, adam_eps=1.0, micro_batch_pairs=4))
-    a, b = split.train_step(pairs), whole.train_step(pairs)
+    split = TrainingEngine(_spec(tiny_model, adam_eps=1.0, micro_batch_pairs=1))
+    whole = TrainingEngine(_spec(tiny_model, adam_eps=1.0, micro_batch_pairs=4))
+    a, b = split.train_step(_step(pairs)), whole.train_step(_step(pairs))
     assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
     _assert_same(_weights(split), _weights(whole), atol=1e-8)
+
+
+def test_loss_normalizer_prompts_or_pairs(tiny_model: Path) -> None:
+    """The paper divides the summed pair losses by the step's prompts (skipped included), TRL by its pairs: with
+    3 pairs out of 12 prompts the first gradient is 3/12 of TRL's."""
+    pairs = _pairs(3)
+    by_prompts = TrainingEngine(_spec(tiny_model, adam_eps=1.0, batch_prompts=12, loss_normalizer="prompts"))
+    by_pairs = TrainingEngine(_spec(tiny_model, adam_eps=1.0, batch_prompts=12, loss_normalizer="pairs"))
+    a = by_prompts.train_step(_step(pairs, prompts=12))
+    b = by_pairs.train_step(_step(pairs, prompts=12))
+    assert a["grad_norm"] == pytest.approx(b["grad_norm"] * 3 / 12, rel=1e-4)
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)  # the reported loss is the mean over pairs either way
 
 
 # --- the trainer service against real Redis and a stand-in controller (gRPC) ---------------------------------
@@ -197,7 +256,9 @@ def _scored(run_id: str, prompt_id: str, version: int, rewards: list[float], see
         types_pb2.Sample(token_ids=[int(t) for t in torch.randint(3, VOCAB, (3 + i,), generator=gen)])
         for i in range(len(rewards))
     ]
-    task = types_pb2.PromptTask(run_id=run_id, prompt_id=prompt_id, purpose=types_pb2.TASK_PURPOSE_TRAIN)
+    step = int(prompt_id[1:].split("-")[0])  # the controller names train prompts t{step}-{slot}
+    task = types_pb2.PromptTask(run_id=run_id, prompt_id=prompt_id, purpose=types_pb2.TASK_PURPOSE_TRAIN,
+                                train_step=step)
     group = types_pb2.SampleGroup(
         task=task, prompt_token_ids=[int(t) for t in torch.randint(3, VOCAB, (4,), generator=gen)],
         samples=samples, policy_version=version,

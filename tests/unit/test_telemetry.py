@@ -147,7 +147,7 @@ def test_service_metric_sets_are_isolated_per_instance() -> None:
 
 
 def test_trainer_metrics_and_status() -> None:
-    from semirl.trainer.service import StatusCollector, TrainerMetrics, TrainerStatus
+    from semirl.trainer.metrics import StatusCollector, TrainerMetrics, TrainerStatus
 
     status = TrainerStatus(trainer_id="t0", step=3, total_steps=10, policy_version=2, state="training")
     metrics = TrainerMetrics()

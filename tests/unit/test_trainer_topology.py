@@ -21,11 +21,15 @@ def test_rank_falls_back_to_the_pod_ordinal() -> None:
     assert topology_from_env({}, hostname="laptop").node_rank == 0
 
 
-def test_one_rank_is_accepted_and_more_are_refused_with_the_values_to_change() -> None:
+def test_many_ranks_are_accepted_and_a_rank_outside_the_job_is_refused() -> None:
     topology_from_env({"SEMIRL_GPUS_PER_POD": "1"}, hostname="rl-semirl-trainer-0").check_supported()
     topology_from_env({}, hostname="laptop").check_supported()  # local: no GPU, one CPU rank
-    with pytest.raises(TopologyError, match=r"trainer.replicaCount=1 and trainer.gpus=1"):
-        topology_from_env({"SEMIRL_GPUS_PER_POD": "8"}, hostname="t-0").check_supported()
+    multi = topology_from_env({"SEMIRL_GPUS_PER_POD": "8", "SEMIRL_TRAINER_REPLICAS": "4"}, hostname="t-3")
+    multi.check_supported()
+    assert (multi.world_size, multi.node_rank) == (32, 3)
+    cpu = topology_from_env({"SEMIRL_TRAINER_LOCAL_RANKS": "2"}, hostname="laptop")
+    assert cpu.world_size == 2  # `semirl up --trainer-ranks 2`: two gloo ranks on the CPU
+    assert topology_from_env({"SEMIRL_GPUS_PER_POD": "4", "SEMIRL_TRAINER_LOCAL_RANKS": "2"}).ranks_per_node == 4
     with pytest.raises(TopologyError, match="outside a job"):
         topology_from_env({"NODE_RANK": "2", "SEMIRL_TRAINER_REPLICAS": "2"}).check_supported()
     with pytest.raises(TopologyError, match="bad trainer topology"):
@@ -38,3 +42,14 @@ def test_gpus_the_pod_was_given_must_be_visible() -> None:
     check_devices(topology_from_env({}, hostname="laptop"), cuda_devices=0)  # CPU trainer: nothing to see
     with pytest.raises(TopologyError, match="CUDA sees 0"):
         check_devices(one_gpu, cuda_devices=0)
+
+
+def test_rank_environment_numbers_ranks_across_nodes() -> None:
+    from semirl.trainer.launcher import rank_environment
+
+    topology = topology_from_env({"SEMIRL_GPUS_PER_POD": "4", "SEMIRL_TRAINER_REPLICAS": "2", "NODE_RANK": "1",
+                                  "MASTER_ADDR": "trainer-0.trainer", "MASTER_PORT": "29500"})
+    envs = [rank_environment(topology, local) for local in range(4)]
+    assert [e["RANK"] for e in envs] == ["4", "5", "6", "7"]
+    assert {e["WORLD_SIZE"] for e in envs} == {"8"} and envs[2]["LOCAL_RANK"] == "2"
+    assert envs[0]["MASTER_ADDR"] == "trainer-0.trainer" and envs[0]["LOCAL_WORLD_SIZE"] == "4"

@@ -7,7 +7,11 @@ import logging
 import os
 import sys
 
+from semirl.core.grpc_server import ServiceServer
 from semirl.core.lifecycle import add_worker_arguments, configure_logging, serve_until_stopped
+from semirl.trainer.distributed import RankGroup, join_trainer_group
+from semirl.trainer.launcher import launch_local_ranks
+from semirl.trainer.ranks import follow
 from semirl.trainer.service import TrainerService
 from semirl.trainer.topology import TopologyError, check_devices, topology_from_env
 
@@ -41,16 +45,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_logging(args.log_level, "trainer")
+    topology = topology_from_env()
+    if topology.world_size > 1 and "RANK" not in os.environ:
+        configure_logging(args.log_level, "trainer-launcher")
+        return launch_local_ranks(topology, sys.argv[1:] if argv is None else argv)
+    rank = int(os.environ.get("RANK", "0"))
+    configure_logging(args.log_level, "trainer" if rank == 0 else f"trainer-rank{rank}")
     if args.torch_threads > 0:
         import torch
 
         torch.set_num_threads(args.torch_threads)
+    ranks = join_trainer_group()
+    if not ranks.is_driver:
+        return _follow(ranks, args.grpc_port if os.environ.get("LOCAL_RANK", "0") == "0" else None)
     service = TrainerService(args.redis_url, args.store, args.controller, args.grpc_port, args.trainer_id,
-                             advertise_host=args.advertise_host)
+                             advertise_host=args.advertise_host, ranks=ranks)
 
     logging.getLogger(__name__).info("trainer %s serving gRPC on :%d", args.trainer_id, service.port)
     return serve_until_stopped(service, args.metrics_port, "step")
+
+
+def _follow(ranks: RankGroup, health_port: int | None) -> int:
+    """A rank other than 0; the first rank of another node answers the pod's health probes."""
+    server = None
+    if health_port is not None:
+        server = ServiceServer(f"0.0.0.0:{health_port}", "semirl.v1.TrainerService")
+        server.start()
+        server.set_serving(True)
+    try:
+        follow(ranks)
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
 
 
 if __name__ == "__main__":

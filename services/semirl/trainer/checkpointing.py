@@ -1,8 +1,11 @@
 """Trainer checkpoints on the shared store (DESIGN §5): policy versions, trainer state, the final policy.
 
 Every directory is written through `staged_directory` (temporary sibling, MANIFEST.json, atomic rename), so a
-reader never sees a half-written checkpoint. Committing to the controller and acking the stream entries the
-checkpoint covers are the service's job, in that order, after these writes return.
+reader never sees a half-written checkpoint. With several ranks, every rank writes its DeepSpeed shards into rank
+0's staging directory — the store is one shared filesystem (the chart's ReadWriteMany claim) — and rank 0 renames
+it once all have written. The trainer directory is renamed last, so a trainer checkpoint always has its policy
+version beside it. Committing to the controller and acking the stream entries the checkpoint covers are the
+service's job, in that order, after these writes return.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from semirl.core.checkpoints import MANIFEST, RunCheckpoints, staged_directory, verify
-from semirl.trainer.engine import DPOEngine
+from semirl.trainer.engine import TrainingEngine
+from semirl.trainer.ranks import RankDriver
 
 log = logging.getLogger(__name__)
 
@@ -45,32 +49,30 @@ class TrainerCheckpoints:
         self.paths = RunCheckpoints(store_root, run_id, subdir)
         self.seed_model_path = Path(seed_model_path)
 
-    def save_policy(self, engine: DPOEngine, step: int) -> Path:
-        final = self.paths.policy_dir(step)
-        with staged_directory(final, {"run_id": self.run_id, "version": step}) as staging:
-            engine.save_policy(staging)
-            copy_model_side_files(self.seed_model_path, staging)
-        return final
-
-    def save_trainer(self, engine: DPOEngine, step: int, extra_state: dict[str, Any]) -> Path:
-        final = self.paths.trainer_dir(step)
+    def save(self, driver: RankDriver, step: int, extra_state: dict[str, Any]) -> Path:
+        """Policy version `step` and the trainer state of `step` (every rank writes its shards); the policy dir."""
+        engine = driver.worker.engine
+        assert engine is not None
         state = {**engine.state(), **extra_state, "run_id": self.run_id}
         if state["step"] != step:
             raise ValueError(f"engine is at step {state['step']}, not {step}")
-        with staged_directory(final, {"run_id": self.run_id, "step": step}) as staging:
-            engine.save_state(staging)
+        policy_final = self.paths.policy_dir(step)
+        with staged_directory(self.paths.trainer_dir(step), {"run_id": self.run_id, "step": step}) as staging:
+            weights = driver.save_state(step, staging)
+            assert weights is not None, "rank 0 gathers the policy weights"
+            with staged_directory(policy_final, {"run_id": self.run_id, "version": step}) as policy_staging:
+                engine.write_policy(policy_staging, weights)
+                copy_model_side_files(self.seed_model_path, policy_staging)
             (staging / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
-        return final
+        return policy_final
 
     def latest_step(self) -> int | None:
         return self.paths.latest_valid_trainer_step()
 
-    def load_trainer(self, engine: DPOEngine, step: int) -> dict[str, Any]:
+    def verified_trainer_dir(self, step: int) -> Path:
         directory = self.paths.trainer_dir(step)
         verify(directory)
-        state = json.loads((directory / STATE_FILE).read_text())
-        engine.load_state(directory, state)
-        return state
+        return directory
 
     def save_final(self, policy_dir: Path) -> Path:
         """The run's final policy: a staged copy of the last policy version."""
@@ -82,3 +84,10 @@ class TrainerCheckpoints:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(path, target)
         return final
+
+
+def load_trainer_state(engine: TrainingEngine, directory: Path) -> dict[str, Any]:
+    """Restore `engine` from a trainer checkpoint directory (rank 0 verified its manifest before)."""
+    state = json.loads((directory / STATE_FILE).read_text())
+    engine.load_state(directory, state)
+    return state

@@ -1,127 +1,162 @@
-"""The DPO training engine: an HF causal LM wrapped by DeepSpeed (ZeRO), plus a frozen reference model.
+"""The training engine: an HF causal LM under DeepSpeed (ZeRO 0–3, fp32/bf16/fp16), one or many ranks, plus the
+frozen reference model an objective may need. Generic: what a step's examples are and their loss come from an
+objective (`trainer/objectives.py`).
 
-One `train_step` = one optimizer step. The step's pairs are split into micro batches of
-`train.micro_batch_pairs`; gradients are accumulated over them. The number of pairs varies per step (groups
-with all-same rewards are skipped), so the engine runs DeepSpeed with `managed_gradient_accumulation: false`:
-`backward()` only accumulates, and `step()` is the accumulation boundary (gradient reduction, clipping and the
-AdamW update), however many micro batches came before it. Each micro batch's loss is its pairs' summed loss
-divided by the step's total pair count and backpropagated with `scale_wrt_gas=False`, so the accumulated
-gradient is exactly the gradient of the mean loss over all pairs of the step.
+One `train_step` = one optimizer step on every rank. The step's examples are sharded over the ranks
+(`examples[rank::world]`); each rank runs the same number of micro batches (a rank short of examples runs a
+zero-weight one), because under ZeRO-2/3 every forward and backward enters collectives that all ranks must
+join. DeepSpeed runs with `managed_gradient_accumulation: false`: `backward()` only accumulates and `step()` is
+the boundary (reduction, clipping, the AdamW update), however many micro batches came before it. DeepSpeed
+averages gradients over the ranks, so each micro batch backpropagates
+    loss_sum · world_size / normalizer
+with the objective's global normalizer (the same number on every rank): the N-rank step equals the 1-rank step on
+the same batch.
 
-On a machine without CUDA, DeepSpeed runs on its CPU accelerator (`DS_ACCELERATOR=cpu`, fp32, gloo); it builds
-its shared-memory comm op (a C++ extension, cached under ~/.cache/torch_extensions) on first use.
+Memory at 8B (docs/architecture.md, "paper scale"): `model.dtype: bfloat16` turns on DeepSpeed's bf16 mode (bf16
+weights and activations, fp32 master weights and Adam state in the optimizer); ZeRO-3 partitions all of it and the
+policy is loaded partitioned (zero.Init through transformers' HfDeepSpeedConfig), and so is the reference model
+(an optimizer-less ZeRO-3 engine), so no rank ever holds a full copy of either. Activation checkpointing comes
+from `train.gradient_checkpointing`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from semirl.spec import RunSpec
-from semirl.trainer.dpo import dpo_loss
+from semirl.trainer.distributed import RankGroup, import_deepspeed, join_trainer_group
 from semirl.trainer.logprobs import SeqBatch, build_batch, sequence_logps
-from semirl.trainer.pairs import Pair
+from semirl.trainer.objectives import Objective, StepExamples, objective_for
 
 log = logging.getLogger(__name__)
 
 DS_CHECKPOINT_DIR = "deepspeed"
 DS_CHECKPOINT_TAG = "state"
-REF_WEIGHTS = "ref.safetensors"
+REFERENCE_DIR = "reference"          # reference weights, written only when they are neither the seed nor the policy
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def import_deepspeed():  # noqa: ANN201
-    """Import deepspeed with the CPU accelerator selected when there is no CUDA device."""
-    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
-        os.environ["DS_ACCELERATOR"] = "cpu"
-    import deepspeed
-
-    return deepspeed
+class EngineGuardError(RuntimeError):
+    """DeepSpeed does not behave as the engine relies on (e.g. step() is not the accumulation boundary)."""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def ensure_distributed() -> None:
-    """Initialize torch.distributed once; single-process (gloo on CPU) when no launcher set WORLD_SIZE."""
-    deepspeed = import_deepspeed()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return
-    if "WORLD_SIZE" not in os.environ:
-        os.environ.update(
-            RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
-        )
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(dist_backend=backend, verbose=False)
-
-
-def deepspeed_config(spec: RunSpec) -> dict[str, Any]:
+def deepspeed_config(spec: RunSpec, world_size: int) -> dict[str, Any]:
     micro = spec.train.micro_batch_pairs
-    gas = max(1, math.ceil(spec.train.batch_prompts / micro))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return {
+    gas = max(1, math.ceil(spec.train.batch_prompts / (micro * world_size)))
+    config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro,
-        "gradient_accumulation_steps": gas,  # nominal; the real boundary is each step() call (below)
-        "train_batch_size": micro * gas * world,
+        "gradient_accumulation_steps": gas,  # nominal; the real boundary is each step() call (module docstring)
+        "train_batch_size": micro * gas * world_size,
         "managed_gradient_accumulation": False,
         "gradient_clipping": spec.optim.grad_clip,
-        "zero_optimization": {"stage": spec.deepspeed.zero_stage, "overlap_comm": False},
+        "zero_optimization": {
+            "stage": spec.deepspeed.zero_stage,
+            "overlap_comm": False,
+            "stage3_gather_16bit_weights_on_model_save": True,
+        },
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
     }
+    if spec.model.dtype == "bfloat16":
+        config["bf16"] = {"enabled": True}
+    elif spec.model.dtype == "float16":
+        config["fp16"] = {"enabled": True, "initial_scale_power": 16}
+    return config
 
 
-def _chunks(items: Sequence[Pair], size: int) -> list[Sequence[Pair]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def reference_config(spec: RunSpec, world_size: int) -> dict[str, Any]:
+    """An optimizer-less ZeRO-3 engine for the reference model: partitioned like the policy, never stepped."""
+    config = deepspeed_config(spec, world_size)
+    config.pop("gradient_clipping")
+    config["zero_optimization"] = {"stage": 3, "overlap_comm": False}
+    return config
 
 
-class DPOEngine:
-    """Policy (DeepSpeed engine) + frozen reference model for one run."""
+def _load_model(path: str, dtype: torch.dtype, ds_config: dict[str, Any] | None) -> torch.nn.Module:
+    """`from_pretrained`; with a ZeRO-3 `ds_config` the weights are partitioned while loading (zero.Init)."""
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-    def __init__(self, spec: RunSpec, model_path: str | Path | None = None) -> None:
-        from transformers import AutoModelForCausalLM
+    keep_alive = HfDeepSpeedConfig(ds_config) if ds_config is not None else None
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    finally:
+        if keep_alive is not None:
+            unset_hf_deepspeed_config()
 
+
+class TrainingEngine:
+    """The policy (a DeepSpeed engine) and, when the objective needs one, a frozen reference model."""
+
+    def __init__(
+        self, spec: RunSpec, model_path: str | Path | None = None, *, ranks: RankGroup | None = None,
+        objective: Objective | None = None, reference_path: str | Path | None = None,
+    ) -> None:
         deepspeed = import_deepspeed()
-        ensure_distributed()
+        self.ranks = ranks or join_trainer_group()
         self.spec = spec
+        self.objective = objective or objective_for(spec)
         self.model_path = str(model_path or spec.model.path)
+        self.dtype = TORCH_DTYPES[spec.model.dtype]
+        self.zero3 = spec.deepspeed.zero_stage == 3
+        world = self.ranks.world_size
+        config = deepspeed_config(spec, world)
         torch.manual_seed(spec.train.seed)
-        policy = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
+        policy = _load_model(self.model_path, self.dtype, config if self.zero3 else None)
         policy.config.use_cache = False
-        self.ref = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
-        self.ref.eval().requires_grad_(False)
+        if spec.train.gradient_checkpointing:
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         optim = spec.optim
         optimizer = torch.optim.AdamW(
-            policy.parameters(), lr=optim.lr, betas=tuple(optim.betas), eps=optim.adam_eps,
-            weight_decay=optim.weight_decay,
+            [p for p in policy.parameters() if p.requires_grad], lr=optim.lr, betas=tuple(optim.betas),
+            eps=optim.adam_eps, weight_decay=optim.weight_decay,
         )
         scheduler = None
         if optim.warmup_steps:
             warmup = optim.warmup_steps
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
         self.engine, _, _, _ = deepspeed.initialize(
-            model=policy, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(spec)
+            model=policy, optimizer=optimizer, lr_scheduler=scheduler, config=config
         )
+        self._check_unmanaged_accumulation()
         self.device = self.engine.device
-        self.ref.to(self.device)
-        config = policy.config
-        pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
-        if isinstance(pad, list):
-            pad = pad[0]
-        self.pad_token_id = int(pad or 0)
-        self.step = 0            # optimizer steps taken in the run, counting steps with no pairs
+        self.ref: Any = None
+        if self.objective.needs_reference:
+            self.ref = self._build_reference(str(reference_path or self.model_path))
+        pad = policy.config.pad_token_id if policy.config.pad_token_id is not None else policy.config.eos_token_id
+        self.pad_token_id = int((pad[0] if isinstance(pad, list) else pad) or 0)
+        self.step = 0            # optimizer steps taken in the run, counting steps with no examples
         self.updates = 0         # steps that actually changed the weights
         self.ref_synced_at = 0   # step at which the reference was last set to the policy (0 = the seed)
+
+    def _build_reference(self, path: str) -> Any:
+        if self.zero3:
+            deepspeed = import_deepspeed()
+            config = reference_config(self.spec, self.ranks.world_size)
+            model = _load_model(path, self.dtype, config)
+            engine, _, _, _ = deepspeed.initialize(model=model, config=config)
+            engine.eval()
+            engine.module.requires_grad_(False)
+            return engine
+        model = _load_model(path, self.dtype, None)
+        model.eval().requires_grad_(False)
+        return model.to(self.device)
+
+    def _check_unmanaged_accumulation(self) -> None:
+        """The engine relies on step() being the accumulation boundary; a DeepSpeed that ignored the config key
+        would silently step every `gradient_accumulation_steps` micro batches instead."""
+        managed = getattr(self.engine, "managed_gradient_accumulation", None)
+        if managed is None or managed():
+            raise EngineGuardError(
+                "this DeepSpeed does not honour managed_gradient_accumulation=false (needs deepspeed>=0.19.8,<0.20)")
 
     # --- training -------------------------------------------------------------------------------------
 
@@ -129,126 +164,182 @@ class DPOEngine:
     def module(self) -> torch.nn.Module:
         return self.engine.module
 
-    def _batch(self, chunk: Sequence[Pair]) -> SeqBatch:
-        sequences = [(p.prompt_token_ids, p.chosen_token_ids) for p in chunk]
-        sequences += [(p.prompt_token_ids, p.rejected_token_ids) for p in chunk]
-        batch = build_batch(sequences, self.pad_token_id)
+    def _batch(self, chunk: Sequence[Any]) -> SeqBatch:
+        batch = build_batch(self.objective.sequences(chunk), self.pad_token_id)
         return SeqBatch(*(t.to(self.device) for t in (batch.input_ids, batch.attention_mask, batch.response_mask)))
 
-    def train_step(self, pairs: Sequence[Pair]) -> dict[str, float]:
-        """One optimizer step on `pairs` (none: no update, but the step still counts)."""
-        dpo = self.spec.dpo
-        sums = dict.fromkeys(
-            ("loss", "chosen_logp", "rejected_logp", "margin", "pref_accuracy", "reward_chosen",
-             "reward_rejected", "pair_tokens", "entropy"), 0.0,
-        )
-        total = len(pairs)
+    def micro_batches(self, examples: Sequence[Any]) -> list[tuple[Sequence[Any], float]]:
+        """This rank's micro batches as (examples, weight): the same count on every rank (module docstring)."""
+        micro = self.spec.train.micro_batch_pairs
+        world, rank = self.ranks.world_size, self.ranks.rank
+        shard = list(examples[rank::world])
+        count = math.ceil(math.ceil(len(examples) / world) / micro)
+        batches: list[tuple[Sequence[Any], float]] = []
+        for index in range(count):
+            chunk = shard[index * micro : (index + 1) * micro]
+            batches.append((chunk, 1.0) if chunk else (examples[:1], 0.0))
+        return batches
+
+    def train_step(self, batch: StepExamples) -> dict[str, float]:
+        """One optimizer step on `batch` (no examples: no update, but the step still counts)."""
+        names = self.objective.metric_names
+        sums = dict.fromkeys(names, 0.0)
+        total = len(batch.examples)
         if total:
             self.engine.train()
-            for chunk in _chunks(pairs, self.spec.train.micro_batch_pairs):
-                m = len(chunk)
-                batch = self._batch(chunk)
-                with torch.no_grad():
-                    ref = sequence_logps(self.ref, batch)
-                out = sequence_logps(self.engine, batch, entropy_grad=dpo.entropy_coef > 0)
-                result = dpo_loss(
-                    out.logps[:m], out.logps[m:], ref.logps[:m], ref.logps[m:],
-                    beta=dpo.beta, chosen_tokens=out.tokens[:m], rejected_tokens=out.tokens[m:],
-                    length_normalize=dpo.length_normalize, nll_coef=dpo.nll_coef,
-                    entropy=(out.entropy[:m] + out.entropy[m:]) / 2, entropy_coef=dpo.entropy_coef,
-                )
-                self.engine.backward(result.losses.sum() / total, scale_wrt_gas=False)
-                margin = result.chosen_rewards - result.rejected_rewards
-                sums["loss"] += float(result.losses.detach().sum())
-                sums["chosen_logp"] += float(out.logps[:m].detach().sum())
-                sums["rejected_logp"] += float(out.logps[m:].detach().sum())
-                sums["margin"] += float(margin.sum())
-                sums["pref_accuracy"] += float((margin > 0).float().sum())
-                sums["reward_chosen"] += float(result.chosen_rewards.sum())
-                sums["reward_rejected"] += float(result.rejected_rewards.sum())
-                sums["pair_tokens"] += float(out.tokens.sum()) / 2
-                sums["entropy"] += float(out.entropy.detach().sum()) / 2
+            scale = self.ranks.world_size / self.objective.normalizer(batch)
+            for chunk, weight in self.micro_batches(batch.examples):
+                sequences = self._batch(chunk)
+                reference = None
+                if self.ref is not None:
+                    with torch.no_grad():
+                        reference = sequence_logps(self.ref, sequences)
+                policy = sequence_logps(self.engine, sequences, entropy_grad=self.objective.entropy_grad)
+                result = self.objective.loss(chunk, policy, reference)
+                self.engine.backward(result.loss_sum * (scale * weight), scale_wrt_gas=False)
+                if weight:
+                    for key, value in result.sums.items():
+                        sums[key] += value
+            before = self.engine.global_steps
             self.engine.step()  # the accumulation boundary: reduce, clip, AdamW (and LR schedule) once
+            if self.engine.global_steps != before + 1:
+                raise EngineGuardError(f"DeepSpeed did not step at step() ({before} -> {self.engine.global_steps})")
             self.updates += 1
+            sums = self._sum_over_ranks(sums)
         self.step += 1
         metrics = {key: value / total if total else 0.0 for key, value in sums.items()}
         grad_norm = self.engine.get_global_grad_norm() if total else None
         metrics["grad_norm"] = float(grad_norm) if grad_norm is not None else 0.0
         metrics["lr"] = float(self.engine.get_lr()[0])
         interval = self.spec.ref_sync_interval
-        if interval and self.step % interval == 0:
+        if interval and self.step % interval == 0 and self.ref is not None:
             self.sync_ref()
         return metrics
 
-    @torch.no_grad()
-    def evaluate(self, pairs: Sequence[Pair]) -> dict[str, float]:
-        """DPO metrics of `pairs` under the current policy and reference, without any update."""
-        self.engine.eval()
-        chosen, rejected, ref_chosen, ref_rejected = [], [], [], []
-        for chunk in _chunks(pairs, self.spec.train.micro_batch_pairs):
-            m = len(chunk)
-            batch = self._batch(chunk)
-            out, ref = sequence_logps(self.module, batch), sequence_logps(self.ref, batch)
-            chosen.append(out.logps[:m])
-            rejected.append(out.logps[m:])
-            ref_chosen.append(ref.logps[:m])
-            ref_rejected.append(ref.logps[m:])
-        result = dpo_loss(
-            torch.cat(chosen), torch.cat(rejected), torch.cat(ref_chosen), torch.cat(ref_rejected),
-            beta=self.spec.dpo.beta,
-        )
-        metrics = result.metrics()
-        metrics["loss"] = float(result.loss)
-        metrics["policy_logp_margin"] = float((torch.cat(chosen) - torch.cat(rejected)).mean())
-        return metrics
+    def _sum_over_ranks(self, sums: dict[str, float]) -> dict[str, float]:
+        if self.ranks.world_size == 1:
+            return sums
+        keys = sorted(sums)
+        values = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+        torch.distributed.all_reduce(values, group=self.ranks.control)
+        return dict(zip(keys, values.tolist(), strict=True))
 
     # --- weights --------------------------------------------------------------------------------------
 
-    def policy_state_dict(self) -> dict[str, torch.Tensor]:
-        """Full (unpartitioned) policy weights on the CPU."""
-        if self.spec.deepspeed.zero_stage == 3:
-            deepspeed = import_deepspeed()
-            params = list(self.module.parameters())
-            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-                return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
-        return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+    def _each_parameter(self, module: torch.nn.Module, body: Callable[[str, torch.nn.Parameter], None],
+                        *, modify: bool) -> None:
+        """Call `body(name, param)` with each parameter whole; under ZeRO-3 one gathered parameter at a time
+        (bounded memory at 8B), and with `modify` rank 0's change is what every rank keeps."""
+        if not self.zero3:
+            for name, param in module.named_parameters():
+                body(name, param)
+            return
+        deepspeed = import_deepspeed()
+        for name, param in module.named_parameters():
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=0 if modify else None):
+                body(name, param)
 
+    @torch.no_grad()
     def sync_ref(self) -> None:
-        self.ref.load_state_dict(self.policy_state_dict())
+        """Set the reference model to the policy (collective under ZeRO-3)."""
+        reference = self.ref.module if self.zero3 else self.ref
+        policy = dict(self.module.named_parameters())
+        deepspeed = import_deepspeed() if self.zero3 else None
+
+        def copy(name: str, param: torch.nn.Parameter) -> None:
+            if deepspeed is None:
+                param.data.copy_(policy[name].data)
+                return
+            with deepspeed.zero.GatheredParameters([policy[name]], modifier_rank=None):
+                if self.ranks.is_driver:
+                    param.data.copy_(policy[name].data)
+
+        self._each_parameter(reference, copy, modify=True)
         self.ref_synced_at = self.step
         log.info("reference model re-synced to the policy at step %d", self.step)
 
+    def policy_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The full policy weights in the model dtype on rank 0's CPU (None on other ranks); collective at ZeRO-3."""
+        if self.zero3:
+            state = self.engine._zero3_consolidated_16bit_state_dict()
+            return {k: v.detach().cpu() for k, v in state.items()} if self.ranks.is_driver else None
+        if not self.ranks.is_driver:
+            return None
+        return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+
+    def reference_state_dict(self) -> dict[str, torch.Tensor] | None:
+        if self.zero3:
+            state = self.ref._zero3_consolidated_16bit_state_dict()
+            return {k: v.detach().cpu() for k, v in state.items()} if self.ranks.is_driver else None
+        if not self.ranks.is_driver:
+            return None
+        return {k: v.detach().cpu().clone() for k, v in self.ref.state_dict().items()}
+
+    def write_policy(self, directory: Path, state_dict: dict[str, torch.Tensor]) -> None:
+        """HF checkpoint (config + safetensors, in the model dtype) of gathered weights; rank 0 only."""
+        self.module.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
+
     def save_policy(self, directory: Path) -> None:
-        """HF checkpoint (config + safetensors) of the current policy."""
-        self.module.save_pretrained(directory, state_dict=self.policy_state_dict())
+        """Gather (all ranks) and write (rank 0) the policy as an HF checkpoint."""
+        state = self.policy_state_dict()
+        if state is not None:
+            self.write_policy(directory, state)
 
     # --- trainer state ----------------------------------------------------------------------------------
 
-    def state(self) -> dict[str, int]:
-        return {"step": self.step, "updates": self.updates, "ref_synced_at": self.ref_synced_at}
+    def state(self) -> dict[str, Any]:
+        return {"step": self.step, "updates": self.updates, "ref_synced_at": self.ref_synced_at,
+                "reference": self._reference_source(), "world_size": self.ranks.world_size}
+
+    def _reference_source(self) -> str:
+        """Where a resume finds the reference weights: the seed, the policy itself, or a saved copy."""
+        if self.ref is None or self.ref_synced_at == 0:
+            return "seed"
+        return "policy" if self.ref_synced_at == self.step else "saved"
 
     def save_state(self, directory: Path) -> None:
-        """DeepSpeed state (weights, optimizer, scheduler) and the reference weights into `directory`."""
-        from safetensors.torch import save_model
-
+        """DeepSpeed state (each rank its shards) and, only when needed, the reference weights. Collective."""
         self.engine.save_checkpoint(str(directory / DS_CHECKPOINT_DIR), tag=DS_CHECKPOINT_TAG)
-        save_model(self.ref, str(directory / REF_WEIGHTS))
+        if self._reference_source() == "saved":
+            state = self.reference_state_dict()
+            if state is not None:
+                self.module.save_pretrained(directory / REFERENCE_DIR, state_dict=state, safe_serialization=True)
+        self.ranks.barrier()
 
     def load_state(self, directory: Path, state: dict[str, Any]) -> None:
-        from safetensors.torch import load_model
-
         path, _ = self.engine.load_checkpoint(
             str(directory / DS_CHECKPOINT_DIR), tag=DS_CHECKPOINT_TAG,
             load_optimizer_states=True, load_lr_scheduler_states=True,
         )
         if path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint under {directory / DS_CHECKPOINT_DIR}")
-        load_model(self.ref, str(directory / REF_WEIGHTS), device=str(self.device))
         self.step = int(state["step"])
         self.updates = int(state.get("updates", self.step))
+        source = state.get("reference", "seed")
+        if self.ref is not None and source == "policy":
+            self.sync_ref()
+        elif self.ref is not None and source == "saved":
+            self._load_reference(directory / REFERENCE_DIR)
         self.ref_synced_at = int(state.get("ref_synced_at", 0))
 
+    @torch.no_grad()
+    def _load_reference(self, directory: Path) -> None:
+        from safetensors import safe_open
+
+        files = sorted(directory.glob("*.safetensors"))
+        if not files:
+            raise RuntimeError(f"no reference weights under {directory}")
+        handles = [safe_open(str(f), framework="pt") for f in files]
+        where = {key: handle for handle in handles for key in handle.keys()}  # noqa: SIM118 - safe_open API
+
+        def load(name: str, param: torch.nn.Parameter) -> None:
+            if not self.zero3 or self.ranks.is_driver:
+                param.data.copy_(where[name].get_tensor(name).to(param.dtype))
+
+        self._each_parameter(self.ref.module if self.zero3 else self.ref, load, modify=True)
+
     def close(self) -> None:
-        if hasattr(self.engine, "destroy"):
-            self.engine.destroy()
+        for engine in (self.engine, self.ref):
+            if hasattr(engine, "destroy"):
+                engine.destroy()
         del self.engine, self.ref

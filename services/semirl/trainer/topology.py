@@ -4,9 +4,8 @@ The chart runs the trainer as a StatefulSet behind a headless Service, so pod `<
 node 0 is reachable at a stable DNS name (MASTER_ADDR). The chart sets:
 SEMIRL_TRAINER_REPLICAS (nodes), SEMIRL_GPUS_PER_POD (ranks per node), MASTER_ADDR, MASTER_PORT and NODE_RANK
 (from the `apps.kubernetes.io/pod-index` label); without NODE_RANK the ordinal is read off the host name.
-
-The DPO trainer itself is single-rank today (docs/architecture.md, "not yet built"): a world larger than one
-is refused at start-up with the values to change, rather than silently training on one GPU of eight.
+Without GPUs, SEMIRL_TRAINER_LOCAL_RANKS sets the ranks per node (`semirl up --trainer-ranks N`: gloo on CPU).
+World size = nodes × ranks per node; `trainer/launcher.py` starts a node's ranks.
 """
 
 from __future__ import annotations
@@ -26,13 +25,14 @@ class TopologyError(ValueError):
 class TrainerTopology(BaseModel):
     nodes: int = Field(1, ge=1)
     gpus_per_node: int = Field(0, ge=0)
+    cpu_ranks_per_node: int = Field(1, ge=1, description="ranks per node when the pod has no GPU")
     node_rank: int = Field(0, ge=0)
     master_addr: str = "127.0.0.1"
     master_port: int = Field(29500, gt=0, lt=65536)
 
     @property
     def ranks_per_node(self) -> int:
-        return max(1, self.gpus_per_node)
+        return self.gpus_per_node or self.cpu_ranks_per_node
 
     @property
     def world_size(self) -> int:
@@ -41,11 +41,6 @@ class TrainerTopology(BaseModel):
     def check_supported(self) -> None:
         if self.node_rank >= self.nodes:
             raise TopologyError(f"node rank {self.node_rank} is outside a job of {self.nodes} node(s)")
-        if self.world_size > 1:
-            raise TopologyError(
-                f"this trainer trains on one rank, but the deployment asks for {self.nodes} node(s) x "
-                f"{self.ranks_per_node} GPU(s) = world size {self.world_size}. Set trainer.replicaCount=1 and "
-                "trainer.gpus=1 in the chart values (multi-rank DPO is not built yet).")
 
 
 def check_devices(topology: TrainerTopology, cuda_devices: int) -> None:
@@ -71,6 +66,7 @@ def topology_from_env(environ: Mapping[str, str] | None = None, hostname: str | 
         return TrainerTopology(
             nodes=int(env.get("SEMIRL_TRAINER_REPLICAS", "1")),
             gpus_per_node=int(env.get("SEMIRL_GPUS_PER_POD", "0")),
+            cpu_ranks_per_node=int(env.get("SEMIRL_TRAINER_LOCAL_RANKS", "1")),
             node_rank=node_rank,
             master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
             master_port=int(env.get("MASTER_PORT", "29500")),

@@ -1,0 +1,71 @@
+"""The trainer's client of the controller's internal gRPC service: commit a checkpoint, report a step, fail a run.
+
+Calls are retried while the controller is unreachable (a restart, a reschedule), up to RPC_RETRY_S.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from semirl.core.grpc_server import channel
+from semirl.proto import controller_pb2, controller_pb2_grpc, types_pb2
+
+log = logging.getLogger(__name__)
+
+RPC_TIMEOUT_S = 30.0
+RPC_RETRY_S = 120.0
+
+
+class RunUnrecoverable(Exception):  # noqa: N818
+    """Retrying cannot help (the controller refused a commit, the run directory does not match): fail the run."""
+
+
+class ControllerInternalClient:
+    """CommitCheckpoint / ReportStep with retries while the controller is unreachable."""
+
+    def __init__(self, target: str, stop: threading.Event) -> None:
+        self.target = target
+        self.stop = stop
+        self.channel = channel(target)
+        self.stub = controller_pb2_grpc.ControllerInternalServiceStub(self.channel)
+
+    def _call(self, method: Callable, request: Any) -> Any:
+        deadline = time.monotonic() + RPC_RETRY_S
+        delay = 0.5
+        while True:
+            try:
+                return method(request, timeout=RPC_TIMEOUT_S)
+            except grpc.RpcError as err:
+                code = err.code() if hasattr(err, "code") else None
+                retryable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                if not retryable or time.monotonic() > deadline or self.stop.is_set():
+                    raise
+                log.warning("controller %s unavailable (%s); retrying in %.1fs", self.target, code, delay)
+                self.stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+
+    def commit(self, run_id: str, version: int, path: Path, final: bool) -> None:
+        request = controller_pb2.CommitCheckpointRequest(
+            run_id=run_id, policy=types_pb2.PolicyRef(version=version, path=str(path)), final=final
+        )
+        response = self._call(self.stub.CommitCheckpoint, request)
+        if not response.committed:
+            raise RunUnrecoverable(f"controller refused to commit version {version} of {run_id}: {response.error}")
+
+    def report(self, report: controller_pb2.StepReport) -> bool:
+        """Send a step report; True when the controller says the run was cancelled."""
+        return bool(self._call(self.stub.ReportStep, report).cancelled)
+
+    def fail(self, run_id: str, error: str) -> bool:
+        """FailRun; True when the controller failed the run (False: unknown or already finished)."""
+        return bool(self._call(self.stub.FailRun, controller_pb2.FailRunRequest(run_id=run_id, error=error)).failed)
+
+    def close(self) -> None:
+        self.channel.close()
