@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from semirl.client import ControllerClient, summary_lines
+from semirl.client import ControllerClient, eval_table_lines, summary_lines
 
 DEFAULT_URL = os.environ.get("SEMIRL_CONTROLLER_URL", "http://127.0.0.1:8080")
 STATE_DIR = Path(".semirl")
@@ -75,7 +75,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     client = ControllerClient(args.url)
     if args.run:
-        print(json.dumps(client.run(args.run), indent=2))
+        record = client.run(args.run)
+        print("\n".join(eval_table_lines(record)) if args.evals else json.dumps(record, indent=2))
         return 0
     for run in client.runs():
         step, version = run.get("step", 0), run.get("policy_version", 0)
@@ -142,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="list runs, or show one")
     status.add_argument("run", nargs="?")
+    status.add_argument("--evals", action="store_true",
+                        help="with a run: its evaluations as a table (accuracy ± standard error per set and step)")
     status.add_argument("--url", default=DEFAULT_URL)
     status.set_defaults(func=cmd_status)
 

@@ -98,16 +98,42 @@ def _update_bar(bar: tqdm | None, record: dict[str, Any]) -> tqdm:
     return bar
 
 
-def summary_lines(record: dict[str, Any], wall_seconds: float) -> list[str]:
-    evals = sorted(record.get("evals") or [], key=lambda e: e["step"])
+def _percent(result: dict[str, Any]) -> str:
+    stderr = result.get("stderr")
+    spread = f" ± {100 * stderr:.1f}" if stderr is not None else ""
+    return f"{100 * result['accuracy']:.1f}%{spread}"
+
+
+def eval_lines(record: dict[str, Any]) -> list[str]:
+    """Before/after accuracy per evaluation set: the first and the last evaluated step (± one standard error)."""
+    by_set: dict[str, list[dict[str, Any]]] = {}
+    for result in sorted(record.get("evals") or [], key=lambda e: e["step"]):
+        by_set.setdefault(result["eval_set"], []).append(result)
     lines = []
-    if evals:
-        seed, final = evals[0], evals[-1]
+    for name, results in by_set.items():
+        seed, final = results[0], results[-1]
         delta = 100 * (final["accuracy"] - seed["accuracy"])
+        failed = sum(r["failed_prompts"] for r in results)
         lines.append(
-            f"held-out accuracy: seed {100 * seed['accuracy']:.1f}% -> final {100 * final['accuracy']:.1f}% "
-            f"({delta:+.1f} points, {seed['prompts']} prompts x {seed['samples'] // max(1, seed['prompts'])} samples)"
+            f"held-out accuracy on {name}: step {seed['step']} {_percent(seed)} -> step {final['step']} "
+            f"{_percent(final)} ({delta:+.1f} points, {seed['prompts']} prompts x {seed['samples_per_prompt']} samples"
+            + (f", {failed} failed generations counted as wrong" if failed else "") + ")"
         )
+    return lines
+
+
+def eval_table_lines(record: dict[str, Any]) -> list[str]:
+    """Every evaluation of a run: one row per set and evaluated step."""
+    rows = [f"{'set':<16} {'step':>6} {'policy':>7} {'accuracy':>16} {'prompts':>8} {'scored':>15} {'failed':>7}"]
+    for r in record.get("evals") or []:
+        scored = f"{r['samples_scored']}/{r['samples_expected']}"
+        rows.append(f"{r['eval_set']:<16} {r['step']:>6} {'v' + str(r['policy_version']):>7} {_percent(r):>16} "
+                    f"{r['prompts']:>8} {scored:>15} {r['failed_prompts']:>7}")
+    return rows if len(rows) > 1 else ["no evaluations yet"]
+
+
+def summary_lines(record: dict[str, Any], wall_seconds: float) -> list[str]:
+    lines = eval_lines(record)
     lines.append(f"run {record['id']}: {record['state']}")
     steps, syncs = record.get("step", 0), record.get("syncs", 0)
     lines.append(f"steps: {steps}   weight syncs: {syncs}   wall time: {wall_seconds:.0f}s")

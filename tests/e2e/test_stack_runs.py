@@ -103,8 +103,13 @@ def test_semi_online_sync_rule_and_generator_reload(
     assert after != before, "greedy outputs did not change after training and reload"
     assert_nothing_lost_nothing_twice(rc, record)
     evals = sorted(record["evals"], key=lambda e: e["step"])
-    assert [e["step"] for e in evals] == [0, 6]
+    assert [(e["step"], e["eval_set"]) for e in evals] == [(0, "eval"), (6, "eval")]
     assert evals[0]["policy_version"] == 0 and evals[-1]["policy_version"] == 6
+    for result in evals:
+        # 16 prompts x 2 samples: the denominator is what was asked for, and on a healthy stack all of it came back.
+        assert (result["prompts"], result["samples_expected"]) == (16, 32)
+        assert result["samples_scored"] == 32 and result["failed_prompts"] == 0
+        assert 0.0 <= result["accuracy"] <= 1.0 and result["stderr"] is not None
 
 
 @pytest.mark.parametrize("interval,steps", [(1, 3), (3, 3), ("offline", 4)])

@@ -1,5 +1,5 @@
 """The controller's REST API against a real redis-server: validation (422 naming the field, nothing queued),
-JSON and YAML bodies, 404s, the queue order, cancel, metrics and the OpenAPI docs."""
+JSON and YAML bodies, 404s, the queue order, cancel, metrics, evaluation results per set and the OpenAPI docs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from semirl.controller.app import create_app
 from semirl.controller.scheduler import Controller
 from semirl.core import keys
-from semirl.proto import controller_pb2
+from semirl.core.streams import PAYLOAD_FIELD, publish
+from semirl.proto import controller_pb2, types_pb2
 
 
 @pytest.fixture
@@ -250,3 +251,50 @@ def test_mutating_endpoints_need_the_api_token(
         assert http.post(f"/v1/runs/{run_id}/cancel").status_code == 401
         cancelled = http.post(f"/v1/runs/{run_id}/cancel", headers={"Authorization": "Bearer s3cret"})
         assert cancelled.json()["state"] == "cancelled"
+
+
+def test_run_view_shows_each_eval_set_per_step(
+    http: TestClient, files: dict[str, Path], controller: Controller, redis_client: redis.Redis
+) -> None:
+    body = spec_dict(files)
+    body["data"]["eval"] = [{"path": str(files["eval"]), "limit": 3, "name": "math"},
+                            {"path": str(files["eval"]), "limit": 2, "name": "small", "samples_per_prompt": 3}]
+    run_id = post_json(http, body).json()["id"]
+    released = [types_pb2.PromptTask.FromString(f[PAYLOAD_FIELD]) for _id, f in redis_client.xrange(keys.PROMPTS)]
+    for task in (t for t in released if t.purpose == types_pb2.TASK_PURPOSE_EVAL):
+        n = task.sampling.n
+        # "math": every sample correct but prompt 0's generation failed (an empty group); "small": one in three.
+        samples = 0 if task.prompt_id == "e0-math-0" else n
+        rewards = [1.0] * samples if task.eval_set == "math" else [1.0] + [0.0] * (n - 1)
+        group = types_pb2.SampleGroup(task=task, samples=[types_pb2.Sample(token_ids=[5, 6])] * samples)
+        publish(redis_client, keys.EVAL_SCORED, types_pb2.ScoredGroup(group=group, rewards=rewards))
+    controller.tick()
+    evals = http.get(f"/v1/runs/{run_id}").json()["evals"]
+    assert [(e["step"], e["eval_set"]) for e in evals] == [(0, "math"), (0, "small")]
+    math_set, small = evals
+    assert math_set["accuracy"] == pytest.approx(2 / 3) and math_set["stderr"] == pytest.approx(1 / 3)
+    assert {k: math_set[k] for k in ("prompts", "samples_per_prompt", "samples_expected", "samples_scored",
+                                     "failed_prompts", "policy_version")} == {
+        "prompts": 3, "samples_per_prompt": 4, "samples_expected": 12, "samples_scored": 8, "failed_prompts": 1,
+        "policy_version": 0}
+    assert small["accuracy"] == pytest.approx(1 / 3) and small["stderr"] == pytest.approx(0.0)
+    assert (small["prompts"], small["samples_expected"], small["failed_prompts"]) == (2, 6, 0)
+
+
+def test_openapi_documents_the_run_view_and_every_status_code(http: TestClient) -> None:
+    schema = http.get("/openapi.json").json()
+    paths = schema["paths"]
+    codes = {(method, path): set(op["responses"]) for path, ops in paths.items() for method, op in ops.items()}
+    assert {"201", "401", "422"} <= codes[("post", "/v1/runs")]
+    assert {"200", "404"} <= codes[("get", "/v1/runs/{run_id}")]
+    assert {"200", "404"} <= codes[("get", "/v1/runs/{run_id}/metrics")]
+    assert {"200", "401", "404"} <= codes[("post", "/v1/runs/{run_id}/cancel")]
+    assert {"200", "503"} <= codes[("get", "/readyz")]
+    ok = paths["/v1/runs/{run_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/RunView"}
+    models = schema["components"]["schemas"]
+    assert {"evals", "state", "spec", "queues", "replicas", "latest_metrics"} <= set(models["RunView"]["properties"])
+    fields = models["EvalResult"]["properties"]
+    assert {"eval_set", "accuracy", "stderr", "prompts", "samples_expected", "samples_scored",
+            "failed_prompts"} <= set(fields)
+    assert "per-prompt mean accuracy" in fields["stderr"]["description"]

@@ -8,6 +8,8 @@ the Reload calls it gets. Scored eval groups are published on the eval_scored st
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -49,7 +51,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
     train.write_text("".join(json.dumps({"problem": f"{i}+1?", "answer": str(i + 1)}) + "\n" for i in range(20)))
     evals = tmp_path / "eval.jsonl"
     evals.write_text("".join(json.dumps({"problem": f"{i}+2?", "answer": str(i + 2)}) + "\n" for i in range(9)))
-    return {"model": model, "train": train, "eval": evals, "store": tmp_path / "store"}
+    amc = tmp_path / "amc23.jsonl"
+    amc.write_text("".join(json.dumps({"id": i, "question": f"AMC {i}?", "answer": float(i)}) + "\n" for i in range(2)))
+    return {"model": model, "train": train, "eval": evals, "amc": amc, "store": tmp_path / "store"}
 
 
 @pytest.fixture
@@ -118,13 +122,17 @@ def commit(stub: Any, run_id: str, path: Path, version: int, final: bool = False
     return stub.CommitCheckpoint(request, timeout=30)
 
 
-def score_evals(client: redis.Redis, run_id: str, step: int, correct_per_prompt: list[int]) -> None:
+def score_evals(client: redis.Redis, run_id: str, step: int, correct_per_prompt: list[int], *,
+                eval_set: str = "eval", returned: dict[int, int] | None = None) -> None:
+    """Publish the scored groups of one set's round as the verifier would: prompt i gets `correct_per_prompt[i]`
+    correct samples; `returned` {i: m} makes prompt i's generation come back with only m samples."""
     for task in tasks(client, run_id, types_pb2.TASK_PURPOSE_EVAL):
-        if task.eval_step != step:
+        if task.eval_step != step or task.eval_set != eval_set:
             continue
-        index = int(task.prompt_id.split("-")[1])
-        n = task.sampling.n
-        rewards = [1.0] * correct_per_prompt[index] + [0.0] * (n - correct_per_prompt[index])
+        index = int(task.prompt_id.rsplit("-", 1)[1])
+        n = (returned or {}).get(index, task.sampling.n)
+        correct = min(n, correct_per_prompt[index])
+        rewards = [1.0] * correct + [0.0] * (n - correct)
         group = types_pb2.SampleGroup(task=task, policy_version=task.policy.version,
                                       samples=[types_pb2.Sample(token_ids=[1] * (4 + index)) for _ in range(n)])
         publish(client, keys.EVAL_SCORED, types_pb2.ScoredGroup(group=group, rewards=rewards))
@@ -265,7 +273,8 @@ def test_offline_releases_one_window_and_never_reloads(
     train = tasks(redis_client, run_id)
     assert len(train) == 4 * BATCH and {t.policy.version for t in train} == {0} and {t.window for t in train} == {0}
     seed_eval = tasks(redis_client, run_id, types_pb2.TASK_PURPOSE_EVAL)
-    assert [t.prompt_id for t in seed_eval] == ["e0-0", "e0-1", "e0-2"] and {t.policy.version for t in seed_eval} == {0}
+    assert [t.prompt_id for t in seed_eval] == ["e0-eval-0", "e0-eval-1", "e0-eval-2"]
+    assert {t.policy.version for t in seed_eval} == {0} and {t.eval_set for t in seed_eval} == {"eval"}
 
     assert commit(stub, run_id, write_policy(files["store"], run_id, 2), 2).committed
     controller.tick()
@@ -286,7 +295,8 @@ def test_offline_releases_one_window_and_never_reloads(
     controller.tick()
     record = load_run(redis_client, run_id)
     assert record.state == "succeeded" and record.syncs == 0
-    assert [(e.step, e.policy_version, e.prompts, e.samples) for e in record.evals] == [(0, 0, 3, 6), (4, 4, 3, 6)]
+    assert [(e.step, e.eval_set, e.policy_version, e.prompts, e.samples_expected, e.samples_scored)
+            for e in record.evals] == [(0, "eval", 0, 3, 6, 6), (4, "eval", 4, 3, 6, 6)]
     assert record.evals[0].accuracy == pytest.approx(0.5) and record.evals[1].accuracy == pytest.approx(1.0)
     assert record.evals[0].mean_response_tokens == pytest.approx(5.0)
 
@@ -359,3 +369,63 @@ def test_background_loop_collects_evals(controller: Controller, redis_client: re
     finally:
         controller.stop()
 
+
+
+def test_several_eval_sets_are_released_and_reported_separately(
+    controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
+) -> None:
+    spec = make_spec(files, "sets", interval=1, steps=1, evals=True)
+    data = spec.data.model_dump()
+    data["eval"].append({"path": str(files["amc"]), "samples_per_prompt": 4, "answer_format": "boxed"})
+    run_id = controller.submit(parse_run_spec({**spec.model_dump(mode="json"), "data": data})).id
+    seed_round = tasks(redis_client, run_id, types_pb2.TASK_PURPOSE_EVAL)
+    assert sorted(t.prompt_id for t in seed_round) == [
+        "e0-amc23-0", "e0-amc23-1", "e0-eval-0", "e0-eval-1", "e0-eval-2"]
+    assert {(t.eval_set, t.sampling.n, t.answer_format) for t in seed_round} == {
+        ("eval", 2, types_pb2.ANSWER_FORMAT_LATEX), ("amc23", 4, types_pb2.ANSWER_FORMAT_BOXED)}
+    assert [t.gold_answer for t in seed_round if t.eval_set == "amc23"] == ["0", "1"]
+
+    # One set being in does not make the round complete: each set is its own result.
+    score_evals(redis_client, run_id, 0, [2, 2, 0], eval_set="eval")
+    controller.tick()
+    assert [(e.step, e.eval_set) for e in load_run(redis_client, run_id).evals] == [(0, "eval")]
+    score_evals(redis_client, run_id, 0, [1, 3], eval_set="amc23")
+    controller.tick()
+    v1 = write_policy(files["store"], run_id, 1, final=True)
+    assert commit(stub, run_id, v1, 1, final=True).committed
+    score_evals(redis_client, run_id, 1, [4, 4], eval_set="amc23")
+    controller.tick()
+    assert load_run(redis_client, run_id).state == "running"  # the final round of "eval" is still out
+    score_evals(redis_client, run_id, 1, [2, 2, 2], eval_set="eval")
+    controller.tick()
+    record = load_run(redis_client, run_id)
+    assert record.state == "succeeded"
+    assert [(e.step, e.eval_set, e.prompts, e.samples_per_prompt, e.samples_expected) for e in record.evals] == [
+        (0, "eval", 3, 2, 6), (0, "amc23", 2, 4, 8), (1, "eval", 3, 2, 6), (1, "amc23", 2, 4, 8)]
+    accuracy = {(e.step, e.eval_set): e.accuracy for e in record.evals}
+    assert accuracy == pytest.approx({(0, "eval"): 4 / 6, (0, "amc23"): 4 / 8, (1, "eval"): 1.0, (1, "amc23"): 1.0})
+    stderr = {(e.step, e.eval_set): e.stderr for e in record.evals}
+    assert stderr[(0, "eval")] == pytest.approx(statistics.stdev([1.0, 1.0, 0.0]) / math.sqrt(3))
+    assert stderr[(0, "amc23")] == pytest.approx(statistics.stdev([0.25, 0.75]) / math.sqrt(2))
+    assert stderr[(1, "eval")] == pytest.approx(0.0)
+
+
+def test_failed_eval_generations_count_as_wrong_and_the_round_completes(
+    controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
+) -> None:
+    run_id = controller.submit(make_spec(files, "failed", interval=1, steps=1, evals=True)).id
+    # Every sample that came back is correct, but prompt 1's task could never be served (an empty group,
+    # decision 10) and prompt 2's came back with one of its two samples.
+    score_evals(redis_client, run_id, 0, [2, 2, 2], returned={1: 0, 2: 1})
+    controller.tick()
+    (seed,) = load_run(redis_client, run_id).evals
+    assert seed.accuracy == pytest.approx(3 / 6)  # not 3/3: the denominator is prompts x samples asked
+    assert (seed.prompts, seed.samples_expected, seed.samples_scored, seed.failed_prompts) == (3, 6, 3, 2)
+    assert seed.stderr == pytest.approx(statistics.stdev([1.0, 0.0, 0.5]) / math.sqrt(3))
+    v1 = write_policy(files["store"], run_id, 1, final=True)
+    assert commit(stub, run_id, v1, 1, final=True).committed
+    score_evals(redis_client, run_id, 1, [2, 2, 2])
+    controller.tick()
+    record = load_run(redis_client, run_id)
+    assert record.state == "succeeded" and record.evals[1].accuracy == pytest.approx(1.0)
+    assert record.evals[1].failed_prompts == 0

@@ -78,6 +78,37 @@ def test_bad_specs_name_the_field(override: dict, field: str) -> None:
     assert any(loc.startswith(field) for loc in locations), locations
 
 
+def _eval_sets(value: object) -> list:
+    return _spec(data={"train": {"path": "train.jsonl"}, "eval": value}).data.eval
+
+
+def test_eval_sets_one_mapping_or_a_list_named_by_default_after_the_file() -> None:
+    (single,) = _eval_sets({"path": "data/math500.jsonl", "limit": 50})
+    assert (single.name, single.limit, single.samples_per_prompt) == ("math500", 50, None)
+    sets = _eval_sets([{"path": "/d/math500.jsonl"}, {"path": "amc23.test.jsonl", "samples_per_prompt": 32,
+                                                      "answer_format": "boxed"}, {"path": "x.jsonl", "name": "X1"}])
+    assert [(d.name, d.samples_per_prompt, d.answer_format) for d in sets] == [
+        ("math500", None, "latex"), ("amc23", 32, "boxed"), ("X1", None, "latex")]
+    assert _eval_sets(None) == [] and _spec(data={"train": {"path": "t.jsonl"}}).eval_steps() == []
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ([{"path": "a/math.jsonl"}, {"path": "b/math.jsonl"}], "unique"),  # two default names collide
+        ([{"path": "a.jsonl", "name": "s"}, {"path": "b.jsonl", "name": "s"}], "unique"),
+        ([{"path": "a.jsonl", "name": "no spaces"}], "pattern"),
+        ([{"path": "a.jsonl", "samples_per_prompt": 0}], "greater than 0"),
+        ([{"path": "a.jsonl", "limit": 0}], "greater than 0"),
+        ([{"path": "a.jsonl", "answer_format": "plain"}], "latex"),
+    ],
+)
+def test_bad_eval_sets_are_rejected(value: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as info:
+        _eval_sets(value)
+    assert all(e["loc"][:2] == ("data", "eval") for e in info.value.errors())
+
+
 def test_path_checks_only_with_context(tmp_path: Path) -> None:
     _spec()  # no context: paths are not checked
     with pytest.raises(ValidationError) as info:

@@ -1,4 +1,5 @@
-"""The synthetic task: deterministic, train/eval disjoint, answers and worked responses correct."""
+"""The synthetic task: deterministic, train/eval disjoint (by unordered operands), answers and worked responses
+correct."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import pytest
 
 from semirl.spec import DatasetSpec
 from semirl.tasks.dataset import load_problems
-from semirl.tasks.synthetic import expression_of, make_problems, reference_response, write_jsonl
+from semirl.tasks.synthetic import (
+    MAX_OPERAND,
+    expression_of,
+    make_problems,
+    operand_set,
+    reference_response,
+    split_of,
+    write_jsonl,
+)
 
 _PROMPT = re.compile(r"^Q: (\d{1,2})\+(\d{1,2})=\?\nA:$")
 
@@ -26,6 +35,25 @@ def test_train_and_eval_never_overlap(seed: int) -> None:
     evals = {row["problem"] for row in make_problems(2000, seed + 1, "eval")}
     assert len(train) == 7900 and len(evals) == 2000
     assert not train & evals
+
+
+def test_swapped_twins_always_share_a_split() -> None:
+    operands = range(MAX_OPERAND + 1)
+    splits = {f"{a}+{b}": split_of(f"{a}+{b}") for a in operands for b in operands}
+    assert all(split == splits[f"{b}+{a}"] for expr, split in splits.items() for a, b in [expr.split("+")])
+    share = sum(split == "eval" for split in splits.values()) / len(splits)
+    assert 0.18 < share < 0.22  # about one problem in five is held out
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_no_eval_operand_set_appears_in_train(seed: int) -> None:
+    # Every train problem that exists (7937) against every eval problem (2063): not one shared {a, b}.
+    train = {operand_set(expression_of(row["problem"])) for row in make_problems(7937, seed, "train")}
+    evals = {operand_set(expression_of(row["problem"])) for row in make_problems(2063, seed, "eval")}
+    assert len(evals) > 1000 and not train & evals
+    # Both orders of an eval set are held out, so an eval problem's swapped twin is an eval problem too.
+    eval_problems = {expression_of(row["problem"]) for row in make_problems(2063, seed, "eval")}
+    assert {f"{b}+{a}" for a, b in (expr.split("+") for expr in eval_problems)} == eval_problems
 
 
 def test_answers_and_worked_responses_are_correct() -> None:

@@ -82,16 +82,61 @@ def test_seeds_deterministic_distinct_and_nonzero() -> None:
     assert [t.prompt for t in _all_tasks(_spec(3))] == [t.prompt for t in _all_tasks(_spec(3))]
 
 
+EVAL_SETS = {"math": PROBLEMS, "amc": [Problem(id=str(i), problem=f"AMC {i}", answer=str(i)) for i in range(3)]}
+
+
+def _two_set_spec(**eval_section: object) -> RunSpec:
+    return _spec(3, data={
+        "train": {"path": "train.jsonl"},
+        "eval": [{"path": "sets/math.jsonl"}, {"path": "amc.jsonl", "name": "amc", "samples_per_prompt": 8,
+                                               "answer_format": "boxed"}],
+        "prompt_template": "Q: {problem}\nA:", "prompt_format": "raw",
+    }, eval={"samples_per_prompt": 2, "max_tokens": 16, **eval_section})
+
+
 def test_eval_round_tasks() -> None:
     spec = _spec(3)
     policy = types_pb2.PolicyRef(version=6, path=_path(6))
-    tasks = build_eval_tasks("r", spec, 7, 2, PROBLEMS, policy)
-    assert [t.prompt_id for t in tasks] == ["e7-0", "e7-1", "e7-2", "e7-3"]
+    tasks = build_eval_tasks("r", spec, 7, 2, {"eval": PROBLEMS}, policy)
+    assert [t.prompt_id for t in tasks] == ["e7-eval-0", "e7-eval-1", "e7-eval-2", "e7-eval-3"]
     for task in tasks:
         assert task.purpose == types_pb2.TASK_PURPOSE_EVAL and task.eval_step == 7 and task.window == 2
+        assert task.eval_set == "eval" and task.answer_format == types_pb2.ANSWER_FORMAT_LATEX
+        assert task.prompt_format == types_pb2.PROMPT_FORMAT_CHAT
         assert task.policy.version == 6 and task.policy.path == _path(6)
         assert task.sampling.n == 2 and task.sampling.max_tokens == 16
         assert task.sampling.temperature == pytest.approx(0.6) and task.sampling.top_p == pytest.approx(0.9)
-    seed_round = build_eval_tasks("r", spec, 0, 0, PROBLEMS, types_pb2.PolicyRef(version=0, path="/seed"))
+    seed_round = build_eval_tasks("r", spec, 0, 0, {"eval": PROBLEMS}, types_pb2.PolicyRef(version=0, path="/seed"))
     assert [t.prompt for t in seed_round] == [t.prompt for t in tasks]
     assert [t.sampling.seed for t in seed_round] == [t.sampling.seed for t in tasks]
+
+
+def test_eval_round_covers_every_set_with_its_own_settings() -> None:
+    spec = _two_set_spec()
+    tasks = build_eval_tasks("r", spec, 3, 1, EVAL_SETS, types_pb2.PolicyRef(version=3, path=_path(3)))
+    by_set = {name: [t for t in tasks if t.eval_set == name] for name in ("math", "amc")}
+    assert len(tasks) == 10 + 3 and [len(by_set["math"]), len(by_set["amc"])] == [10, 3]
+    assert {t.sampling.n for t in by_set["math"]} == {2} and {t.sampling.n for t in by_set["amc"]} == {8}
+    assert {t.answer_format for t in by_set["math"]} == {types_pb2.ANSWER_FORMAT_LATEX}
+    assert {t.answer_format for t in by_set["amc"]} == {types_pb2.ANSWER_FORMAT_BOXED}
+    assert {t.prompt_format for t in tasks} == {types_pb2.PROMPT_FORMAT_RAW}
+    assert [t.gold_answer for t in by_set["amc"]] == ["0", "1", "2"]
+    # Ids are unique across sets and across rounds; the same index in two sets is two prompts.
+    later = build_eval_tasks("r", spec, 6, 2, EVAL_SETS, types_pb2.PolicyRef(version=6, path=_path(6)))
+    ids = [t.prompt_id for t in tasks + later]
+    assert len(ids) == len(set(ids)) == 26
+
+
+def test_eval_seeds_are_common_per_set_and_index_across_rounds() -> None:
+    spec = _two_set_spec()
+    first = build_eval_tasks("r", spec, 0, 0, EVAL_SETS, types_pb2.PolicyRef(version=0, path="/seed"))
+    later = build_eval_tasks("r", spec, 6, 2, EVAL_SETS, types_pb2.PolicyRef(version=6, path=_path(6)))
+    assert [(t.eval_set, t.sampling.seed) for t in first] == [(t.eval_set, t.sampling.seed) for t in later]
+    seeds = [t.sampling.seed for t in first]
+    assert len(set(seeds)) == len(seeds)  # prompt 0 of "math" and prompt 0 of "amc" draw differently
+
+
+def test_eval_limit_applies_to_every_set() -> None:
+    spec = _two_set_spec(limit=2)
+    tasks = build_eval_tasks("r", spec, 0, 0, EVAL_SETS, types_pb2.PolicyRef(version=0, path="/seed"))
+    assert [t.prompt_id for t in tasks] == ["e0-math-0", "e0-math-1", "e0-amc-0", "e0-amc-1"]

@@ -18,6 +18,7 @@ from semirl.core.runstate import RunRecord
 
 from .registry import SpecRejected, decode_body, validate_spec
 from .scheduler import Controller
+from .views import RunView, ServicesView
 
 SPEC_BODY = {
     "required": True,
@@ -28,6 +29,9 @@ SPEC_BODY = {
     },
     "description": "A RunSpec as JSON or YAML (chosen by Content-Type).",
 }
+UNKNOWN_RUN = {404: {"description": "No run has this id."}}
+NEEDS_TOKEN = {401: {"description": "An API token is configured and the request lacks it or has another one."}}
+BAD_SPEC = {422: {"description": "The spec is invalid: `detail` lists {loc, msg, type}, loc naming the field."}}
 
 
 def bearer_token_guard(token: str | None):
@@ -63,7 +67,7 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
         """Liveness: the process serves HTTP (Redis being down is not a reason to restart the controller)."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "Redis does not answer or the scheduler loop is not running."}})
     def readyz() -> JSONResponse:
         """Readiness: Redis answers and the scheduler loop runs."""
         problems = []
@@ -77,12 +81,13 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
             return JSONResponse(status_code=503, content={"status": "not ready", "problems": problems})
         return JSONResponse(content={"status": "ready"})
 
-    @app.get("/v1/services")
+    @app.get("/v1/services", response_model=ServicesView)
     def services() -> dict[str, Any]:
         """Ready replicas of each service and the generators the next Reload goes to."""
         return controller.services_view()
 
-    @app.post("/v1/runs", status_code=201, openapi_extra={"requestBody": SPEC_BODY}, dependencies=[authorized])
+    @app.post("/v1/runs", status_code=201, openapi_extra={"requestBody": SPEC_BODY}, dependencies=[authorized],
+              responses={**NEEDS_TOKEN, **BAD_SPEC})
     async def submit(request: Request) -> Any:
         body = await request.body()
         try:
@@ -102,16 +107,17 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
             for r in controller.registry.runs()
         ]}
 
-    @app.get("/v1/runs/{run_id}")
+    @app.get("/v1/runs/{run_id}", response_model=RunView, responses=UNKNOWN_RUN)
     def get_run(run_id: str) -> dict[str, Any]:
+        """The run: state, step, policy versions, evaluations per set and step, latest metrics, queues, services."""
         return controller.view(found(run_id))
 
-    @app.get("/v1/runs/{run_id}/metrics")
+    @app.get("/v1/runs/{run_id}/metrics", responses=UNKNOWN_RUN)
     def get_metrics(run_id: str) -> list[dict[str, Any]]:
         found(run_id)
         return controller.registry.metrics(run_id)
 
-    @app.post("/v1/runs/{run_id}/cancel", dependencies=[authorized])
+    @app.post("/v1/runs/{run_id}/cancel", dependencies=[authorized], responses={**NEEDS_TOKEN, **UNKNOWN_RUN})
     def cancel(run_id: str) -> dict[str, Any]:
         found(run_id)
         record = controller.cancel(run_id)

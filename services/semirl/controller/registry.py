@@ -2,8 +2,8 @@
 
 The controller is the only writer of run records. Everything here is keyed by `semirl.core.keys`.
 Eval bookkeeping lives in the hash `run_eval_key(run_id)`: field `round:<step>` = the released round
-(policy version, path, prompt count), field `res:<prompt_id>` = one scored eval prompt (idempotent on
-redelivery).
+(`EvalRound`: policy version, path, prompts and samples per set), field `res:<prompt_id>` = one scored eval
+prompt (`PromptOutcome`, idempotent on redelivery).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from semirl.core.streams import backlog
 from semirl.proto import controller_pb2
 from semirl.spec import RunSpec
 from semirl.tasks.dataset import load_problems
+
+from .evaluation import EvalRound, PromptOutcome
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
@@ -75,13 +77,13 @@ def validate_spec(data: dict[str, Any], store: Path) -> RunSpec:
     if problems:
         raise SpecRejected(problems)
     spec = resolve_paths(spec)
-    for name, dataset in (("train", spec.data.train), ("eval", spec.data.eval)):
-        if dataset is None:
-            continue
+    datasets = [(("data", "train", "path"), spec.data.train)]
+    datasets += [(("data", "eval", index, "path"), dataset) for index, dataset in enumerate(spec.data.eval)]
+    for loc, dataset in datasets:
         try:
             load_problems(dataset)
         except (ValueError, OSError) as err:
-            problems.append(_error(("data", name, "path"), f"dataset unreadable: {err}"))
+            problems.append(_error(loc, f"dataset unreadable: {err}"))
     if problems:
         raise SpecRejected(problems)
     return spec
@@ -94,9 +96,10 @@ def resolve_paths(spec: RunSpec) -> RunSpec:
         return str(Path(path).expanduser().resolve())
 
     data = spec.data
-    update: dict[str, Any] = {"train": data.train.model_copy(update={"path": absolute(data.train.path)})}
-    if data.eval is not None:
-        update["eval"] = data.eval.model_copy(update={"path": absolute(data.eval.path)})
+    update: dict[str, Any] = {
+        "train": data.train.model_copy(update={"path": absolute(data.train.path)}),
+        "eval": [dataset.model_copy(update={"path": absolute(dataset.path)}) for dataset in data.eval],
+    }
     return spec.model_copy(
         update={
             "model": spec.model.model_copy(update={"path": absolute(spec.model.path)}),
@@ -180,21 +183,25 @@ class Registry:
 
     # --- eval rounds -----------------------------------------------------------------------------------
 
-    def eval_rounds(self, run_id: str) -> dict[int, dict[str, Any]]:
+    def eval_rounds(self, run_id: str) -> dict[int, EvalRound]:
+        """Released eval rounds by the trainer step they evaluate."""
         raw = self.client.hgetall(keys.run_eval_key(run_id))
         rounds = {}
         for field, value in raw.items():
             name = _text(field)
             if name.startswith("round:"):
-                rounds[int(name.split(":", 1)[1])] = json.loads(value)
+                rounds[int(name.split(":", 1)[1])] = EvalRound.model_validate_json(value)
         return rounds
 
-    def eval_results(self, run_id: str) -> dict[str, dict[str, Any]]:
+    def eval_results(self, run_id: str) -> dict[str, PromptOutcome]:
+        """Scored eval prompts by prompt id."""
         raw = self.client.hgetall(keys.run_eval_key(run_id))
-        return {_text(f)[4:]: json.loads(v) for f, v in raw.items() if _text(f).startswith("res:")}
+        return {_text(f)[4:]: PromptOutcome.model_validate_json(v) for f, v in raw.items()
+                if _text(f).startswith("res:")}
 
-    def record_eval_result(self, run_id: str, prompt_id: str, result: dict[str, Any]) -> bool:
-        return bool(self.client.hsetnx(keys.run_eval_key(run_id), f"res:{prompt_id}", json.dumps(result)))
+    def record_eval_result(self, run_id: str, prompt_id: str, outcome: PromptOutcome) -> bool:
+        """Store a scored eval prompt; False when it was already stored (a redelivery)."""
+        return bool(self.client.hsetnx(keys.run_eval_key(run_id), f"res:{prompt_id}", outcome.model_dump_json()))
 
     def ensure_groups(self) -> None:
         """Create every stream's consumer group (from the start) so backlog lag is counted before workers join."""

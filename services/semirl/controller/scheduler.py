@@ -9,7 +9,6 @@ Every mutation runs under one lock (gRPC handlers, REST handlers and the loop th
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -21,13 +20,14 @@ import redis
 
 from semirl.core import keys
 from semirl.core.checkpoints import CheckpointError, verify
-from semirl.core.runstate import EvalResult, RunRecord, active_run_id, save_run
+from semirl.core.runstate import RunRecord, active_run_id, save_run
 from semirl.core.streams import PAYLOAD_FIELD, StreamQueue
 from semirl.proto import controller_pb2, types_pb2
-from semirl.spec import RunSpec
+from semirl.spec import DatasetSpec, RunSpec
 from semirl.tasks.dataset import Problem, load_problems
 
 from .discovery import Discovery, RedisDiscovery
+from .evaluation import EvalRound, SetRound, outcome_of, summarize
 from .fanout import ReloadOutcome, fan_out_reload
 from .registry import Registry
 from .windows import build_eval_tasks, build_window_tasks
@@ -57,7 +57,7 @@ class Controller:
         self.poll_s = poll_s
         self.eval_queue = StreamQueue(client, keys.EVAL_SCORED, keys.CONTROLLER_GROUP, consumer, types_pb2.ScoredGroup)
         self.last_reload: list[ReloadOutcome] = []
-        self._problems: dict[tuple[str, str], list[Problem]] = {}
+        self._problems: dict[tuple[str, str], list[Problem]] = {}  # (run id, "train" or "eval:<set>")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -135,8 +135,7 @@ class Controller:
             pipe.execute()
         if active_run_id(self.client) == record.id:
             self.client.delete(keys.ACTIVE_RUN)
-        for which in ("train", "eval"):
-            self._problems.pop((record.id, which), None)
+        self._forget_problems(record.id)
         if error is None:
             log.info("run %s %s", record.id, state)
         else:
@@ -243,9 +242,8 @@ class Controller:
         record.generation_version = 0
         record.windows_released = 0
         try:
-            self._load(record, "train")
-            if record.spec.data.eval is not None:
-                self._load(record, "eval")
+            self._train_problems(record)
+            self._eval_problems(record)
         except (OSError, ValueError) as err:
             record.state = "failed"
             record.error = f"cannot read the dataset: {err}"
@@ -267,13 +265,23 @@ class Controller:
         self._advance(record)
         return True
 
-    def _load(self, record: RunRecord, which: str) -> list[Problem]:
+    def _load(self, record: RunRecord, which: str, dataset: DatasetSpec) -> list[Problem]:
         key = (record.id, which)
         if key not in self._problems:
-            dataset = record.spec.data.train if which == "train" else record.spec.data.eval
-            assert dataset is not None
             self._problems[key] = load_problems(dataset)
         return self._problems[key]
+
+    def _train_problems(self, record: RunRecord) -> list[Problem]:
+        return self._load(record, "train", record.spec.data.train)
+
+    def _eval_problems(self, record: RunRecord) -> dict[str, list[Problem]]:
+        """The rows of every evaluation set, by set name."""
+        return {str(dataset.name): self._load(record, f"eval:{dataset.name}", dataset)
+                for dataset in record.spec.data.eval}
+
+    def _forget_problems(self, run_id: str) -> None:
+        for key in [key for key in self._problems if key[0] == run_id]:
+            del self._problems[key]
 
     def _policy_path(self, record: RunRecord, version: int) -> str:
         if version == 0:
@@ -317,7 +325,7 @@ class Controller:
                     self.client, record.id, types_pb2.PolicyRef(version=version, path=path),
                     self._generator_endpoints(), timeout_s=self.reload_timeout_s,
                 )
-            tasks = build_window_tasks(record.id, spec, window, self._load(record, "train"),
+            tasks = build_window_tasks(record.id, spec, window, self._train_problems(record),
                                        lambda v: self._policy_path(record, v))
             record.windows_released = window + 1
             with self.client.pipeline(transaction=True) as pipe:
@@ -329,7 +337,7 @@ class Controller:
 
     def _release_eval_rounds(self, record: RunRecord) -> None:
         spec = record.spec
-        if spec.data.eval is None:
+        if not spec.data.eval:
             return
         released = self.registry.eval_rounds(record.id)
         for index, step in enumerate(spec.eval_steps()):
@@ -346,26 +354,31 @@ class Controller:
             else:
                 continue
             policy = types_pb2.PolicyRef(version=version, path=path)
-            tasks = build_eval_tasks(record.id, spec, step, index, self._load(record, "eval"), policy)
-            info = {"policy_version": version, "policy_path": path, "prompts": len(tasks)}
+            tasks = build_eval_tasks(record.id, spec, step, index, self._eval_problems(record), policy)
+            released_round = EvalRound(policy_version=version, policy_path=path)
+            for task in tasks:
+                counted = released_round.sets.setdefault(
+                    task.eval_set, SetRound(prompts=0, samples_per_prompt=task.sampling.n))
+                counted.prompts += 1
             with self.client.pipeline(transaction=True) as pipe:
                 for task in tasks:
                     pipe.xadd(keys.PROMPTS, {PAYLOAD_FIELD: task.SerializeToString()})
-                pipe.hset(keys.run_eval_key(record.id), f"round:{step}", json.dumps(info))
+                pipe.hset(keys.run_eval_key(record.id), f"round:{step}", released_round.model_dump_json())
                 pipe.execute()
-            log.info("run %s: eval round for step %d released (%d prompts, policy v%d)",
-                     record.id, step, len(tasks), version)
+            log.info("run %s: eval round for step %d released (%d prompts in %d sets, policy v%d)",
+                     record.id, step, len(tasks), len(released_round.sets), version)
 
     def _eval_versions_in_flight(self, record: RunRecord) -> set[int]:
-        done = {e.step for e in record.evals}
-        return {int(info["policy_version"]) for step, info in self.registry.eval_rounds(record.id).items()
-                if step not in done}
+        done = {(e.step, e.eval_set) for e in record.evals}
+        return {released.policy_version for step, released in self.registry.eval_rounds(record.id).items()
+                if any((step, name) not in done for name in released.sets)}
 
     def _finish_if_done(self, record: RunRecord) -> None:
         if record.state != "running" or record.final_path is None:
             return
-        evaluated = {e.step for e in record.evals}
-        if not set(record.spec.eval_steps()) <= evaluated:
+        evaluated = {(e.step, e.eval_set) for e in record.evals}
+        due = {(step, dataset.name) for step in record.spec.eval_steps() for dataset in record.spec.data.eval}
+        if not due <= evaluated:
             return
         record.state = "succeeded"
         record.finished_at = time.time()
@@ -374,30 +387,20 @@ class Controller:
             pipe.execute()
         if active_run_id(self.client) == record.id:
             self.client.delete(keys.ACTIVE_RUN)
-        for which in ("train", "eval"):
-            self._problems.pop((record.id, which), None)
+        self._forget_problems(record.id)
         log.info("run %s succeeded", record.id)
 
     # --- evaluation results ----------------------------------------------------------------------------
 
     def consume_evals(self, block_ms: int = 0) -> int:
-        """Take in scored eval groups; append an EvalResult for every round whose prompts are all in."""
+        """Take in scored eval groups; append an EvalResult for every (round, set) whose prompts are all in."""
         # XREADGROUP's BLOCK 0 means "forever": no block argument at all is the non-blocking read.
         deliveries = self.eval_queue.read(count=256, block_ms=block_ms if block_ms > 0 else None)  # type: ignore[arg-type]
         touched: set[str] = set()
         for delivery in deliveries:
-            scored = delivery.message
-            task = scored.group.task
-            samples = scored.group.samples
-            result = {
-                "eval_step": int(task.eval_step),
-                "policy_version": int(scored.group.policy_version),
-                "reward_sum": float(sum(scored.rewards)),
-                "samples": len(scored.rewards),
-                "tokens": sum(len(s.token_ids) for s in samples),
-            }
+            task = delivery.message.group.task
             if task.purpose == types_pb2.TASK_PURPOSE_EVAL and self.client.exists(keys.run_key(task.run_id)):
-                self.registry.record_eval_result(task.run_id, task.prompt_id, result)
+                self.registry.record_eval_result(task.run_id, task.prompt_id, outcome_of(delivery.message))
                 touched.add(task.run_id)
         self.eval_queue.ack(d.entry_id for d in deliveries)
         if touched:
@@ -411,29 +414,25 @@ class Controller:
         record = self.registry.get(run_id)
         if record is None or record.finished:
             return
-        done = {e.step for e in record.evals}
-        rounds = self.registry.eval_rounds(run_id)
-        results = self.registry.eval_results(run_id)
+        done = {(e.step, e.eval_set) for e in record.evals}
+        results = list(self.registry.eval_results(run_id).values())
         changed = False
-        for step, info in sorted(rounds.items()):
-            if step in done:
-                continue
-            got = [r for r in results.values() if r["eval_step"] == step]
-            if len(got) < info["prompts"]:
-                continue
-            samples = sum(r["samples"] for r in got)
-            record.evals.append(EvalResult(
-                step=step,
-                policy_version=int(info["policy_version"]),
-                accuracy=sum(r["reward_sum"] for r in got) / max(1, samples),
-                prompts=len(got),
-                samples=samples,
-                mean_response_tokens=sum(r["tokens"] for r in got) / max(1, samples),
-            ))
-            changed = True
-            log.info("run %s: eval of step %d: accuracy %.3f", run_id, step, record.evals[-1].accuracy)
+        for step, released in sorted(self.registry.eval_rounds(run_id).items()):
+            for name, expected in released.sets.items():
+                if (step, name) in done:
+                    continue
+                got = [r for r in results if r.eval_step == step and r.eval_set == name]
+                if len(got) < expected.prompts:
+                    continue
+                result = summarize(step, name, released.policy_version, expected, got)
+                record.evals.append(result)
+                changed = True
+                log.info("run %s: eval of step %d on %s: accuracy %.3f ± %s (%d of %d prompts failed)", run_id,
+                         step, name, result.accuracy, "n/a" if result.stderr is None else f"{result.stderr:.3f}",
+                         result.failed_prompts, result.prompts)
         if changed:
-            record.evals.sort(key=lambda e: e.step)
+            order = {dataset.name: index for index, dataset in enumerate(record.spec.data.eval)}
+            record.evals.sort(key=lambda e: (e.step, order.get(e.eval_set, len(order))))
             self.registry.save(record)
 
     # --- views -----------------------------------------------------------------------------------------

@@ -16,12 +16,27 @@ TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"}
 
 
 class EvalResult(BaseModel):
-    step: int                      # trainer step whose policy was evaluated (0 = seed)
-    policy_version: int
-    accuracy: float                # pass@1 averaged over samples_per_prompt samples
-    prompts: int
-    samples: int
-    mean_response_tokens: float
+    """One evaluation set scored on one evaluated policy."""
+
+    step: int = Field(description="Trainer step whose policy was evaluated (0 = the seed).")
+    eval_set: str = Field(description="The evaluation set (its `name` in data.eval).")
+    policy_version: int = Field(description="Committed policy version that generated the samples.")
+    accuracy: float = Field(
+        description="pass@1 averaged over the samples: correct samples / samples_expected. A sample that was "
+        "asked for but never came back (failed or empty generation) counts as wrong.",
+    )
+    stderr: float | None = Field(
+        description="Standard error of `accuracy` over prompts: the sample standard deviation (n-1) of the "
+        "per-prompt mean accuracy divided by sqrt(prompts). Null with fewer than two prompts.",
+    )
+    prompts: int = Field(description="Prompts of the set in this round.")
+    samples_per_prompt: int = Field(description="Samples asked for per prompt.")
+    samples_expected: int = Field(description="prompts x samples_per_prompt: the denominator of `accuracy`.")
+    samples_scored: int = Field(description="Samples that came back and were scored.")
+    failed_prompts: int = Field(
+        description="Prompts whose generation failed or came back with fewer samples than asked (an empty group).",
+    )
+    mean_response_tokens: float = Field(description="Mean response length of the scored samples, in tokens.")
 
 
 class RunRecord(BaseModel):

@@ -2,7 +2,9 @@
 
 Every problem is the full prompt text the tiny model was fine-tuned on (run specs use the template
 "{problem}"), e.g. ``Q: 23+45=?\\nA:``; the reference response works the columns, `` 3+5=8, 2+4+0=6. \\boxed{68}``.
-Train and eval are a fixed partition of the problem universe (by a stable hash), so no seed can make them overlap.
+Train and eval are a fixed partition of the problem universe by a stable hash of the *unordered* operands {a, b}:
+a+b and b+a always fall in the same split, so no seed can make them overlap and no eval problem has its swapped
+twin in training or in the SFT warm start (addition commutes; a twin in training would be a memorised answer).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Literal
 
 Split = Literal["train", "eval"]
 MAX_OPERAND = 99
-EVAL_MODULUS = 5  # one problem in five belongs to the eval split
+EVAL_MODULUS = 5  # one operand set in five (about one problem in five) belongs to the eval split
 
 
 def _universe() -> list[tuple[int, str, int]]:
@@ -55,8 +57,16 @@ def response_text(expr: str) -> str:
     return f" {left % 10}+{right % 10}={units}, {left // 10}+{right // 10}+{carry}={tens}. \\boxed{{{left + right}}}"
 
 
+def operand_set(expr: str) -> tuple[int, int]:
+    """The unordered operands of ``a+b`` as (smaller, larger): the same for a+b and b+a."""
+    left, right = (int(x) for x in expr.split("+"))
+    return (left, right) if left <= right else (right, left)
+
+
 def split_of(expr: str) -> Split:
-    digest = hashlib.sha256(expr.encode()).digest()
+    """The split of a problem, decided by its operand set alone."""
+    low, high = operand_set(expr)
+    digest = hashlib.sha256(f"{low}+{high}".encode()).digest()
     return "eval" if digest[0] % EVAL_MODULUS == 0 else "train"
 
 

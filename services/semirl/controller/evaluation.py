@@ -1,0 +1,85 @@
+"""Scoring evaluation rounds (pure functions; no Redis): scored groups in, one EvalResult per set and step out.
+
+The denominator is honest: always prompts x samples asked. A prompt whose generation failed or came back short
+(decision 10: a task that can never be served yields a group with no samples) counts its missing samples as
+wrong instead of leaving the round or shrinking the denominator.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+
+from pydantic import BaseModel, Field
+
+from semirl.core.runstate import EvalResult
+from semirl.proto import types_pb2
+
+
+class SetRound(BaseModel):
+    """What a round released for one evaluation set."""
+
+    prompts: int
+    samples_per_prompt: int
+
+
+class EvalRound(BaseModel):
+    """A released evaluation round: the policy it evaluates and, per set, what it asked for."""
+
+    policy_version: int
+    policy_path: str
+    sets: dict[str, SetRound] = Field(default_factory=dict)
+
+
+class PromptOutcome(BaseModel):
+    """One scored evaluation prompt (stored once per prompt id)."""
+
+    eval_step: int
+    eval_set: str
+    policy_version: int      # the version that actually produced the samples
+    asked: int               # samples asked for
+    scored: int              # samples that came back and were scored, at most `asked`
+    correct: float           # sum of the rewards of those samples
+    tokens: int              # response tokens of those samples
+
+
+def outcome_of(scored: types_pb2.ScoredGroup) -> PromptOutcome:
+    task = scored.group.task
+    asked = int(task.sampling.n)
+    rewards = list(scored.rewards)[:asked]
+    samples = list(scored.group.samples)[: len(rewards)]
+    return PromptOutcome(
+        eval_step=int(task.eval_step),
+        eval_set=task.eval_set,
+        policy_version=int(scored.group.policy_version),
+        asked=asked,
+        scored=len(rewards),
+        correct=float(sum(rewards)),
+        tokens=sum(len(sample.token_ids) for sample in samples),
+    )
+
+
+def summarize(step: int, eval_set: str, policy_version: int, released: SetRound,
+              outcomes: Iterable[PromptOutcome]) -> EvalResult:
+    """The result of one set in one round; `outcomes` are that set's scored prompts (all of them)."""
+    outcomes = list(outcomes)
+    k = released.samples_per_prompt
+    per_prompt = [o.correct / k for o in outcomes]
+    # A released prompt with no outcome at all scores 0 too: it cannot raise the accuracy by going missing.
+    per_prompt += [0.0] * max(0, released.prompts - len(outcomes))
+    prompts = len(per_prompt)
+    scored = sum(o.scored for o in outcomes)
+    return EvalResult(
+        step=step,
+        eval_set=eval_set,
+        policy_version=policy_version,
+        accuracy=sum(per_prompt) / prompts if prompts else 0.0,
+        stderr=statistics.stdev(per_prompt) / math.sqrt(prompts) if prompts >= 2 else None,
+        prompts=prompts,
+        samples_per_prompt=k,
+        samples_expected=prompts * k,
+        samples_scored=scored,
+        failed_prompts=sum(o.scored < k for o in outcomes) + max(0, released.prompts - len(outcomes)),
+        mean_response_tokens=sum(o.tokens for o in outcomes) / scored if scored else 0.0,
+    )
