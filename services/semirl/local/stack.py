@@ -45,6 +45,7 @@ class ServiceProcess:
     grpc_port: int
     log_path: Path
     process: subprocess.Popen | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)  # this service's own settings, over the stack's
 
     @property
     def grpc_target(self) -> str:
@@ -61,7 +62,7 @@ class ServiceProcess:
             [sys.executable, "-m", self.module, *self.args],
             stdout=handle,
             stderr=subprocess.STDOUT,
-            env=env,
+            env={**env, **self.extra_env},
             start_new_session=True,
         )
         handle.close()
@@ -144,11 +145,15 @@ class LocalStack:
             self.add_generator(index)
         for index in range(self.verifiers):
             self._add(f"verifier-{index}", "semirl.verifier", ["--verifier-id", f"verifier-{index}"])
-        self._add(
+        trainer = self._add(
             "trainer",
             "semirl.trainer",
             ["--store", str(self.store), "--controller", f"127.0.0.1:{controller_grpc}", "--trainer-id", "trainer-0"],
         )
+        if self.trainer_ranks > 1:
+            # The trainer's launcher starts one process per rank (gloo on the CPU); rank 0 serves the gRPC port.
+            trainer.extra_env = {"SEMIRL_TRAINER_LOCAL_RANKS": str(self.trainer_ranks),
+                                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
         for service in self.services.values():
             service.start(self.env())
         self.wait_healthy(timeout)

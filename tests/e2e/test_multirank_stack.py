@@ -1,0 +1,68 @@
+"""The stack with a 2-rank trainer (`semirl up --trainer-ranks 2`: two DeepSpeed processes, gloo on the CPU).
+
+Real processes throughout: redis-server, controller, a vLLM generator, the math-verify verifier and a trainer
+launcher with two ranks. ZeRO-3 partitions the policy and the reference over both ranks; the run trains in bf16.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import torch
+from test_stack_runs import assert_nothing_lost_nothing_twice, step_reports
+
+from semirl.client import ControllerClient
+from semirl.core.redis_server import free_port
+from semirl.local.stack import LocalStack
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(1200)]
+
+
+@pytest.fixture(scope="module")
+def ranked_stack(tmp_path_factory: pytest.TempPathFactory, tiny_setup) -> Iterator[LocalStack]:  # noqa: ANN001
+    workdir = tmp_path_factory.mktemp("ranked-stack")
+    local = LocalStack(workdir=workdir, store=workdir / "store", http_port=free_port(), generators=1, verifiers=1,
+                       trainer_ranks=2)
+    try:
+        local.start(timeout=300)
+    except Exception:
+        print(local.dump_logs(60))
+        local.stop()
+        raise
+    yield local
+    local.stop()
+
+
+def test_two_rank_zero3_bf16_run_survives_a_killed_trainer(
+    ranked_stack: LocalStack, tiny_setup, write_spec  # noqa: ANN001
+) -> None:
+    stack = ranked_stack
+    client = ControllerClient(stack.url)
+    rc = stack.redis.client()
+    spec = write_spec("ranks", interval=2, steps=6, deepspeed={"zero_stage": 3},
+                      model={"path": str(tiny_setup.model_dir), "max_model_len": 128, "dtype": "bfloat16"})
+    run_id = client.submit(spec)["id"]
+    deadline = time.monotonic() + 400
+    while client.run(run_id)["policy_version"] < 2:
+        assert time.monotonic() < deadline, stack.dump_logs()
+        time.sleep(0.2)
+    trainer = stack.services["trainer"]
+    trainer.kill()  # the launcher and both ranks, as a node failure would
+    trainer.start(stack.env())
+    record = client.wait(run_id, timeout=600)
+    assert record["state"] == "succeeded", stack.dump_logs()
+    assert record["resumed_from_step"] >= 2
+    assert [r.step for r in step_reports(rc, run_id)] == list(range(1, 7))
+    assert_nothing_lost_nothing_twice(rc, record)
+    assert "started 2 trainer ranks" in stack.tail("trainer", 2000)
+
+    from transformers import AutoModelForCausalLM
+
+    final = AutoModelForCausalLM.from_pretrained(str(stack.store / "runs" / run_id / "final"))
+    seed = AutoModelForCausalLM.from_pretrained(str(tiny_setup.model_dir))
+    assert final.dtype == torch.bfloat16  # checkpoints are written in the training dtype
+    moved = [name for name, value in final.state_dict().items()
+             if not torch.equal(value.float(), seed.state_dict()[name].to(torch.bfloat16).float())]
+    assert moved, "the final policy equals the seed"
