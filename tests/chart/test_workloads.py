@@ -96,8 +96,12 @@ def test_default_gpu_layout(default: Manifest) -> None:
 def test_production_gpu_layout(production: Manifest) -> None:
     assert production.workload("generator")["spec"]["replicas"] == 4
     assert gpus(production.container("generator")) == (1, 1)
-    assert gpus(production.container("trainer")) == (1, 1)  # the trainer is single-rank (it refuses more)
-    assert env_of(production.container("trainer"))["SEMIRL_GPUS_PER_POD"]["value"] == "1"
+    # the paper's 32-rank trainer: 4 pods x 8 GPUs, one DeepSpeed job (docs/architecture.md, decision 16)
+    assert production.workload("trainer")["spec"]["replicas"] == 4
+    assert gpus(production.container("trainer")) == (8, 8)
+    trainer_env = env_of(production.container("trainer"))
+    assert trainer_env["SEMIRL_GPUS_PER_POD"]["value"] == "8"
+    assert trainer_env["SEMIRL_TRAINER_REPLICAS"]["value"] == "4"
     spec = production.workload("generator")["spec"]["template"]["spec"]
     assert spec["nodeSelector"]["nvidia.com/gpu.present"] == "true"
     assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
