@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.semirl-setup-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup tools demo test test-fast lint proto up bench chart clean
+.PHONY: setup tools demo test test-fast lint proto specdoc up bench chart clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,7 @@ test: setup tools
 	$(VENV)/bin/ruff check services tests bench scripts
 	$(PY) -m semirl.protogen --check
 	$(PY) -m semirl.deploy.schema --check
+	$(PY) -m semirl.specdoc --check
 	$(PY) -m pytest -ra --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup tools
@@ -47,6 +48,10 @@ lint: setup
 
 proto: setup
 	$(PY) -m semirl.protogen
+
+# Regenerate docs/run-spec.md from services/semirl/spec.py.
+specdoc: setup
+	$(PY) -m semirl.specdoc
 
 # Regenerate the chart's values.schema.json from its pydantic model, then lint the chart.
 chart: tools
