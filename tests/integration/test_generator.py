@@ -13,6 +13,7 @@ import pytest
 import redis
 import torch
 from service_process import ServiceProcess, running_service
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from semirl.core import keys
 from semirl.core.checkpoints import staged_directory, verify
@@ -30,15 +31,17 @@ LINES = [
 ] * 10
 
 
-def build_tiny_llama(directory: Path, seed: int) -> None:
+def build_tiny_llama(directory: Path, seed: int, *, chat_template: bool = True, layers: int = 2) -> None:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from semirl.tinymodel.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(LINES, vocab_size=300)
+    if not chat_template:
+        tokenizer.chat_template = None
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=4, head_dim=32, max_position_embeddings=256,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
@@ -54,6 +57,7 @@ def build_tiny_llama(directory: Path, seed: int) -> None:
 class Models:
     seed: Path       # version 0: no manifest
     v2: Path         # version 2: written through staged_directory, so it has a verified manifest
+    plain: Path      # no chat template; 3 layers, so loading it rebuilds the engine (in place keeps the tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +69,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     with staged_directory(v2) as staging:
         build_tiny_llama(staging, seed=1)
     verify(v2)
-    return Models(seed, v2)
+    plain = root / "plain"
+    build_tiny_llama(plain, seed=2, chat_template=False, layers=3)
+    return Models(seed, v2, plain)
 
 
 @dataclass
@@ -122,9 +128,10 @@ def test_generate_returns_n_samples_with_one_logprob_per_token(generator: Genera
     )
     response = stub.Generate(request, timeout=120)
     assert len(response.groups) == 2
-    for group in response.groups:
+    tokenizer = AutoTokenizer.from_pretrained(models.seed)
+    for prompt, group in zip(request.prompts, response.groups, strict=True):
         assert group.policy_version == 0
-        assert group.prompt_token_ids
+        assert list(group.prompt_token_ids) == tokenizer(prompt)["input_ids"]  # Generate's prompts are raw text
         assert len(group.samples) == 3
         for sample in group.samples:
             assert 0 < len(sample.token_ids) <= 10
@@ -163,14 +170,44 @@ def test_reload_changes_version_and_greedy_output(generator: Generator, models: 
     assert stub.Status(generator_pb2.GeneratorStatusRequest(), timeout=10).policy_version == 2
 
 
-def _task(prompt_id: str, models: Models, version: int = 0) -> types_pb2.PromptTask:
-    path = models.seed if version == 0 else models.v2
+def _task(prompt_id: str, models: Models, version: int = 0,
+          prompt_format: types_pb2.PromptFormat.ValueType = types_pb2.PROMPT_FORMAT_UNSPECIFIED,
+          path: Path | None = None) -> types_pb2.PromptTask:
+    path = path or (models.seed if version == 0 else models.v2)
     return types_pb2.PromptTask(
         run_id="r1", prompt_id=prompt_id, attempt=0, purpose=types_pb2.TASK_PURPOSE_TRAIN, prompt=PROMPT,
         gold_answer="3", reward_source=types_pb2.REWARD_SOURCE_VERIFIER,
         sampling=types_pb2.SamplingParams(n=2, temperature=1.0, top_p=0.9, max_tokens=8, seed=1),
-        policy=types_pb2.PolicyRef(version=version, path=str(path)), window=0,
+        policy=types_pb2.PolicyRef(version=version, path=str(path)), window=0, prompt_format=prompt_format,
     )
+
+
+def _publish_together(client: redis.Redis, *tasks: types_pb2.PromptTask) -> None:
+    """One MULTI/EXEC: the generator reads them in one batch, so they are generated in one vLLM call."""
+    with client.pipeline(transaction=True) as pipe:
+        for task in tasks:
+            publish(pipe, keys.PROMPTS, task)
+        pipe.execute()
+
+
+def _groups_for(client: redis.Redis, prompt_ids: set[str], timeout: float = 60.0) -> dict[str, types_pb2.SampleGroup]:
+    deadline = time.monotonic() + timeout
+    while True:
+        groups = {}
+        for _id, fields in client.xrange(keys.TO_VERIFY):
+            group = types_pb2.SampleGroup()
+            group.ParseFromString(fields[b"pb"])
+            if group.task.prompt_id in prompt_ids:
+                groups[group.task.prompt_id] = group
+        if set(groups) == prompt_ids:
+            return groups
+        assert time.monotonic() < deadline, f"groups for {sorted(prompt_ids - set(groups))} never came"
+        time.sleep(0.1)
+
+
+def _user_turn(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    return list(tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                              tokenize=True, return_dict=False))
 
 
 def _wait_len(client: redis.Redis, stream: str, n: int, timeout: float = 60.0) -> None:
@@ -228,6 +265,30 @@ def test_a_prompt_vllm_rejects_yields_one_empty_sample_group(generator: Generato
     assert group.policy_version == 0
     assert client.sismember(keys.done_key("r1", "generate"), "p-long")
     assert client.xpending(keys.PROMPTS, keys.GENERATORS_GROUP)["pending"] == 0
+
+
+def test_chat_and_raw_tasks_served_together(generator: Generator, models: Models) -> None:
+    client = generator.client
+    tokenizer = AutoTokenizer.from_pretrained(models.seed)
+    bos = tokenizer.bos_token_id
+    _publish_together(
+        client,
+        _task("p-chat", models, prompt_format=types_pb2.PROMPT_FORMAT_CHAT),
+        _task("p-raw", models, prompt_format=types_pb2.PROMPT_FORMAT_RAW),
+        _task("p-unspecified", models),
+    )
+    groups = _groups_for(client, {"p-chat", "p-raw", "p-unspecified"})
+    chat = list(groups["p-chat"].prompt_token_ids)
+    # The tokens vLLM generated from: the chat template's user turn and generation prompt, one BOS in front.
+    assert chat == _user_turn(tokenizer, PROMPT)
+    assert chat[0] == bos and chat.count(bos) == 1
+    assert tokenizer.decode(chat).endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    raw = tokenizer(PROMPT)["input_ids"]  # as before chat prompts existed: vLLM tokenizes the text itself
+    assert list(groups["p-raw"].prompt_token_ids) == raw == list(groups["p-unspecified"].prompt_token_ids)
+    assert raw.count(bos) == 1
+    for group in groups.values():
+        assert group.policy_version == 0 and len(group.samples) == 2
+        assert all(len(s.logprobs) == len(s.token_ids) > 0 for s in group.samples)
 
 
 def test_reload_notice_on_pubsub(generator: Generator, models: Models) -> None:
@@ -290,3 +351,24 @@ def test_tasks_of_a_run_that_has_ended_are_dropped(generator: Generator, models:
         assert "no longer active" in generator.tail()
     finally:
         client.delete(keys.run_key("r-ended"))
+
+
+def test_a_chat_task_for_a_model_without_a_chat_template_yields_an_empty_group(
+    generator: Generator, models: Models
+) -> None:
+    client = generator.client
+    _publish_together(
+        client,
+        _task("p-plain-chat", models, version=5, prompt_format=types_pb2.PROMPT_FORMAT_CHAT, path=models.plain),
+        _task("p-plain-raw", models, version=5, prompt_format=types_pb2.PROMPT_FORMAT_RAW, path=models.plain),
+    )
+    groups = _groups_for(client, {"p-plain-chat", "p-plain-raw"}, timeout=240)  # loading it rebuilds the engine
+    assert len(groups["p-plain-chat"].samples) == 0, generator.tail()
+    assert groups["p-plain-chat"].policy_version == 5
+    raw = groups["p-plain-raw"]
+    assert len(raw.samples) == 2 and raw.policy_version == 5
+    assert list(raw.prompt_token_ids) == AutoTokenizer.from_pretrained(models.plain)(PROMPT)["input_ids"]
+    assert "no chat template" in generator.log_path.read_text(errors="replace")
+    assert client.xpending(keys.PROMPTS, keys.GENERATORS_GROUP)["pending"] == 0
+    status = generator.stub().Status(generator_pb2.GeneratorStatusRequest(), timeout=10)
+    assert status.engine_ready and status.policy_version == 5

@@ -11,6 +11,9 @@ Loading a policy (DESIGN §5, §8):
   accepted) in checkpoint format. The prefix cache is reset afterwards: its blocks hold KV of the old weights;
 - any other architecture (or a different dtype / context length): rebuild the engine.
 
+Prompts reach vLLM as generator/prompts.py renders them with the engine's tokenizer: a chat prompt as the token
+ids of the chat template, a raw one as text.
+
 Not thread-safe by design: the caller (the generator service) serializes every call with one lock.
 """
 
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from semirl.core.checkpoints import MANIFEST, CheckpointError, verify
+from semirl.generator.prompts import Prompt, PromptError, engine_prompt
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +77,6 @@ class LoadResult:
     seconds: float
     reloaded: bool          # False when this policy was already loaded
     mode: str               # "noop" | "build" | "inplace" | "rebuild"
-
-
-class PromptError(ValueError):
-    """A prompt the engine can never serve (e.g. longer than the context): the task should be dropped."""
 
 
 def architecture(path: str | Path) -> dict[str, Any]:
@@ -185,9 +185,13 @@ class GenerationEngine:
         return list(self.llm.get_tokenizer().encode(prompt))
 
     def generate(
-        self, prompts: list[str], sampling: list[Sampling] | Sampling
+        self, prompts: list[Prompt], sampling: list[Sampling] | Sampling
     ) -> list[tuple[list[int], list[Generated]]]:
-        """One (prompt_token_ids, samples) per prompt; every sample has one logprob per sampled token."""
+        """One (prompt_token_ids, samples) per prompt; every sample has one logprob per sampled token.
+
+        The prompt token ids are those vLLM generated from: the chat-rendered ids of a CHAT prompt, vLLM's own
+        tokenization of a RAW one. A prompt that cannot be rendered or that vLLM rejects raises PromptError.
+        """
         if self.llm is None:
             raise RuntimeError("no policy loaded")
         if not prompts:
@@ -195,9 +199,11 @@ class GenerationEngine:
         per_prompt = sampling if isinstance(sampling, list) else [sampling] * len(prompts)
         if len(per_prompt) != len(prompts):
             raise ValueError("one Sampling per prompt")
+        tokenizer = self.llm.get_tokenizer()
+        inputs = [engine_prompt(tokenizer, prompt) for prompt in prompts]
         params = [self._params(s) for s in per_prompt]
         try:
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            outputs = self.llm.generate(inputs, params, use_tqdm=False)
         except ValueError as err:  # vLLM's input validation (too long, bad parameters)
             raise PromptError(str(err)) from err
         results: list[tuple[list[int], list[Generated]]] = []

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import grpc
 
 from semirl.core.checkpoints import CheckpointError
-from semirl.generator.engine import Policy, PromptError
+from semirl.generator.engine import Policy
+from semirl.generator.prompts import PromptError
 from semirl.proto import generator_pb2, generator_pb2_grpc, types_pb2
 
 if TYPE_CHECKING:
@@ -23,16 +24,18 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self.service = service
 
     def Generate(self, request: generator_pb2.GenerateRequest, context: grpc.ServicerContext):  # noqa: N802
-        from semirl.generator.service import sample_group, sampling_from_proto
+        from semirl.generator.service import prompt_of, sample_group, sampling_from_proto
 
         service = self.service
         sampling = sampling_from_proto(request.sampling)
+        # GenerateRequest has no prompt format: its prompts are raw text (PromptTask's UNSPECIFIED).
+        tasks = [types_pb2.PromptTask(prompt=prompt, sampling=request.sampling) for prompt in request.prompts]
         started = time.perf_counter()
         with service.lock:
             try:
                 if request.policy.path:
                     service.load(Policy(request.policy.version, request.policy.path))
-                version, results = service.generate(list(request.prompts), [sampling] * len(request.prompts))
+                version, results = service.generate([prompt_of(task) for task in tasks], [sampling] * len(tasks))
             except CheckpointError as err:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot load policy: {err}")
             except PromptError as err:
@@ -41,10 +44,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
         seconds = time.perf_counter() - started
         response = generator_pb2.GenerateResponse()
-        for prompt, (prompt_token_ids, samples) in zip(request.prompts, results, strict=True):
-            task = types_pb2.PromptTask(
-                prompt=prompt, sampling=request.sampling, policy=types_pb2.PolicyRef(version=version)
-            )
+        for task, (prompt_token_ids, samples) in zip(tasks, results, strict=True):
+            task.policy.version = version
             response.groups.append(
                 sample_group(task, prompt_token_ids, samples, version, service.generator_id, seconds)
             )

@@ -2,17 +2,18 @@
 
 - Reads `PromptTask`s from the `prompts` stream (consumer group `generators`, consumer = generator id) in
   batches, groups them by the policy they require, loads that policy before serving them (a generator that
-  missed a Reload sees the task's version and reloads first), generates with vLLM and forwards one
-  `SampleGroup` per task to `to_verify` or `to_reward`, at most once per (run, prompt_id).
+  missed a Reload sees the task's version and reloads first), generates with vLLM (each prompt in its task's
+  `prompt_format`, chat and raw mixed in one batch) and forwards one `SampleGroup` per task to `to_verify` or
+  `to_reward`, at most once per (run, prompt_id).
 - At start-up it loads the active run's current generation policy before taking tasks.
 - Registers its gRPC endpoint (core/registration.py) with a TTL refreshed by a heartbeat, and
   listens on the reload pub/sub channel. gRPC threads, the pub/sub thread and the loop share the engine
   through one lock.
 - A bad task never crashes the loop. An undecodable task or one missing its ids is acked with nothing
-  forwarded. One that can never succeed (a prompt vLLM rejects, a policy that fails to load or generation that
-  fails `MAX_ATTEMPTS` times) is forwarded as a `SampleGroup` with no samples, so the trainer's step and the
-  controller's eval round still get one group per prompt. Anything else is left pending and comes back after
-  the visibility timeout.
+  forwarded. One that can never succeed (a prompt vLLM rejects or the chat template cannot render, a policy
+  that fails to load or generation that fails `MAX_ATTEMPTS` times) is forwarded as a `SampleGroup` with no
+  samples, so the trainer's step and the controller's eval round still get one group per prompt. Anything
+  else is left pending and comes back after the visibility timeout.
 - Tasks of runs that have ended (succeeded, failed or cancelled) are acked
   and dropped (docs/architecture.md decision 2).
 - Prometheus metrics (`GeneratorMetrics`, served by `python -m semirl.generator --metrics-port`): tasks served,
@@ -41,9 +42,9 @@ from semirl.generator.engine import (
     GenerationEngine,
     LoadResult,
     Policy,
-    PromptError,
     Sampling,
 )
+from semirl.generator.prompts import Prompt, PromptError, PromptFormat
 from semirl.proto import generator_pb2, generator_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,15 @@ def sampling_from_proto(params: types_pb2.SamplingParams) -> Sampling:
         max_tokens=params.max_tokens or 128,
         seed=params.seed,
     )
+
+
+def prompt_format_from_proto(value: types_pb2.PromptFormat.ValueType) -> PromptFormat:
+    """CHAT for PROMPT_FORMAT_CHAT; RAW for RAW and for UNSPECIFIED (a task written before the field existed)."""
+    return PromptFormat.CHAT if value == types_pb2.PROMPT_FORMAT_CHAT else PromptFormat.RAW
+
+
+def prompt_of(task: types_pb2.PromptTask) -> Prompt:
+    return Prompt(task.prompt, prompt_format_from_proto(task.prompt_format))
 
 
 def sample_group(
@@ -223,14 +233,14 @@ class GeneratorService:
             self.metrics.policy_version.set(result.version)
             return result
 
-    def generate(self, prompts: list[str], sampling: list[Sampling]) -> tuple[int, list]:
+    def generate(self, prompts: list[Prompt], sampling: list[Sampling]) -> tuple[int, list]:
         """Generate with whatever is loaded; returns (policy_version, results)."""
         with self.lock:
             if self.engine.policy is None:
                 raise RuntimeError("no policy loaded")
             return self.engine.policy.version, self._engine_generate(prompts, sampling)
 
-    def _engine_generate(self, prompts: list[str], sampling: list[Sampling]) -> list:
+    def _engine_generate(self, prompts: list[Prompt], sampling: list[Sampling]) -> list:
         started = time.perf_counter()
         results = self.engine.generate(prompts, sampling)
         self.metrics.generated(results, time.perf_counter() - started)
@@ -382,11 +392,13 @@ class GeneratorService:
             self._forward(delivery, result, version, seconds)
 
     def _generate_isolating(self, deliveries: list[Delivery]) -> list[tuple[Delivery, tuple]]:
-        """Generate for all; if vLLM rejects the batch, retry one by one so one bad prompt drops alone."""
+        """Generate for all; if a prompt is rejected (by vLLM, or the chat template cannot render it), retry one
+        by one so that one bad prompt drops alone."""
         tasks = [d.message for d in deliveries]
         started = time.perf_counter()
         try:
-            results = self._engine_generate([t.prompt for t in tasks], [sampling_from_proto(t.sampling) for t in tasks])
+            results = self._engine_generate([prompt_of(t) for t in tasks],
+                                            [sampling_from_proto(t.sampling) for t in tasks])
             seconds = time.perf_counter() - started
             return [(d, (r, seconds)) for d, r in zip(deliveries, results, strict=True)]
         except Exception as err:  # noqa: BLE001
@@ -396,7 +408,7 @@ class GeneratorService:
                     self._failed(delivery, f"generation failed: {err}")
                 return []
             if len(deliveries) == 1:
-                self._failed(deliveries[0], f"vLLM rejected the prompt: {err}", permanent=True)
+                self._failed(deliveries[0], f"prompt rejected: {err}", permanent=True)
                 return []
         served = []
         for delivery in deliveries:

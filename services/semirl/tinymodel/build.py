@@ -34,7 +34,7 @@ class TinyParams(BaseModel):
     min_steps: int = 100
     lr: float = 3e-3
     seed_eval_problems: int = 200
-    version: int = 1
+    version: int = 2             # 2: chat template, SFT and calibration on chat-rendered prompts
 
 
 class TinySetup(BaseModel):

@@ -1,4 +1,7 @@
-"""Batched sampling with transformers and the task's verifier (boxed exact match), used for calibration."""
+"""Batched sampling with transformers and the task's verifier (boxed exact match), used for calibration.
+
+Prompts are chat-rendered token ids, as the generator gives them to vLLM for a chat task.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,20 @@ import re
 import torch
 from transformers import GenerationConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from semirl.generator.prompts import chat_token_ids
+
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
+def left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of `rows`, padded on the left so every row ends where generation starts."""
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        input_ids[i, width - len(ids):] = torch.tensor(ids)
+        attention[i, width - len(ids):] = 1
+    return input_ids, attention
 
 
 def boxed_answer(text: str) -> str | None:
@@ -23,7 +39,7 @@ def is_correct(response: str, answer: str) -> bool:
 def sample(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str], n: int,
            temperature: float, top_p: float, max_new_tokens: int, seed: int,
            batch_size: int = 512) -> list[list[list[int]]]:
-    """`n` completions (token ids, up to and including eos) for each prompt."""
+    """`n` completions (token ids, up to and including eos) for each prompt, prompted as a chat task."""
     was_training = model.training
     model.eval()
     torch.manual_seed(seed)
@@ -32,12 +48,13 @@ def sample(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts:
         top_p=top_p if temperature > 0 else None, top_k=None, max_new_tokens=max_new_tokens,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
-    flat = [p for p in prompts for _ in range(n)]
+    encoded = [chat_token_ids(tokenizer, p) for p in prompts]
+    flat = [ids for ids in encoded for _ in range(n)]
     out: list[list[int]] = []
     for start in range(0, len(flat), batch_size):
-        enc = tokenizer(flat[start:start + batch_size], return_tensors="pt", padding=True)
-        gen = model.generate(**enc, generation_config=config)
-        for row in gen[:, enc["input_ids"].shape[1]:].tolist():
+        input_ids, attention = left_padded(flat[start:start + batch_size], tokenizer.pad_token_id)
+        gen = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
+        for row in gen[:, input_ids.shape[1]:].tolist():
             ids: list[int] = []
             for tok in row:
                 if tok == tokenizer.pad_token_id:

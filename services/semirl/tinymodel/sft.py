@@ -1,4 +1,8 @@
-"""Deterministic supervised warm start on (prompt, response) pairs: loss on response tokens only."""
+"""Deterministic supervised warm start on (prompt, response) pairs: loss on response tokens only.
+
+Prompts are encoded as the generator encodes a chat task (generator/prompts.py), so the seed learns from exactly
+the token ids it will be prompted with.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+from semirl.generator.prompts import chat_token_ids
 
 
 @dataclass(frozen=True)
@@ -24,10 +30,10 @@ class SFTConfig:
 
 def encode_pairs(tokenizer: PreTrainedTokenizerFast,
                  pairs: list[tuple[str, str]]) -> list[tuple[list[int], int]]:
-    """(ids = <bos> prompt response <eos>, index of the first response token)."""
+    """(ids = chat-rendered prompt, response, <eos>; index of the first response token)."""
     encoded = []
     for prompt, response in pairs:
-        p = tokenizer(prompt)["input_ids"]
+        p = chat_token_ids(tokenizer, prompt)
         r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         encoded.append((p + r, len(p)))
     return encoded
