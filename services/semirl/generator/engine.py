@@ -19,6 +19,7 @@ Not thread-safe by design: the caller (the generator service) serializes every c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -79,12 +80,27 @@ class LoadResult:
     mode: str               # "noop" | "build" | "inplace" | "rebuild"
 
 
+# An in-place reload keeps the engine's tokenizer: a policy whose tokenizer or chat template differs needs a rebuild.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
+                   "tokenizer.model", "vocab.json", "merges.txt", "special_tokens_map.json")
+
+
+def tokenizer_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        file = Path(path) / name
+        if file.is_file():
+            digest.update(name.encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def architecture(path: str | Path) -> dict[str, Any]:
+    """What must match for an in-place weight reload: model shape and tokenizer (with its chat template)."""
     try:
         config = json.loads((Path(path) / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: unreadable config.json ({err})") from err
-    return {name: config.get(name) for name in ARCH_FIELDS}
+    return {**{name: config.get(name) for name in ARCH_FIELDS}, "tokenizer": tokenizer_digest(path)}
 
 
 def check_policy_dir(path: str | Path) -> None:

@@ -34,7 +34,7 @@ class TinyParams(BaseModel):
     min_steps: int = 100
     lr: float = 3e-3
     seed_eval_problems: int = 200
-    version: int = 2             # 2: chat template, SFT and calibration on chat-rendered prompts
+    version: int = 3             # 2: chat template and chat-rendered SFT; 3: train/eval split by unordered operands
 
 
 class TinySetup(BaseModel):
