@@ -1,5 +1,5 @@
 """The run loop: activates queued runs one at a time, releases sync windows and eval rounds, commits
-checkpoints, fans out reloads, collects eval results and finishes runs (DESIGN §3, §5, §6).
+checkpoints, fans out reloads, collects eval results and finishes runs (docs/architecture.md, the design in brief).
 
 All state is in Redis (run records, queue, ACTIVE_RUN, the eval hash), so a restarted controller re-derives
 what is due from the active record: `schedule()` is idempotent and releases whatever is due but not yet

@@ -1,6 +1,6 @@
 """Redis Streams work queues with consumer groups, carrying protobuf messages.
 
-Delivery contract (DESIGN §2):
+Delivery contract (docs/architecture.md, data flow; decision 3):
 - An entry is acked only after its output is written downstream; `forward` does the downstream XADD, the
   idempotency record and the XACK in one Lua script, so a crash leaves either nothing or everything.
 - A consumer first re-reads its own pending entries (a restarted worker with the same name replays what it

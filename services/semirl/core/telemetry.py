@@ -1,4 +1,6 @@
-"""Prometheus metrics: one exporter per process, serving /metrics over HTTP (DESIGN §1; port name `metrics`).
+"""Prometheus metrics: one exporter per process, serving /metrics over HTTP (port name `metrics`).
+
+docs/architecture.md, decision 15.
 
 Every service keeps its metric objects in its own `CollectorRegistry` (`new_registry()`: its metrics plus the
 process, platform and GC collectors), never in prometheus_client's global default registry: two services, or two

@@ -1,6 +1,6 @@
 """The generation engine: a real `vllm.LLM` plus policy loading. Knows nothing of gRPC or Redis.
 
-Loading a policy (DESIGN §5, §8):
+Loading a policy (docs/architecture.md, checkpoints; decisions 4 and 24):
 - a directory with a MANIFEST.json is verified first (a half-written or corrupt checkpoint is never loaded);
   the seed model may have none;
 - no engine yet: build one;

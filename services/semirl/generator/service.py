@@ -1,4 +1,6 @@
-"""The generator worker: prompt tasks from Redis in, sample groups out, policy versions kept in step (DESIGN §2, §3).
+"""The generator worker: prompt tasks from Redis in, sample groups out, policy versions kept in step.
+
+docs/architecture.md, data flow and the sync rule.
 
 - Reads `PromptTask`s from the `prompts` stream (consumer group `generators`, consumer = generator id) in
   batches, groups them by the policy they require, loads that policy before serving them (a generator that

@@ -1,4 +1,6 @@
-"""Trainer checkpoints on the shared store (DESIGN §5): policy versions, trainer state, the final policy.
+"""Trainer checkpoints on the shared store: policy versions, trainer state, the final policy.
+
+docs/architecture.md, checkpoints.
 
 Every directory is written through `staged_directory` (temporary sibling, MANIFEST.json, atomic rename), so a
 reader never sees a half-written checkpoint. With several ranks, every rank writes its DeepSpeed shards into rank

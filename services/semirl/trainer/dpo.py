@@ -1,4 +1,4 @@
-"""The DPO loss (Rafailov et al., 2023) with the options the paper's recipes use (DESIGN §4)."""
+"""The DPO loss (Rafailov et al., 2023) with the options the paper's recipes use (docs/architecture.md, algorithms)."""
 
 from __future__ import annotations
 

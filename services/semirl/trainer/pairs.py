@@ -1,4 +1,4 @@
-"""DPO pair selection from scored groups (DESIGN §4).
+"""DPO pair selection from scored groups (docs/architecture.md, algorithms).
 
 Verifiable rewards (1.0 correct / 0.0 wrong): chosen = a random correct sample, rejected = a random incorrect
 one; groups whose samples are all correct or all wrong form no pair and are skipped with a reason. Reward-model

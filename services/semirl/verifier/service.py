@@ -1,4 +1,4 @@
-"""The verifier worker: sample groups from `to_verify` in, scored groups out (DESIGN §2).
+"""The verifier worker: sample groups from `to_verify` in, scored groups out (docs/architecture.md, data flow).
 
 Each `SampleGroup` is scored sample by sample against its task's gold answer, reading each response's answer as
 the task's `answer_format` says (math-verify in a worker process with a hard per-item timeout), and forwarded as
