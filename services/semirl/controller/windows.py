@@ -1,9 +1,9 @@
 """The prompt tasks of a sync window and of an evaluation round (pure functions; no Redis, no I/O).
 
 Window w holds the tasks of trainer steps `spec.window_steps(w)`; every task of step t carries policy version
-v(t) = spec.policy_version_for_step(t) (docs/architecture.md, the sync rule). Task ids are the idempotency keys
-of every stage downstream: "t{step}-{slot}" for training, "e{step}-{set}-{index}" for evaluation (set names are unique in a
-spec, so ids are unique across sets and rounds).
+v(t) = spec.policy_version_for_step(t) (docs/architecture.md, the sync rule). Task ids are the idempotency
+keys of every stage downstream: "t{step}-{slot}" for training, "e{step}-{set}-{index}" for evaluation (set names
+are unique in a spec, so ids are unique across sets and rounds).
 """
 
 from __future__ import annotations
