@@ -21,7 +21,7 @@ from semirl.core.streams import pending_count, publish
 from semirl.proto import controller_pb2, controller_pb2_grpc, trainer_pb2, trainer_pb2_grpc, types_pb2
 from semirl.spec import RunSpec
 from semirl.trainer.checkpointing import STATE_FILE, TrainerCheckpoints, load_trainer_state
-from semirl.trainer.engine import REFERENCE_DIR, TrainingEngine
+from semirl.trainer.engine import REFERENCE_DIR, EngineGuardError, TrainingEngine
 from semirl.trainer.logprobs import sequence_logps
 from semirl.trainer.objectives import StepExamples
 from semirl.trainer.pairs import Pair
@@ -431,3 +431,29 @@ def test_trainer_process_serves_health_and_exits_on_sigterm(tmp_path: Path, redi
             status = trainer_pb2_grpc.TrainerServiceStub(chan).Status(trainer_pb2.TrainerStatusRequest(), timeout=5)
         assert status.trainer_id == "trainer-p" and status.state == "idle"
     assert "serving gRPC" in trainer.log_path.read_text()  # exited 0 on SIGTERM: checked by running_service
+
+
+def test_activation_checkpointing_gives_the_same_update(tiny_model: Path) -> None:
+    pairs = _pairs(3)
+    plain = TrainingEngine(_spec(tiny_model, adam_eps=1.0))
+    recomputed = TrainingEngine(_spec(tiny_model, adam_eps=1.0, gradient_checkpointing=True))
+    assert recomputed.module.is_gradient_checkpointing and not plain.module.is_gradient_checkpointing
+    a, b = plain.train_step(_step(pairs)), recomputed.train_step(_step(pairs))
+    assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+    _assert_same(_weights(plain), _weights(recomputed), atol=1e-7)
+
+
+def test_the_engine_refuses_a_deepspeed_that_does_not_step_at_each_step(tiny_model: Path) -> None:
+    """A DeepSpeed that ignored `managed_gradient_accumulation: false` would step every N micro batches."""
+    engine = TrainingEngine(_spec(tiny_model))
+    engine._check_unmanaged_accumulation()  # the pinned DeepSpeed honours it
+    engine.engine._config.managed_gradient_accumulation = True
+    with pytest.raises(EngineGuardError, match="managed_gradient_accumulation"):
+        engine._check_unmanaged_accumulation()
+    engine.engine._config.managed_gradient_accumulation = False
+    engine.engine.global_steps -= 5  # as if step() had not advanced the optimizer step
+    original = engine.engine.step
+    engine.engine.step = lambda *a, **k: None  # noqa: ARG005
+    with pytest.raises(EngineGuardError, match="did not step"):
+        engine.train_step(_step(_pairs(2)))
+    engine.engine.step = original

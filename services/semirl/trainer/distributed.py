@@ -42,13 +42,17 @@ def ensure_distributed() -> None:
     deepspeed = import_deepspeed()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
     if "WORLD_SIZE" not in os.environ:
         os.environ.update(
             RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
         )
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+        # A world of one needs no rendezvous: an in-memory store binds no port, so none can clash with the
+        # service's own (a port found free here may be the one the caller chose for gRPC but not bound yet).
+        torch.distributed.init_process_group(backend, store=torch.distributed.HashStore(), rank=0, world_size=1,
+                                             timeout=COLLECTIVE_TIMEOUT)
     deepspeed.init_distributed(dist_backend=backend, verbose=False, timeout=COLLECTIVE_TIMEOUT)
 
 
@@ -74,8 +78,8 @@ class RankGroup:
         dist.broadcast(size, src=0, group=self.control)
         if self.is_driver:
             assert payload is not None
-            buffer = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if payload else torch.empty(0,
-                                                                                                            dtype=torch.uint8)
+            empty = torch.empty(0, dtype=torch.uint8)
+            buffer = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if payload else empty
         else:
             buffer = torch.empty(int(size.item()), dtype=torch.uint8)
         if buffer.numel():
