@@ -105,6 +105,11 @@ class StreamQueue(Generic[M]):
             return claimed
         return self._decode(self._xreadgroup(">", count, block_ms))
 
+    def replay_pending(self) -> None:
+        """Re-read this consumer's own unacked entries on the next `read` (after a connection was lost mid-read,
+        an entry may have been delivered to it with the reply lost)."""
+        self._replay_cursor = "0-0"
+
     def reclaim(self, count: int = 16) -> list[Delivery[M]]:
         """Take over entries idle longer than the visibility timeout (their consumer is presumed dead)."""
         result = self.client.xautoclaim(

@@ -1,6 +1,8 @@
 """The trainer's client of the controller's internal gRPC service: commit a checkpoint, report a step, fail a run.
 
-Calls are retried while the controller is unreachable (a restart, a reschedule), up to RPC_RETRY_S.
+A controller that does not answer (UNAVAILABLE, DEADLINE_EXCEEDED: a restart, a reschedule, a node drain) is
+waited for with backoff for as long as it takes — an outage is never a reason to fail a run or to rebuild the
+engine (docs/architecture.md, decision 25). Every other error is the caller's to handle.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from semirl.proto import controller_pb2, controller_pb2_grpc, types_pb2
 log = logging.getLogger(__name__)
 
 RPC_TIMEOUT_S = 30.0
-RPC_RETRY_S = 120.0
+MAX_BACKOFF_S = 10.0
+TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class RunUnrecoverable(Exception):  # noqa: N818
@@ -30,26 +33,40 @@ class RunUnrecoverable(Exception):  # noqa: N818
 class ControllerInternalClient:
     """CommitCheckpoint / ReportStep with retries while the controller is unreachable."""
 
-    def __init__(self, target: str, stop: threading.Event) -> None:
+    def __init__(
+        self, target: str, stop: threading.Event, *, while_waiting: Callable[[], None] | None = None,
+        give_up_after_s: float | None = None,
+    ) -> None:
         self.target = target
         self.stop = stop
+        self.while_waiting = while_waiting      # e.g. keep the other trainer ranks' heartbeat going
+        self.give_up_after_s = give_up_after_s  # None: wait for the controller as long as it takes
         self.channel = channel(target)
         self.stub = controller_pb2_grpc.ControllerInternalServiceStub(self.channel)
 
     def _call(self, method: Callable, request: Any) -> Any:
-        deadline = time.monotonic() + RPC_RETRY_S
+        started = time.monotonic()
         delay = 0.5
         while True:
             try:
                 return method(request, timeout=RPC_TIMEOUT_S)
             except grpc.RpcError as err:
                 code = err.code() if hasattr(err, "code") else None
-                retryable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-                if not retryable or time.monotonic() > deadline or self.stop.is_set():
+                waited = time.monotonic() - started
+                gave_up = self.give_up_after_s is not None and waited > self.give_up_after_s
+                if code not in TRANSIENT or gave_up or self.stop.is_set():
                     raise
-                log.warning("controller %s unavailable (%s); retrying in %.1fs", self.target, code, delay)
-                self.stop.wait(delay)
-                delay = min(delay * 2, 10.0)
+                log.warning("controller %s unavailable for %.0fs (%s); retrying in %.1fs", self.target, waited,
+                            code, delay)
+                self._pause(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.stop.wait(min(left, 2.0))
+            if self.while_waiting is not None:
+                self.while_waiting()
 
     def commit(self, run_id: str, version: int, path: Path, final: bool) -> None:
         request = controller_pb2.CommitCheckpointRequest(

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 RUN_CHECK_INTERVAL_S = 2.0
 HEARTBEAT_S = 2.0
 VISIBILITY_TIMEOUT_S = 300.0
+MAX_BACKOFF_S = 10.0
+REDIS_OUTAGE = (redis.ConnectionError, redis.TimeoutError)
+T = TypeVar("T")
 
 
 class Stopped(Exception):  # noqa: N818
@@ -128,6 +132,34 @@ class RunTrainer:
         finally:
             self.driver.end_run()
 
+    # --- outages ---------------------------------------------------------------------------------------
+
+    def _through_outages(self, action: Callable[[], T], what: str,
+                         recover: Callable[[], None] | None = None) -> T:
+        """`action()`, retried with backoff while Redis is unreachable (`recover()` before each retry): an outage
+        never fails the run or rebuilds the engine (docs/architecture.md, decision 25). The other ranks keep
+        getting heartbeats meanwhile."""
+        started = time.monotonic()
+        delay = 0.5
+        while True:
+            try:
+                return action()
+            except REDIS_OUTAGE as err:
+                if self.stop.is_set():
+                    raise Stopped() from err
+                log.warning("redis unreachable while %s for %.0fs (%s); retrying in %.1fs", what,
+                            time.monotonic() - started, err, delay)
+                self._pause(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+                if recover is not None:
+                    recover()
+
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.stop.wait(min(left, HEARTBEAT_S))
+            self.driver.heartbeat()
+
     def _finish_done_run(self, latest: int) -> None:
         """Every step is checkpointed already (a restart after the end): make sure final/ exists and is committed."""
         policy_dir = self.checkpoints.paths.policy_dir(latest)
@@ -137,7 +169,7 @@ class RunTrainer:
         self.status.update(step=latest, state="done")
 
     def _commit_if_missing(self, step: int) -> None:
-        record = load_run(self.client, self.run_id)
+        record = self._through_outages(lambda: load_run(self.client, self.run_id), "reading the run")
         if record is not None and record.policy_version < step:
             log.info("re-committing version %d of %s (the trainer stopped before the commit)", step, self.run_id)
             self.controller.commit(self.run_id, step, self.checkpoints.paths.policy_dir(step),
@@ -156,16 +188,17 @@ class RunTrainer:
         if now - self._last_run_check < RUN_CHECK_INTERVAL_S:
             return
         self._last_run_check = now
-        if active_run_id(self.client) != self.run_id:
+        if self._through_outages(lambda: active_run_id(self.client), "checking the run") != self.run_id:
             raise RunLeft(f"run {self.run_id} is no longer active")
-        record = load_run(self.client, self.run_id)
+        record = self._through_outages(lambda: load_run(self.client, self.run_id), "checking the run")
         if record is None or record.state != "running":
             raise RunLeft(f"run {self.run_id} is {record.state if record else 'gone'}")
 
     def _collect(self, step: int) -> list[Delivery[types_pb2.ScoredGroup]]:
         while not self.intake.complete(step):
             self._check_run()
-            self.intake.poll(step)
+            self._through_outages(lambda: self.intake.poll(step), f"collecting step {step}",
+                                  recover=self.intake.queue.replay_pending)
         return self.intake.take(step)
 
     # --- training, reporting, checkpointing -----------------------------------------------------------
@@ -234,7 +267,7 @@ class RunTrainer:
             self.checkpoints.save_final(policy_dir)
         self.metrics.checkpoint_seconds.observe(time.monotonic() - start)
         self.controller.commit(self.run_id, step, policy_dir, final=final)
-        acked = self.intake.queue.ack(self.unacked)
+        acked = self._through_outages(lambda: self.intake.queue.ack(self.unacked), f"acking step {step}")
         self.intake.released(self.unacked)
         self.unacked = []
         self.status.update(policy_version=step)

@@ -49,7 +49,7 @@ class TrainerService:
         self.status = TrainerStatus(trainer_id=trainer_id)
         self.metrics = TrainerMetrics()
         self.metrics.registry.register(StatusCollector(self.status))
-        self.controller = ControllerInternalClient(controller, self.stop)
+        self.controller = ControllerInternalClient(controller, self.stop, while_waiting=self.driver.heartbeat)
         self.server = ServiceServer(f"0.0.0.0:{grpc_port}", "semirl.v1.TrainerService")
         self.server.add(trainer_pb2_grpc.add_TrainerServiceServicer_to_server, StatusServicer(self.status))
         self.registration = Registration(self.client, "trainer", trainer_id, f"{advertise_host}:{self.server.port}")
@@ -79,8 +79,9 @@ class TrainerService:
     def poll_once(self) -> None:
         try:
             record = active_run(self.client)
-        except redis.ConnectionError as err:
+        except (redis.ConnectionError, redis.TimeoutError) as err:
             log.warning("redis unavailable: %s", err)
+            self.driver.heartbeat()
             self.stop.wait(self.poll_s)
             return
         if record is None or record.state != "running" or record.id in self.finished:
