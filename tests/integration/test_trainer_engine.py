@@ -273,6 +273,13 @@ def _publish_step(client: redis.Redis, run_id: str, spec: RunSpec, step: int) ->
     publish(client, keys.SCORED, _scored(run_id, f"t{step}-1", version, rewards, step * 10 + 1))
 
 
+def _activate(client: redis.Redis, run_id: str, spec: RunSpec, store: Path, model: Path) -> None:
+    """Store a running run record and make it the active run, as the controller does when it starts a run."""
+    save_run(client, RunRecord(id=run_id, name=spec.name, state="running", spec=spec,
+                               run_dir=str(store / "runs" / run_id), policy_path=str(model)))
+    client.set(keys.ACTIVE_RUN, run_id)
+
+
 def _wait(predicate, timeout: float = 120.0) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -290,9 +297,7 @@ def test_service_trains_checkpoints_acks_and_resumes(
     })
     run_id = "run-svc"
     store = tmp_path / "store"
-    save_run(redis_client, RunRecord(id=run_id, name="svc", state="running", spec=spec,
-                                     run_dir=str(store / "runs" / run_id), policy_path=str(tiny_model)))
-    redis_client.set(keys.ACTIVE_RUN, run_id)
+    _activate(redis_client, run_id, spec, store, tiny_model)
     controller = _Controller(redis_client, run_id, break_first_commit=True)
     server = ServiceServer("127.0.0.1:0", "controller")
     server.add(controller_pb2_grpc.add_ControllerInternalServiceServicer_to_server, controller)
@@ -396,9 +401,7 @@ def test_refused_commit_fails_the_run(tiny_model: Path, tmp_path: Path, redis_cl
     })
     run_id = "run-refused"
     store = tmp_path / "store"
-    save_run(redis_client, RunRecord(id=run_id, name="svc", state="running", spec=spec,
-                                     run_dir=str(store / "runs" / run_id), policy_path=str(tiny_model)))
-    redis_client.set(keys.ACTIVE_RUN, run_id)
+    _activate(redis_client, run_id, spec, store, tiny_model)
     controller = _Controller(redis_client, run_id, refuse_commits=True)
     server = ServiceServer("127.0.0.1:0", "controller")
     server.add(controller_pb2_grpc.add_ControllerInternalServiceServicer_to_server, controller)

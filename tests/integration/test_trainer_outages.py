@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import redis
-from test_trainer_engine import _Controller, _publish_step, _wait, tiny_model  # noqa: F401 - a fixture
+from test_trainer_engine import _activate, _Controller, _publish_step, _wait, tiny_model  # noqa: F401 - a fixture
 
 from semirl.core import keys
 from semirl.core.grpc_server import ServiceServer
 from semirl.core.redis_server import EmbeddedRedis, free_port, start_redis
-from semirl.core.runstate import RunRecord, save_run
 from semirl.core.streams import pending_count
 from semirl.proto import controller_pb2_grpc
 from semirl.spec import RunSpec
@@ -48,9 +47,7 @@ def test_redis_crash_loop_and_controller_outage_end_in_a_succeeded_run(tiny_mode
     })
     run_id = "run-outages"
     store = tmp_path / "store"
-    save_run(client, RunRecord(id=run_id, name="outages", state="running", spec=spec,
-                               run_dir=str(store / "runs" / run_id), policy_path=str(tiny_model)))
-    client.set(keys.ACTIVE_RUN, run_id)
+    _activate(client, run_id, spec, store, tiny_model)
     client.config_set("appendfsync", "always")  # what was written before a crash survives it
     controller = _Controller(client, run_id)
     controller_port = free_port()

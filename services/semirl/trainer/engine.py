@@ -260,20 +260,19 @@ class TrainingEngine:
 
     def policy_state_dict(self) -> dict[str, torch.Tensor] | None:
         """The full policy weights in the model dtype on rank 0's CPU (None on other ranks); collective at ZeRO-3."""
-        if self.zero3:
-            state = self.engine._zero3_consolidated_16bit_state_dict()
-            return {k: v.detach().cpu() for k, v in state.items()} if self.ranks.is_driver else None
-        if not self.ranks.is_driver:
-            return None
-        return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+        return self._full_state_dict(self.engine)
 
     def reference_state_dict(self) -> dict[str, torch.Tensor] | None:
-        if self.zero3:
-            state = self.ref._zero3_consolidated_16bit_state_dict()
+        return self._full_state_dict(self.ref)
+
+    def _full_state_dict(self, model: Any) -> dict[str, torch.Tensor] | None:
+        if self.zero3:  # gathered one layer at a time onto rank 0's CPU
+            state = model._zero3_consolidated_16bit_state_dict()
             return {k: v.detach().cpu() for k, v in state.items()} if self.ranks.is_driver else None
         if not self.ranks.is_driver:
             return None
-        return {k: v.detach().cpu().clone() for k, v in self.ref.state_dict().items()}
+        module = getattr(model, "module", model)
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
     def write_policy(self, directory: Path, state_dict: dict[str, torch.Tensor]) -> None:
         """HF checkpoint (config + safetensors, in the model dtype) of gathered weights; rank 0 only."""
