@@ -7,12 +7,17 @@ models, mixed tasks and evaluation extend it without renaming anything.
 Path checks (the model exists, nothing escapes the checkpoint store) run only when validation is given the
 context ``{"check_paths": True}`` — the controller does that at submission; services that later read the
 stored spec do not re-check.
+
+Every number is finite (inf and NaN are rejected: a stored record holding one would not load again) and every
+size has an upper bound far above any real run, so one request cannot make the controller's work, memory or
+validation time unbounded; the bounds are the MAX_* constants below and are stated in the field descriptions.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -21,9 +26,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 SAFE_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$"
 
+MAX_STEPS = 10_000_000          # train.steps and every step count or cadence (sync, eval, checkpoint, warmup)
+MAX_BATCH = 100_000             # train.batch_prompts, train.micro_batch_pairs
+MAX_TOKENS = 1_048_576          # model.max_model_len, sampling.max_tokens, eval.max_tokens
+MAX_ROWS = 100_000_000          # data.*.limit, eval.limit
+MAX_EVAL_SETS = 100             # entries of data.eval
+MAX_EVAL_ROUNDS = 10_000        # evaluations in one run (train.steps / eval.every)
+MAX_WINDOW_PROMPTS = 1_000_000  # prompts released at once: batch_prompts x steps per sync window
+MAX_SEED = 2**32 - 1            # numpy's and torch's seed range, both satisfied
+MAX_PATH = 4096
+MAX_TEMPLATE = 65_536
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _checking_paths(info: ValidationInfo) -> bool:
@@ -31,13 +47,17 @@ def _checking_paths(info: ValidationInfo) -> bool:
 
 
 class ModelSpec(_Section):
-    path: str = Field(description="Seed policy: a directory holding an HF causal-LM checkpoint and tokenizer.")
+    path: str = Field(
+        max_length=MAX_PATH, description="Seed policy: a directory holding an HF causal-LM checkpoint and tokenizer."
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32",
         description="Generation, training (DeepSpeed bf16/fp16 with fp32 master weights) and the dtype policy "
         "checkpoints are written in.",
     )
-    max_model_len: int = Field(512, gt=0, description="Context length the generators allocate for.")
+    max_model_len: int = Field(
+        512, gt=0, le=MAX_TOKENS, description=f"Context length the generators allocate for (at most {MAX_TOKENS:,})."
+    )
 
     @field_validator("path")
     @classmethod
@@ -50,10 +70,14 @@ class ModelSpec(_Section):
 
 
 class DatasetSpec(_Section):
-    path: str = Field(description="JSONL file of problems: fields `problem` (or `question`) and `answer`.")
-    problem_field: str = "problem"
-    answer_field: str = "answer"
-    limit: int | None = Field(None, gt=0, description="Use at most this many rows.")
+    path: str = Field(
+        max_length=MAX_PATH, description="JSONL file of problems: fields `problem` (or `question`) and `answer`."
+    )
+    problem_field: str = Field("problem", max_length=256)
+    answer_field: str = Field("answer", max_length=256)
+    limit: int | None = Field(
+        None, gt=0, le=MAX_ROWS, description=f"Use at most this many rows (at most {MAX_ROWS:,})."
+    )
     reward_source: Literal["verifier", "reward_model"] = "verifier"
     answer_format: Literal["latex", "boxed"] = Field(
         "latex",
@@ -67,7 +91,7 @@ class DatasetSpec(_Section):
     )
     samples_per_prompt: int | None = Field(
         None, gt=0, le=256,
-        description="Evaluation sets: samples per prompt for pass@1 (default eval.samples_per_prompt).",
+        description="Evaluation sets: samples per prompt for pass@1, 1..256 (default eval.samples_per_prompt).",
     )
 
     @field_validator("reward_source")
@@ -89,10 +113,13 @@ class DataSpec(_Section):
     train: DatasetSpec
     eval: list[DatasetSpec] = Field(
         default_factory=list,
-        description="Held-out evaluation sets, each reported on its own (one mapping or a list of them).",
+        max_length=MAX_EVAL_SETS,
+        description=f"Held-out evaluation sets, each reported on its own (one mapping or a list of at most "
+        f"{MAX_EVAL_SETS}).",
     )
     prompt_template: str = Field(
         "{problem}",
+        max_length=MAX_TEMPLATE,
         description="Prompt text; every `{problem}` is replaced by the row's problem (other braces stay as written).",
     )
     prompt_format: Literal["chat", "raw"] = Field(
@@ -100,7 +127,7 @@ class DataSpec(_Section):
         description="'chat': the prompt text is the user turn of the model tokenizer's chat template (with the "
         "generation prompt) and goes to the generator as token ids; 'raw': the text is tokenized as it is.",
     )
-    shuffle_seed: int = 0
+    shuffle_seed: int = Field(0, ge=0, le=MAX_SEED, description=f"Seed of the prompt order (0..{MAX_SEED:,}).")
 
     @field_validator("eval", mode="before")
     @classmethod
@@ -114,8 +141,8 @@ class DataSpec(_Section):
     def _eval_sets_named_once(cls, value: list[DatasetSpec]) -> list[DatasetSpec]:
         named = [dataset if dataset.name else dataset.model_copy(update={"name": eval_set_name(dataset.path)})
                  for dataset in value]
-        names = [dataset.name for dataset in named]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
+        counts = Counter(dataset.name for dataset in named)
+        duplicates = sorted(str(name) for name, count in counts.items() if count > 1)
         if duplicates:
             raise ValueError(f"evaluation set names must be unique (give each a `name`): {duplicates}")
         return named
@@ -129,35 +156,37 @@ class DataSpec(_Section):
 
 
 class SamplingSpec(_Section):
-    n: int = Field(8, ge=2, le=256, description="Samples per prompt (DPO needs at least 2 to form a pair).")
-    temperature: float = Field(1.0, ge=0.0, le=10.0)
+    n: int = Field(8, ge=2, le=256, description="Samples per prompt, 2..256 (DPO needs at least 2 to form a pair).")
+    temperature: float = Field(1.0, ge=0.0, le=10.0, description="0..10.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(512, gt=0)
+    max_tokens: int = Field(512, gt=0, le=MAX_TOKENS, description=f"Response length cap (at most {MAX_TOKENS:,}).")
 
 
 class SyncSpec(_Section):
     interval: int | Literal["offline"] = Field(
-        1, description="s: sync the generators every s trainer steps; 1 = online, 'offline' = never."
+        1, description=f"s: sync the generators every s trainer steps (1..{MAX_STEPS:,}); 1 = online, "
+        "'offline' = never.",
     )
     ref_interval: int | Literal["never"] | None = Field(
-        None, description="Re-sync the DPO reference model every k steps; default s for DPO, never for GRPO."
+        None, description=f"Re-sync the DPO reference model every k steps (1..{MAX_STEPS:,}); default s for DPO, "
+        "never for GRPO.",
     )
     max_staleness: int | None = Field(
-        None, ge=0, description="Reserved: accept groups up to k versions old instead of strict windows."
+        None, ge=0, le=MAX_STEPS, description="Reserved: accept groups up to k versions old instead of strict windows."
     )
 
     @field_validator("interval")
     @classmethod
     def _positive_interval(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("sync.interval must be >= 1 or 'offline'")
+        if isinstance(value, int) and not 1 <= value <= MAX_STEPS:
+            raise ValueError(f"sync.interval must be 1..{MAX_STEPS:,} or 'offline'")
         return value
 
     @field_validator("ref_interval")
     @classmethod
     def _positive_ref_interval(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("sync.ref_interval must be >= 1, 'never' or omitted")
+        if isinstance(value, int) and not 1 <= value <= MAX_STEPS:
+            raise ValueError(f"sync.ref_interval must be 1..{MAX_STEPS:,}, 'never' or omitted")
         return value
 
     @field_validator("max_staleness")
@@ -173,24 +202,36 @@ class SyncSpec(_Section):
 
 
 class TrainSpec(_Section):
-    steps: int = Field(gt=0, description="Optimizer steps in the run.")
-    batch_prompts: int = Field(64, gt=0, description="Prompts (scored groups) per optimizer step.")
+    steps: int = Field(gt=0, le=MAX_STEPS, description=f"Optimizer steps in the run (at most {MAX_STEPS:,}).")
+    batch_prompts: int = Field(
+        64, gt=0, le=MAX_BATCH, description=f"Prompts (scored groups) per optimizer step (at most {MAX_BATCH:,}); "
+        f"batch_prompts x the steps of one sync window (all steps when offline) is at most {MAX_WINDOW_PROMPTS:,}, "
+        "the prompts the controller releases at once.",
+    )
     micro_batch_pairs: int = Field(
-        8, gt=0, description="DPO pairs per forward pass on each rank; the rest is accumulated."
+        8, gt=0, le=MAX_BATCH,
+        description=f"DPO pairs per forward pass on each rank; the rest is accumulated (at most {MAX_BATCH:,}).",
     )
     gradient_checkpointing: bool = Field(
         False, description="Activation checkpointing: recompute each layer's activations in the backward pass."
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED, description=f"Seed of the trainer's randomness (0..{MAX_SEED:,}).")
 
 
 class OptimSpec(_Section):
-    lr: float = Field(1e-6, gt=0)
+    lr: float = Field(1e-6, gt=0, description="Learning rate (finite, like every number in the spec).")
     adam_eps: float = Field(1e-4, gt=0)
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: tuple[float, float] = Field((0.9, 0.95), description="Adam's (beta1, beta2), each in [0, 1).")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(0.1, gt=0)
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS, description=f"Linear warmup steps (at most {MAX_STEPS:,}).")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_below_one(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= beta < 1.0 for beta in value):
+            raise ValueError("each of optim.betas must be in [0, 1)")
+        return value
 
 
 class DPOSpec(_Section):
@@ -217,12 +258,17 @@ class DeepSpeedSpec(_Section):
 
 
 class CheckpointSpec(_Section):
-    keep: int = Field(3, ge=1, description="Committed policy versions to keep (plus any still referenced).")
+    keep: int = Field(
+        3, ge=1, le=MAX_STEPS,
+        description=f"Committed policy versions to keep (plus any still referenced; at most {MAX_STEPS:,}).",
+    )
     every: int | None = Field(
-        None, gt=0, description="Trainer-state checkpoint cadence when sync.interval is 'offline'."
+        None, gt=0, le=MAX_STEPS,
+        description=f"Trainer-state checkpoint cadence when sync.interval is 'offline' (at most {MAX_STEPS:,}).",
     )
     subdir: str | None = Field(
-        None, description="Directory for this run inside the checkpoint store; default runs/<run_id>."
+        None, max_length=MAX_PATH,
+        description="Directory for this run inside the checkpoint store; default runs/<run_id>.",
     )
 
     @field_validator("subdir")
@@ -237,12 +283,20 @@ class CheckpointSpec(_Section):
 
 
 class EvalSpec(_Section):
-    every: int | None = Field(None, gt=0, description="Evaluate every k trainer steps (start and end always).")
-    samples_per_prompt: int = Field(4, gt=0, le=64, description="pass@1 is averaged over this many samples.")
-    temperature: float = Field(0.6, ge=0.0)
+    every: int | None = Field(
+        None, gt=0, le=MAX_STEPS,
+        description=f"Evaluate every k trainer steps (start and end always); at most {MAX_EVAL_ROUNDS:,} "
+        "evaluations in a run (train.steps / k).",
+    )
+    samples_per_prompt: int = Field(4, gt=0, le=64, description="pass@1 is averaged over this many samples (1..64).")
+    temperature: float = Field(0.6, ge=0.0, le=10.0, description="0..10.")
     top_p: float = Field(0.9, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(None, gt=0, description="Default: sampling.max_tokens.")
-    limit: int | None = Field(None, gt=0, description="Evaluate on at most this many held-out prompts.")
+    max_tokens: int | None = Field(
+        None, gt=0, le=MAX_TOKENS, description=f"Default: sampling.max_tokens (at most {MAX_TOKENS:,})."
+    )
+    limit: int | None = Field(
+        None, gt=0, le=MAX_ROWS, description=f"Evaluate on at most this many held-out prompts (at most {MAX_ROWS:,})."
+    )
 
 
 def eval_set_name(path: str) -> str:
@@ -255,7 +309,7 @@ def eval_set_name(path: str) -> str:
 class RunSpec(BaseModel):
     """A run: which model to train, on what, with which algorithm and sync interval."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: Annotated[str, Field(pattern=SAFE_NAME, description="Human-readable run name (letters, digits, ._-).")]
     algorithm: Literal["dpo", "grpo"] = "dpo"
@@ -287,11 +341,30 @@ class RunSpec(BaseModel):
 
     @model_validator(mode="after")
     def _eval_on_committed_versions(self) -> RunSpec:
-        """Mid-run evaluations load committed policy versions, so they must fall on checkpoint steps."""
+        """Mid-run evaluations load committed policy versions, so they must fall on checkpoint steps.
+
+        Arithmetic, not a walk over the steps: the mid-run evaluations are the multiples of k = eval.every below
+        train.steps, and every one is a multiple of the checkpoint cadence c exactly when k is (or there is none).
+        """
         every = self.eval.every
-        if every is not None and any(not self.is_checkpoint_step(t) for t in range(every, self.train.steps, every)):
+        if every is None or every >= self.train.steps:
+            return self
+        if every % self._checkpoint_cadence() != 0:
             cadence = "checkpoint.every" if self.sync.offline else "sync.interval"
             raise ValueError(f"eval.every ({every}) must be a multiple of {cadence}: evaluations run on checkpoints")
+        if self.data.eval and self.train.steps // every > MAX_EVAL_ROUNDS:
+            raise ValueError(f"eval.every ({every}) asks for {self.train.steps // every:,} evaluations; at most "
+                             f"{MAX_EVAL_ROUNDS:,} in a run")
+        return self
+
+    @model_validator(mode="after")
+    def _window_released_at_once_bounded(self) -> RunSpec:
+        steps = self.train.steps if self.sync.offline else min(int(self.sync.interval), self.train.steps)  # type: ignore[arg-type]
+        prompts = steps * self.train.batch_prompts
+        if prompts > MAX_WINDOW_PROMPTS:
+            window = "train.steps (offline: one window)" if self.sync.offline else "sync.interval"
+            raise ValueError(f"train.batch_prompts x {window} = {prompts:,} prompts released at once; at most "
+                             f"{MAX_WINDOW_PROMPTS:,}")
         return self
 
     # --- derived values: the sync rule lives here and nowhere else -----------------------------------
@@ -336,10 +409,12 @@ class RunSpec(BaseModel):
         """Steps after which the trainer saves a policy + trainer checkpoint and asks for a commit."""
         if step == self.train.steps:
             return True
+        return step % self._checkpoint_cadence() == 0
+
+    def _checkpoint_cadence(self) -> int:
         if self.sync.offline:
-            every = self.checkpoint.every or max(1, self.train.steps // 4)
-            return step % every == 0
-        return step % int(self.sync.interval) == 0  # type: ignore[arg-type]
+            return self.checkpoint.every or max(1, self.train.steps // 4)
+        return int(self.sync.interval)  # type: ignore[arg-type]
 
     @property
     def ref_sync_interval(self) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,47 @@ def test_bad_spec_is_422_naming_the_field_and_queues_nothing(
     assert redis_client.get(keys.ACTIVE_RUN) is None
     assert redis_client.xlen(keys.PROMPTS) == 0
     assert not files["store"].exists() or not any(files["store"].rglob("*"))
+
+
+NON_FINITE = [
+    ("optim.lr", "lr", ["body", "optim", "lr"]),
+    ("dpo.beta", "beta", ["body", "dpo", "beta"]),
+    ("sampling.temperature", "temperature", ["body", "sampling", "temperature"]),
+    ("eval.temperature", "temperature", ["body", "eval", "temperature"]),
+    ("optim.betas", "betas", ["body", "optim", "betas", 1]),
+]
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/yaml"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize("field,leaf,loc", NON_FINITE, ids=[f for f, _, _ in NON_FINITE])
+def test_non_finite_numbers_are_422_naming_the_field_and_queue_nothing(
+    http: TestClient, redis_client: redis.Redis, files: dict[str, Path], field: str, leaf: str, loc: list,
+    value: float, content_type: str,
+) -> None:
+    body = with_change(spec_dict(files), field, [0.9, value] if leaf == "betas" else value)
+    # JSON as Python writes it (Infinity, NaN) and YAML as the fuzzer sent it (.inf, .nan).
+    text = json.dumps(body) if content_type == "application/json" else yaml.safe_dump(body)
+    response = http.post("/v1/runs", content=text, headers={"Content-Type": content_type})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert any(d["loc"] == loc for d in detail), detail
+    assert redis_client.llen(keys.RUN_INDEX) == 0 and redis_client.llen(keys.RUN_QUEUE) == 0
+    assert not redis_client.keys(keys.run_key("*"))
+    assert http.get("/v1/runs").status_code == 200 and http.get("/v1/runs").json() == {"runs": []}
+
+
+@pytest.mark.parametrize("field,value", [
+    ("train.steps", 10_000_001), ("train.batch_prompts", 100_001), ("sampling.max_tokens", 2**20 + 1),
+    ("checkpoint.keep", 10**12), ("eval.every", 10**12), ("optim.warmup_steps", 10**12),
+])
+def test_sizes_beyond_their_bounds_are_422(
+    http: TestClient, redis_client: redis.Redis, files: dict[str, Path], field: str, value: int
+) -> None:
+    response = post_json(http, with_change(spec_dict(files), field, value))
+    assert response.status_code == 422, response.text
+    assert any(d["loc"] == ["body", *field.split(".")] for d in response.json()["detail"])
+    assert redis_client.llen(keys.RUN_INDEX) == 0
 
 
 def test_unparsable_bodies_are_422(http: TestClient, redis_client: redis.Redis) -> None:
@@ -298,3 +340,80 @@ def test_openapi_documents_the_run_view_and_every_status_code(http: TestClient) 
     assert {"eval_set", "accuracy", "stderr", "prompts", "samples_expected", "samples_scored",
             "failed_prompts"} <= set(fields)
     assert "per-prompt mean accuracy" in fields["stderr"]["description"]
+
+
+def test_an_unreadable_run_record_breaks_no_other_run(
+    http: TestClient, files: dict[str, Path], controller: Controller, redis_client: redis.Redis
+) -> None:
+    """The fuzzing finding: one stored record that no longer loads made listing, cancel and every tick fail."""
+    broken = post_json(http, spec_dict(files, "broken")).json()["id"]
+    queued = post_json(http, spec_dict(files, "queued")).json()["id"]
+    redis_client.set(keys.run_key(broken), b"{garbage")
+
+    listed = http.get("/v1/runs")
+    assert listed.status_code == 200
+    runs = {r["id"]: r for r in listed.json()["runs"]}
+    assert list(runs) == [broken, queued]
+    assert runs[broken]["state"] == "failed" and runs[broken]["name"] == "broken"
+    assert "unreadable" in runs[broken]["error"] and runs[queued]["state"] == "queued"
+
+    view = http.get(f"/v1/runs/{broken}")
+    assert view.status_code == 409 and "failed" in view.json()["detail"]
+    assert http.get(f"/v1/runs/{broken}/metrics").json() == []
+    cancelled = http.post(f"/v1/runs/{broken}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "failed"
+
+    # The scheduler has moved on: the queued run runs, and a new run is queued behind it and starts in turn.
+    controller.tick()
+    assert http.get(f"/v1/runs/{queued}").json()["state"] == "running"
+    fresh = post_json(http, spec_dict(files, "fresh"))
+    assert fresh.status_code == 201 and fresh.json()["state"] == "queued"
+    assert http.post(f"/v1/runs/{queued}/cancel").json()["state"] == "cancelled"
+    assert http.get(f"/v1/runs/{fresh.json()['id']}").json()["state"] == "running"
+    assert [r["state"] for r in http.get("/v1/runs").json()["runs"]] == ["failed", "cancelled", "running"]
+
+
+def test_an_unreadable_active_record_does_not_stop_a_new_run(
+    http: TestClient, files: dict[str, Path], redis_client: redis.Redis
+) -> None:
+    broken = post_json(http, spec_dict(files, "broken")).json()["id"]
+    record = json.loads(redis_client.get(keys.run_key(broken)))
+    record["spec"]["optim"]["lr"] = None  # what pydantic stored for lr = inf before it was rejected
+    redis_client.set(keys.run_key(broken), json.dumps(record))
+    created = post_json(http, spec_dict(files, "after"))
+    assert created.status_code == 201 and created.json()["state"] == "running"
+    assert redis_client.get(keys.ACTIVE_RUN).decode() == created.json()["id"]
+
+
+def test_readiness_reports_a_scheduler_whose_ticks_keep_failing(
+    http: TestClient, controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller.poll_s, controller.retry_s = 0.01, 0.01
+    failing = True
+    real_tick = controller.tick
+
+    def tick(block_ms: int = 0) -> None:
+        if failing:
+            raise RuntimeError("tick exploded")
+        real_tick(block_ms)
+
+    monkeypatch.setattr(controller, "tick", tick)
+    controller.start()
+    try:
+        response = _wait_for_readiness(http, 503)
+        problems = response.json()["problems"]
+        assert any("ticks failing" in p and "tick exploded" in p for p in problems), problems
+        failing = False
+        assert _wait_for_readiness(http, 200).json() == {"status": "ready"}
+    finally:
+        controller.stop()
+
+
+def _wait_for_readiness(http: TestClient, status: int) -> Any:
+    deadline = time.monotonic() + 10
+    response = http.get("/readyz")
+    while response.status_code != status and time.monotonic() < deadline:
+        time.sleep(0.02)
+        response = http.get("/readyz")
+    assert response.status_code == status, response.text
+    return response

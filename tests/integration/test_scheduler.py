@@ -202,7 +202,7 @@ def test_corrupt_or_foreign_checkpoint_is_refused(
     v2 = write_policy(files["store"], run_id, 2)
     (v2 / "model.safetensors").write_bytes(b"\x00" * 64)  # same size, different bytes
     response = commit(stub, run_id, v2, 2)
-    assert not response.committed and "sha256" in response.error
+    assert not response.committed and "does not match its" in response.error
     (v2 / "model.safetensors").unlink()
     assert "missing" in commit(stub, run_id, v2, 2).error
     outside = tmp_path / "elsewhere" / "v2"
@@ -429,3 +429,57 @@ def test_failed_eval_generations_count_as_wrong_and_the_round_completes(
     record = load_run(redis_client, run_id)
     assert record.state == "succeeded" and record.evals[1].accuracy == pytest.approx(1.0)
     assert record.evals[1].failed_prompts == 0
+
+
+@pytest.mark.parametrize("stored", [b"{not json", b'{"id": "x"}'], ids=["garbage", "no-spec"])
+def test_unreadable_records_are_dropped_and_the_next_run_starts(
+    controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path], stored: bytes
+) -> None:
+    active = controller.submit(make_spec(files, "broken", interval=1, steps=2)).id
+    queued = controller.submit(make_spec(files, "broken2", interval=1, steps=2)).id
+    waiting = controller.submit(make_spec(files, "next", interval=1, steps=2)).id
+    redis_client.set(keys.run_key(active), stored)
+    redis_client.set(keys.run_key(queued), stored)
+
+    controller.tick()  # does not raise: both unreadable runs are skipped and the third one starts
+    assert redis_client.get(keys.ACTIVE_RUN).decode() == waiting
+    assert load_run(redis_client, waiting).state == "running"
+    assert redis_client.llen(keys.RUN_QUEUE) == 0
+    assert {t.run_id for t in tasks(redis_client, waiting)} == {waiting}
+    assert redis_client.get(keys.run_key(active)) == stored  # left as it was, for inspection
+
+    # The unreadable run's trainer is told to stop; its commits are refused; FailRun does nothing.
+    assert stub.ReportStep(controller_pb2.StepReport(run_id=active, step=1), timeout=10).cancelled is True
+    response = commit(stub, active, write_policy(files["store"], active, 1), 1)
+    assert not response.committed and "unreadable" in response.error
+    assert controller.fail(active, "boom") is False
+    controller.tick()
+    assert redis_client.get(keys.ACTIVE_RUN).decode() == waiting
+
+
+def test_loop_counts_failing_ticks_and_recovers(controller: Controller, monkeypatch: pytest.MonkeyPatch) -> None:
+    controller.poll_s, controller.retry_s = 0.01, 0.01
+    broken = threading.Event()
+    broken.set()
+    real_tick = controller.tick
+
+    def tick(block_ms: int = 0) -> None:
+        if broken.is_set():
+            raise RuntimeError("tick exploded")
+        real_tick(block_ms)
+
+    monkeypatch.setattr(controller, "tick", tick)
+    controller.start()
+    try:
+        deadline = time.monotonic() + 10
+        while controller.tick_problem() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        problem = controller.tick_problem()
+        assert problem is not None and "tick exploded" in problem and controller.running
+        broken.clear()
+        deadline = time.monotonic() + 10
+        while controller.tick_problem() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert controller.tick_problem() is None and controller.tick_failures == 0
+    finally:
+        controller.stop()

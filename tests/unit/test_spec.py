@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+import time
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from semirl.spec import RunSpec, parse_run_spec
+from semirl.spec import MAX_EVAL_ROUNDS, MAX_STEPS, MAX_WINDOW_PROMPTS, RunSpec, parse_run_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,3 +122,119 @@ def test_path_checks_only_with_context(tmp_path: Path) -> None:
 def test_examples_parse() -> None:
     for path in (REPO_ROOT / "examples").glob("*.yaml"):
         parse_run_spec(path.read_text())
+
+
+def _locations(info: pytest.ExceptionInfo[ValidationError]) -> set[tuple]:
+    return {tuple(e["loc"]) for e in info.value.errors()}
+
+
+NON_FINITE_FIELDS = [
+    ("optim", "lr"), ("optim", "adam_eps"), ("optim", "weight_decay"), ("optim", "grad_clip"),
+    ("dpo", "beta"), ("dpo", "nll_coef"), ("dpo", "entropy_coef"), ("grpo", "kl_beta"), ("grpo", "clip_eps"),
+    ("sampling", "temperature"), ("sampling", "top_p"), ("eval", "temperature"), ("eval", "top_p"),
+]
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize("section,field", NON_FINITE_FIELDS, ids=[".".join(f) for f in NON_FINITE_FIELDS])
+def test_every_float_must_be_finite(section: str, field: str, value: float) -> None:
+    with pytest.raises(ValidationError) as info:
+        _spec(**{section: {field: value}})
+    assert (section, field) in _locations(info)
+
+
+@pytest.mark.parametrize("betas,loc", [
+    ([math.inf, 0.95], ("optim", "betas", 0)), ([0.9, math.nan], ("optim", "betas", 1)),
+    ([0.9, 1.0], ("optim", "betas")), ([-0.1, 0.95], ("optim", "betas")),
+])
+def test_adam_betas_are_finite_and_in_range(betas: list[float], loc: tuple) -> None:
+    with pytest.raises(ValidationError) as info:
+        _spec(optim={"betas": betas})
+    assert loc in _locations(info)
+    assert _spec(optim={"betas": [0.0, 0.999]}).optim.betas == (0.0, 0.999)
+
+
+@pytest.mark.parametrize("text", ["lr: .inf", "lr: .nan", "lr: -.inf", "betas: [0.9, .nan]"])
+def test_yaml_infinities_are_rejected(text: str) -> None:
+    body = f"name: t\nmodel: {{path: m}}\ndata: {{train: {{path: t.jsonl}}}}\ntrain: {{steps: 3}}\noptim: {{{text}}}"
+    with pytest.raises(ValidationError) as info:
+        parse_run_spec(body)
+    assert any(loc[:2] == ("optim", text.split(":")[0]) for loc in _locations(info))
+
+
+@pytest.mark.parametrize(
+    "override,loc",
+    [
+        ({"train": {"steps": MAX_STEPS + 1}}, ("train", "steps")),
+        ({"train": {"steps": 7, "batch_prompts": 100_001}}, ("train", "batch_prompts")),
+        ({"train": {"steps": 7, "micro_batch_pairs": 100_001}}, ("train", "micro_batch_pairs")),
+        ({"train": {"steps": 7, "seed": 2**32}}, ("train", "seed")),
+        ({"sampling": {"max_tokens": 2**20 + 1}}, ("sampling", "max_tokens")),
+        ({"model": {"path": "m", "max_model_len": 2**20 + 1}}, ("model", "max_model_len")),
+        ({"eval": {"max_tokens": 2**20 + 1}}, ("eval", "max_tokens")),
+        ({"eval": {"limit": 10**9}}, ("eval", "limit")),
+        ({"eval": {"every": MAX_STEPS + 1}}, ("eval", "every")),
+        ({"checkpoint": {"keep": MAX_STEPS + 1}}, ("checkpoint", "keep")),
+        ({"checkpoint": {"every": MAX_STEPS + 1}}, ("checkpoint", "every")),
+        ({"optim": {"warmup_steps": MAX_STEPS + 1}}, ("optim", "warmup_steps")),
+        ({"sync": {"interval": MAX_STEPS + 1}}, ("sync", "interval")),
+        ({"sync": {"ref_interval": MAX_STEPS + 1}}, ("sync", "ref_interval")),
+        ({"data": {"train": {"path": "t.jsonl", "limit": 10**9}}}, ("data", "train", "limit")),
+        ({"data": {"train": {"path": "t.jsonl"}, "eval": [{"path": f"e{i}.jsonl"} for i in range(101)]}},
+         ("data", "eval")),
+    ],
+)
+def test_sizes_have_upper_bounds(override: dict, loc: tuple) -> None:
+    with pytest.raises(ValidationError) as info:
+        _spec(**override)
+    assert any(found[: len(loc)] == loc for found in _locations(info)), _locations(info)
+
+
+def test_the_largest_allowed_sizes_are_accepted() -> None:
+    spec = _spec(train={"steps": MAX_STEPS, "batch_prompts": 1}, sync={"interval": 1000}, eval={"every": 1000},
+                 checkpoint={"keep": MAX_STEPS}, optim={"warmup_steps": MAX_STEPS})
+    assert spec.train.steps == MAX_STEPS and len(spec.eval_steps()) == MAX_STEPS // 1000 + 1
+
+
+@pytest.mark.parametrize(
+    "steps,sync,checkpoint",
+    # An offline run releases all its prompts at once, so its steps are bounded by MAX_WINDOW_PROMPTS too.
+    [(MAX_STEPS, {"interval": 1}, {}), (MAX_WINDOW_PROMPTS, {"interval": "offline"}, {"every": 1})],
+)
+def test_validation_time_does_not_grow_with_the_steps(steps: int, sync: dict, checkpoint: dict) -> None:
+    """eval.every = 1 has an evaluation due at every step: a walk over them took seconds at 10M steps."""
+    body = {"train": {"steps": steps, "batch_prompts": 1}, "sync": sync, "checkpoint": checkpoint}
+    started = time.perf_counter()
+    spec = _spec(**body, eval={"every": 1}, data={"train": {"path": "t.jsonl"}})  # no eval set: no round bound
+    assert time.perf_counter() - started < 0.5
+    assert spec.eval.every == 1
+    started = time.perf_counter()
+    with pytest.raises(ValidationError, match="evaluations"):
+        _spec(**body, eval={"every": 1})
+    assert time.perf_counter() - started < 0.5
+
+
+def test_eval_cadence_rule_matches_a_walk_over_the_steps() -> None:
+    """The arithmetic check accepts exactly the specs whose every mid-run evaluation falls on a checkpoint."""
+    for steps, interval, every in itertools.product(range(1, 13), [1, 2, 3, 5, "offline"], range(1, 14)):
+        body = {"sync": {"interval": interval}, "train": {"steps": steps, "batch_prompts": 1}}
+        base = _spec(**body)
+        walk_ok = all(base.is_checkpoint_step(t) for t in range(every, steps, every))
+        try:
+            _spec(**body, eval={"every": every})
+        except ValidationError:
+            accepted = False
+        else:
+            accepted = True
+        assert accepted == walk_ok, (steps, interval, every)
+
+
+def test_evaluations_and_prompts_released_at_once_are_bounded() -> None:
+    with pytest.raises(ValidationError, match="evaluations"):
+        _spec(train={"steps": MAX_STEPS, "batch_prompts": 1}, eval={"every": MAX_STEPS // (MAX_EVAL_ROUNDS + 1)})
+    with pytest.raises(ValidationError, match="released at once"):
+        _spec(sync={"interval": "offline"}, train={"steps": MAX_WINDOW_PROMPTS // 64 + 1, "batch_prompts": 64})
+    with pytest.raises(ValidationError, match="released at once"):
+        _spec(sync={"interval": 20_000}, train={"steps": 40_000, "batch_prompts": 64})
+    # A window longer than the run releases only the run's steps.
+    assert _spec(sync={"interval": 20_000}, train={"steps": 100, "batch_prompts": 64}).num_windows == 1

@@ -2,6 +2,9 @@
 
 With an API token configured (SEMIRL_API_TOKEN; the chart fills it from a Secret), the mutating endpoints
 (submit, cancel) need `Authorization: Bearer <token>`; reads stay open inside the cluster's NetworkPolicy.
+
+A run whose stored record does not load is listed as failed with the reason in `error`; its own view answers
+409 and cancelling it answers its state, failed. It never makes the list or any other run answer 500.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from semirl.core.runstate import RunRecord
+from semirl.core import keys
+from semirl.core.runstate import RunRecord, RunRecordUnreadable
 
 from .registry import SpecRejected, decode_body, validate_spec
 from .scheduler import Controller
@@ -31,6 +35,7 @@ SPEC_BODY = {
 }
 UNKNOWN_RUN = {404: {"description": "No run has this id."}}
 NEEDS_TOKEN = {401: {"description": "An API token is configured and the request lacks it or has another one."}}
+UNREADABLE_RUN = {409: {"description": "The run's stored record does not load; the run counts as failed."}}
 BAD_SPEC = {422: {"description": "The spec is invalid: `detail` lists {loc, msg, type}, loc naming the field."}}
 
 
@@ -57,7 +62,10 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
     )
 
     def found(run_id: str) -> RunRecord:
-        record = controller.registry.get(run_id)
+        try:
+            record = controller.registry.get(run_id)
+        except RunRecordUnreadable as err:
+            raise HTTPException(status_code=409, detail=f"{err}; the run counts as failed") from err
         if record is None:
             raise HTTPException(status_code=404, detail=f"unknown run {run_id}")
         return record
@@ -67,9 +75,10 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
         """Liveness: the process serves HTTP (Redis being down is not a reason to restart the controller)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", responses={503: {"description": "Redis does not answer or the scheduler loop is not running."}})
+    @app.get("/readyz", responses={503: {
+        "description": "Redis does not answer, or the scheduler loop is not running or its ticks keep failing."}})
     def readyz() -> JSONResponse:
-        """Readiness: Redis answers and the scheduler loop runs."""
+        """Readiness: Redis answers and the scheduler loop runs and its ticks succeed."""
         problems = []
         try:
             controller.client.ping()
@@ -77,6 +86,8 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
             problems.append(f"redis: {err}")
         if not controller.running:
             problems.append("scheduler loop not running")
+        elif (failing := controller.tick_problem()) is not None:
+            problems.append(failing)
         if problems:
             return JSONResponse(status_code=503, content={"status": "not ready", "problems": problems})
         return JSONResponse(content={"status": "ready"})
@@ -101,27 +112,40 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
 
     @app.get("/v1/runs")
     def list_runs() -> dict[str, list[dict[str, Any]]]:
-        return {"runs": [
-            {"id": r.id, "name": r.name, "state": r.state, "step": r.step, "policy_version": r.policy_version,
-             "created_at": r.created_at}
-            for r in controller.registry.runs()
-        ]}
+        """Every run in submission order; a run whose stored record does not load is listed as failed."""
+        return {"runs": [_summary(entry) for entry in controller.registry.runs()]}
 
-    @app.get("/v1/runs/{run_id}", response_model=RunView, responses=UNKNOWN_RUN)
+    @app.get("/v1/runs/{run_id}", response_model=RunView, responses={**UNKNOWN_RUN, **UNREADABLE_RUN})
     def get_run(run_id: str) -> dict[str, Any]:
         """The run: state, step, policy versions, evaluations per set and step, latest metrics, queues, services."""
         return controller.view(found(run_id))
 
     @app.get("/v1/runs/{run_id}/metrics", responses=UNKNOWN_RUN)
     def get_metrics(run_id: str) -> list[dict[str, Any]]:
-        found(run_id)
+        # The metrics are stored apart from the record, so they stay readable when the record is not.
+        if not controller.client.exists(keys.run_key(run_id)):
+            raise HTTPException(status_code=404, detail=f"unknown run {run_id}")
         return controller.registry.metrics(run_id)
 
     @app.post("/v1/runs/{run_id}/cancel", dependencies=[authorized], responses={**NEEDS_TOKEN, **UNKNOWN_RUN})
     def cancel(run_id: str) -> dict[str, Any]:
-        found(run_id)
-        record = controller.cancel(run_id)
-        assert record is not None
+        """Cancel a queued or running run; a finished one (or one whose record does not load: failed) answers
+        its state unchanged."""
+        try:
+            record = controller.cancel(run_id)
+        except RunRecordUnreadable as err:
+            return {"id": run_id, "state": "failed", "error": str(err)}
+        if record is None:
+            raise HTTPException(status_code=404, detail=f"unknown run {run_id}")
         return {"id": record.id, "state": record.state}
 
     return app
+
+
+def _summary(entry: RunRecord | RunRecordUnreadable) -> dict[str, Any]:
+    if isinstance(entry, RunRecordUnreadable):
+        # Run ids are "<name>-<8 hex>" (Registry.create), so the name survives a record that does not load.
+        return {"id": entry.run_id, "name": entry.run_id.rsplit("-", 1)[0], "state": "failed", "step": 0,
+                "policy_version": 0, "created_at": None, "error": str(entry)}
+    return {"id": entry.id, "name": entry.name, "state": entry.state, "step": entry.step,
+            "policy_version": entry.policy_version, "created_at": entry.created_at, "error": entry.error}

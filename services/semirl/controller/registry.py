@@ -21,12 +21,13 @@ from pydantic import ValidationError
 
 from semirl.core import keys
 from semirl.core.checkpoints import CheckpointError, RunCheckpoints
-from semirl.core.runstate import RunRecord, load_run, save_run
+from semirl.core.runstate import RunRecord, RunRecordUnreadable, load_run, save_run
 from semirl.core.streams import backlog
 from semirl.proto import controller_pb2
 from semirl.spec import RunSpec
 from semirl.tasks.dataset import load_problems
 
+from . import ownership
 from .evaluation import EvalRound, PromptOutcome
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
@@ -72,6 +73,7 @@ def validate_spec(data: dict[str, Any], store: Path) -> RunSpec:
         problems.append(_error(("name",), "run name must not contain '..'"))
     try:
         RunCheckpoints(store, "probe", spec.checkpoint.subdir)
+        ownership.check_subdir(store, spec.checkpoint.subdir)  # a run owns its directory
     except CheckpointError as err:
         problems.append(_error(("checkpoint", "subdir"), str(err)))
     if problems:
@@ -127,6 +129,10 @@ class Registry:
             if not self.client.exists(keys.run_key(run_id)):
                 break
         run_dir = RunCheckpoints(self.store, run_id, spec.checkpoint.subdir).run_dir
+        try:  # under the scheduler's lock: compared with every run record, then marked as this run's
+            ownership.claim_run_dir(self.client, self.store, run_id, run_dir)
+        except ownership.DirectoryTaken as err:
+            raise SpecRejected([_error(("checkpoint", "subdir"), str(err))]) from err
         record = RunRecord(id=run_id, name=spec.name, spec=spec, run_dir=str(run_dir), policy_path=spec.model.path)
         with self.client.pipeline(transaction=True) as pipe:
             save_run(pipe, record)
@@ -136,6 +142,7 @@ class Registry:
         return record
 
     def get(self, run_id: str) -> RunRecord | None:
+        """The run's record, None for an unknown id; raises RunRecordUnreadable for a record that does not load."""
         return load_run(self.client, run_id)
 
     def save(self, record: RunRecord) -> None:
@@ -144,9 +151,19 @@ class Registry:
     def run_ids(self) -> list[str]:
         return [_text(r) for r in self.client.lrange(keys.RUN_INDEX, 0, -1)]
 
-    def runs(self) -> list[RunRecord]:
-        records = (self.get(run_id) for run_id in self.run_ids())
-        return [r for r in records if r is not None]
+    def runs(self) -> list[RunRecord | RunRecordUnreadable]:
+        """Every run in submission order; a stored record that does not load stands as its RunRecordUnreadable
+        (such a run counts as failed), so one corrupt record cannot hide the others."""
+        entries: list[RunRecord | RunRecordUnreadable] = []
+        for run_id in self.run_ids():
+            try:
+                record = self.get(run_id)
+            except RunRecordUnreadable as err:
+                entries.append(err)
+                continue
+            if record is not None:
+                entries.append(record)
+        return entries
 
     def queued_ids(self) -> list[str]:
         return [_text(r) for r in self.client.lrange(keys.RUN_QUEUE, 0, -1)]

@@ -5,6 +5,10 @@ All state is in Redis (run records, queue, ACTIVE_RUN, the eval hash), so a rest
 what is due from the active record: `schedule()` is idempotent and releases whatever is due but not yet
 released. Task releases and the record update that accounts for them are written in one MULTI/EXEC.
 Every mutation runs under one lock (gRPC handlers, REST handlers and the loop thread share this object).
+
+A stored record that does not load (RunRecordUnreadable) counts as a failed run: the scheduler takes it out
+of the queue and ACTIVE_RUN and goes on with the next run, leaving its bytes in Redis for inspection. Ticks
+that keep failing for any other reason are counted, and /readyz reports them (`tick_problem`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import redis
 
 from semirl.core import keys
 from semirl.core.checkpoints import CheckpointError, verify
-from semirl.core.runstate import RunRecord, active_run_id, save_run
+from semirl.core.runstate import RunRecord, RunRecordUnreadable, active_run_id, save_run
 from semirl.core.streams import PAYLOAD_FIELD, StreamQueue
 from semirl.proto import controller_pb2, types_pb2
 from semirl.spec import DatasetSpec, RunSpec
@@ -47,6 +51,8 @@ class Controller:
         reload_timeout_s: float = 60.0,
         poll_s: float = 0.5,
         discovery: Discovery | None = None,
+        retry_s: float = 1.0,
+        unready_after_failures: int = 3,
     ) -> None:
         self.client = client
         self.discovery: Discovery = discovery if discovery is not None else RedisDiscovery(client)
@@ -55,6 +61,11 @@ class Controller:
         self.lock = threading.RLock()
         self.reload_timeout_s = reload_timeout_s
         self.poll_s = poll_s
+        self.retry_s = retry_s
+        self.unready_after_failures = unready_after_failures
+        self.tick_failures = 0  # consecutive failed ticks of the loop
+        self.last_tick_error: str | None = None
+        self._unreadable_seen: set[str] = set()
         self.eval_queue = StreamQueue(client, keys.EVAL_SCORED, keys.CONTROLLER_GROUP, consumer, types_pb2.ScoredGroup)
         self.last_reload: list[ReloadOutcome] = []
         self._problems: dict[tuple[str, str], list[Problem]] = {}  # (run id, "train" or "eval:<set>")
@@ -86,10 +97,24 @@ class Controller:
                 self.tick(block_ms=int(self.poll_s * 1000))
             except redis.RedisError as err:
                 log.warning("redis unavailable: %s", err)
-                self._stop.wait(1.0)
-            except Exception:
+                self._tick_failed(err)
+            except Exception as err:
                 log.exception("scheduler tick failed")
-                self._stop.wait(1.0)
+                self._tick_failed(err)
+            else:
+                self.tick_failures = 0
+
+    def _tick_failed(self, err: Exception) -> None:
+        self.tick_failures += 1
+        self.last_tick_error = f"{type(err).__name__}: {err}"
+        self._stop.wait(self.retry_s)
+
+    def tick_problem(self) -> str | None:
+        """Why the loop is not doing its work although its thread runs: its ticks keep failing (None: fine)."""
+        failures = self.tick_failures
+        if failures < self.unready_after_failures:
+            return None
+        return f"scheduler ticks failing ({failures} in a row): {self.last_tick_error}"
 
     def tick(self, block_ms: int = 0) -> None:
         """One round of the loop: activate/advance, then take in scored eval groups."""
@@ -107,8 +132,14 @@ class Controller:
             return self.registry.get(record.id) or record
 
     def cancel(self, run_id: str) -> RunRecord | None:
+        """Cancel a queued or running run; raises RunRecordUnreadable for a record that does not load (after
+        taking it out of the queue: such a run is failed already)."""
         with self.lock:
-            record = self.registry.get(run_id)
+            try:
+                record = self.registry.get(run_id)
+            except RunRecordUnreadable as err:
+                self._drop_unreadable(err)
+                raise
             if record is None or record.finished:
                 return record
             self._end(record, "cancelled")
@@ -117,7 +148,7 @@ class Controller:
     def fail(self, run_id: str, error: str) -> bool:
         """FailRun: the trainer cannot make progress. False for an unknown or already finished run."""
         with self.lock:
-            record = self.registry.get(run_id)
+            record = self._readable(run_id)
             if record is None or record.state not in ("running", "queued"):
                 return False
             self._end(record, "failed", error or "failed in the trainer")
@@ -145,9 +176,9 @@ class Controller:
     def commit(self, run_id: str, version: int, path: str, final: bool) -> tuple[bool, str]:
         """CommitCheckpoint: verify, record, advance (reload + next window, eval rounds, success), retain."""
         with self.lock:
-            record = self.registry.get(run_id)
+            record = self._readable(run_id)
             if record is None:
-                return False, f"unknown run {run_id}"
+                return False, f"unknown or unreadable run {run_id}"
             if record.state != "running":
                 if record.state == "succeeded" and version <= record.policy_version:
                     return True, ""
@@ -189,7 +220,7 @@ class Controller:
     def report_step(self, report: controller_pb2.StepReport) -> bool:
         """ReportStep: store the report and metrics; True when the trainer should stop (run cancelled)."""
         with self.lock:
-            record = self.registry.get(report.run_id)
+            record = self._readable(report.run_id)
             if record is None:
                 return True
             if record.state in ("cancelled", "failed"):
@@ -213,7 +244,7 @@ class Controller:
         with self.lock:
             for _ in range(1000):
                 run_id = active_run_id(self.client)
-                record = self.registry.get(run_id) if run_id else None
+                record = self._readable(run_id) if run_id else None
                 if record is not None and record.state == "running":
                     self._advance(record)
                     if record.state == "running":
@@ -231,7 +262,7 @@ class Controller:
             if head is None:
                 return False
             run_id = head.decode() if isinstance(head, bytes) else head
-            record = self.registry.get(run_id)
+            record = self._readable(run_id)
             if record is None or record.state != "queued":
                 self.client.lrem(keys.RUN_QUEUE, 1, run_id)
                 continue
@@ -264,6 +295,28 @@ class Controller:
                  record.spec.train.steps)
         self._advance(record)
         return True
+
+    def _readable(self, run_id: str) -> RunRecord | None:
+        """The run's record, or None when it is unknown or does not load (then it is dropped, see below)."""
+        try:
+            return self.registry.get(run_id)
+        except RunRecordUnreadable as err:
+            self._drop_unreadable(err)
+            return None
+
+    def _drop_unreadable(self, err: RunRecordUnreadable) -> None:
+        """An unreadable record cannot be rewritten (its spec is lost), so it stays as it is and counts as
+        failed; what the scheduler holds of it goes, so the next run can start."""
+        run_id = err.run_id
+        self.client.lrem(keys.RUN_QUEUE, 0, run_id)
+        if active_run_id(self.client) == run_id:
+            self.client.delete(keys.ACTIVE_RUN)
+        self._forget_problems(run_id)
+        if run_id not in self._unreadable_seen:
+            if len(self._unreadable_seen) > 10_000:
+                self._unreadable_seen.clear()
+            self._unreadable_seen.add(run_id)
+            log.error("run %s failed: %s", run_id, err)
 
     def _load(self, record: RunRecord, which: str, dataset: DatasetSpec) -> list[Problem]:
         key = (record.id, which)
@@ -411,7 +464,7 @@ class Controller:
         return len(deliveries)
 
     def _collect_evals(self, run_id: str) -> None:
-        record = self.registry.get(run_id)
+        record = self._readable(run_id)
         if record is None or record.finished:
             return
         done = {(e.step, e.eval_set) for e in record.evals}

@@ -6,7 +6,7 @@ import time
 from typing import Literal
 
 import redis
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from semirl.core import keys
 from semirl.spec import RunSpec
@@ -65,9 +65,29 @@ class RunRecord(BaseModel):
         return self.state in TERMINAL_STATES
 
 
+class RunRecordUnreadable(ValueError):  # noqa: N818
+    """A stored run record that does not load (corrupt JSON, or a spec this release no longer accepts).
+
+    Such a run counts as failed: nothing can advance it, and its bytes are left in Redis for inspection.
+    """
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(f"run record {run_id} is unreadable: {reason}")
+        self.run_id = run_id
+        self.reason = reason
+
+
 def load_run(client: redis.Redis, run_id: str) -> RunRecord | None:
+    """The run's record; None when there is none, RunRecordUnreadable when it is stored but does not load."""
     raw = client.get(keys.run_key(run_id))
-    return RunRecord.model_validate_json(raw) if raw else None
+    if not raw:
+        return None
+    try:
+        return RunRecord.model_validate_json(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}"
+                             for e in err.errors(include_url=False)[:3])
+        raise RunRecordUnreadable(run_id, problems) from err
 
 
 def save_run(client: redis.Redis, record: RunRecord) -> None:
