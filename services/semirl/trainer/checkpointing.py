@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from semirl.controller.ownership import manifest_run_id, marker_run_id
 from semirl.core.checkpoints import MANIFEST, RunCheckpoints, staged_directory, verify
 from semirl.trainer.engine import TrainingEngine
 from semirl.trainer.ranks import RankDriver
@@ -71,6 +72,29 @@ class TrainerCheckpoints:
     def latest_step(self) -> int | None:
         return self.paths.latest_valid_trainer_step()
 
+    def foreign_owner(self) -> str | None:
+        """Why the run directory is not this run's own (its RUN_ID marker or a checkpoint names another run id, or
+        a checkpoint names none); None when it is. Resuming from such a checkpoint would train on another run's
+        state, or end at once on its last step, and the next checkpoints would overwrite its policies."""
+        marked = marker_run_id(self.paths.run_dir)
+        if marked is not None and marked != self.run_id:
+            return f"the run directory {self.paths.run_dir} belongs to run {marked} (its RUN_ID), not {self.run_id}"
+        checkpoints = [self.paths.trainer_dir(s) for s in self.paths.trainer_steps()]
+        checkpoints += [self.paths.policy_dir(v) for v in self.paths.policy_versions()]
+        checkpoints += [self.paths.final_dir] if self.paths.final_dir.is_dir() else []
+        for directory in checkpoints:
+            if not (directory / MANIFEST).is_file():
+                continue  # torn: never resumed from nor committed, and the next save replaces it
+            recorded = {manifest_run_id(directory)}
+            if (directory / STATE_FILE).is_file():
+                recorded.add(_state_run_id(directory))
+            if recorded != {self.run_id}:
+                others = sorted(r for r in recorded if r is not None and r != self.run_id)
+                what = f"run id {', '.join(others)}" if others else "no run id"
+                return (f"the checkpoint {directory} records {what}, not {self.run_id}: "
+                        "a run does not resume from, or overwrite, another run's checkpoints")
+        return None
+
     def verified_trainer_dir(self, step: int) -> Path:
         directory = self.paths.trainer_dir(step)
         verify(directory)
@@ -86,6 +110,14 @@ class TrainerCheckpoints:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(path, target)
         return final
+
+
+def _state_run_id(directory: Path) -> str | None:
+    try:
+        value = json.loads((directory / STATE_FILE).read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def load_trainer_state(engine: TrainingEngine, directory: Path) -> dict[str, Any]:

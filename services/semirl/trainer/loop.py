@@ -96,6 +96,9 @@ class RunTrainer:
     # --- the run --------------------------------------------------------------------------------------
 
     def run(self) -> None:
+        foreign = self.checkpoints.foreign_owner()
+        if foreign is not None:
+            raise RunUnrecoverable(foreign)
         steps = self.spec.train.steps
         latest = self.checkpoints.latest_step()
         self.status.update(run_id=self.run_id, total_steps=steps, step=latest or 0, state="loading",
