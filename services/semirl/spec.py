@@ -268,7 +268,8 @@ class CheckpointSpec(_Section):
     )
     subdir: str | None = Field(
         None, max_length=MAX_PATH,
-        description="Directory for this run inside the checkpoint store; default runs/<run_id>.",
+        description="Directory for this run inside the checkpoint store: new or empty, and no other run's (nor "
+        "inside one); default runs/<run_id>.",
     )
 
     @field_validator("subdir")

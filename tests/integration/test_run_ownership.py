@@ -136,3 +136,14 @@ def test_creation_compares_with_every_run_record(controller: Controller, files: 
     assert [e["loc"] for e in refused.value.errors] == [["checkpoint", "subdir"]]
     assert first.id in refused.value.errors[0]["msg"]
     assert redis_client.lrange(keys.RUN_INDEX, 0, -1) == [first.id.encode()]
+
+
+def test_a_clash_found_only_at_creation_is_a_422_too(
+    http: TestClient, files: dict[str, Path], redis_client: redis.Redis
+) -> None:
+    """The directory of a run whose record remains but whose files were deleted passes the store checks; the
+    record check when the run is created refuses it, and the API answers 422 as for any other clash."""
+    first_id = submit(http, files, "gone").json()["id"]
+    (files["store"] / "gone" / RUN_ID_FILE).unlink()
+    (files["store"] / "gone").rmdir()
+    assert_refused(submit(http, files, "gone"), redis_client, 1, first_id)

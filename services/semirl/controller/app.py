@@ -104,10 +104,11 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
         try:
             data = decode_body(body, request.headers.get("content-type"))
             spec = await run_in_threadpool(validate_spec, data, controller.registry.store)
+            # Creating the run claims its directory, which can still clash (a run submitted meanwhile): 422 too.
+            record = await run_in_threadpool(controller.submit, spec)
         except SpecRejected as rejected:
             detail = [{**e, "loc": ["body", *e["loc"]]} for e in rejected.errors]
             return JSONResponse(status_code=422, content={"detail": detail})
-        record = await run_in_threadpool(controller.submit, spec)
         return JSONResponse(status_code=201, content={"id": record.id, "state": record.state})
 
     @app.get("/v1/runs")
