@@ -460,3 +460,34 @@ def test_the_engine_refuses_a_deepspeed_that_does_not_step_at_each_step(tiny_mod
     with pytest.raises(EngineGuardError, match="did not step"):
         engine.train_step(_step(_pairs(2)))
     engine.engine.step = original
+
+
+def test_a_run_checkpointed_by_another_world_size_is_failed_not_loaded(
+    tiny_model: Path, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    """DeepSpeed's optimizer shards load only into a job of the same size: the trainer says so and fails the run."""
+    spec = _spec(tiny_model)
+    run_id, store = "run-world", tmp_path / "store"
+    engine = TrainingEngine(spec)
+    engine.train_step(_step(_pairs(2)))
+    engine.train_step(_step(_pairs(2)))
+    state = engine.state
+    engine.state = lambda: {**state(), "world_size": 2}  # as written by a 2-rank job
+    _save(TrainerCheckpoints(store, run_id, None, str(tiny_model)), engine, 2, {})
+    _activate(redis_client, run_id, spec, store, tiny_model)
+    controller = _Controller(redis_client, run_id)
+    server = ServiceServer("127.0.0.1:0", "controller")
+    server.add(controller_pb2_grpc.add_ControllerInternalServiceServicer_to_server, controller)
+    server.start()
+    service = TrainerService(redis_server_url(redis_client), store, f"127.0.0.1:{server.port}", 0, "trainer-w",
+                             poll_s=0.1, retry_s=0.1)
+    thread = threading.Thread(target=service.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: run_id in service.finished)
+    finally:
+        service.stop.set()
+        thread.join(60)
+        server.stop()
+    assert len(controller.fails) == 1 and "checkpointed at step 2 by 2 trainer ranks" in controller.fails[0].error
+    assert controller.reports == [] and controller.commits == []

@@ -8,10 +8,10 @@ import os
 import signal
 import sys
 
-import redis
 import uvicorn
 
 from semirl.core import telemetry
+from semirl.core.redis_client import connect
 
 from .app import create_app
 from .discovery import discovery_from_env
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--store (or SEMIRL_STORE) is required")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    client = redis.Redis.from_url(args.redis_url)
+    client = connect(args.redis_url)
     os.makedirs(args.store, exist_ok=True)
     try:
         discovery = discovery_from_env(client)

@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from semirl.core import keys, telemetry
 from semirl.core.grpc_server import ServiceServer
+from semirl.core.redis_client import connect
 from semirl.core.registration import Registration
 from semirl.core.runstate import RunRecord, StaleRunFilter, active_run, load_run
 from semirl.core.streams import Delivery, StreamQueue
@@ -189,7 +190,7 @@ class GeneratorService:
     ) -> None:
         self.generator_id = generator_id
         self.metrics = GeneratorMetrics()
-        self.client = redis.Redis.from_url(redis_url)
+        self.client = connect(redis_url)
         self.base_config = engine_config or EngineConfig()
         self.engine = GenerationEngine(self.base_config)
         self.model = model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from semirl.core.grpc_server import ServiceServer
@@ -67,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _follow(ranks: RankGroup, health_port: int | None) -> int:
     """A rank other than 0; the first rank of another node answers the pod's health probes."""
+    if os.environ.get("RANK") == os.environ.get("LOCAL_RANK"):
+        # On rank 0's node SIGTERM goes to rank 0 alone (trainer/launcher.py); a stack stopping its process group
+        # reaches this rank too, but it must stay in step with rank 0, which tells it to shut down.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     server = None
     if health_port is not None:
         server = ServiceServer(f"0.0.0.0:{health_port}", "semirl.v1.TrainerService")

@@ -17,9 +17,12 @@ from typing import Any
 
 import torch
 
-# How long a rank waits in one collective. Rank 0 sends a heartbeat every few seconds while it waits for
-# groups, so only model loading and checkpoint writes come near this.
+# How long a rank waits in one collective. On the control group rank 0 sends a heartbeat every few seconds while
+# it waits for groups, so only model loading and checkpoint writes come near this. The training collectives
+# (DeepSpeed's group: NCCL on GPUs) get a shorter limit: a rank that died mid-step then stops the others within
+# minutes instead of an hour, and the job restarts.
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=int(os.environ.get("SEMIRL_COLLECTIVE_TIMEOUT_MIN", "60")))
+STEP_COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=int(os.environ.get("SEMIRL_STEP_TIMEOUT_MIN", "15")))
 
 
 def import_deepspeed() -> Any:
@@ -52,8 +55,8 @@ def ensure_distributed() -> None:
         # A world of one needs no rendezvous: an in-memory store binds no port, so none can clash with the
         # service's own (a port found free here may be the one the caller chose for gRPC but not bound yet).
         torch.distributed.init_process_group(backend, store=torch.distributed.HashStore(), rank=0, world_size=1,
-                                             timeout=COLLECTIVE_TIMEOUT)
-    deepspeed.init_distributed(dist_backend=backend, verbose=False, timeout=COLLECTIVE_TIMEOUT)
+                                             timeout=STEP_COLLECTIVE_TIMEOUT)
+    deepspeed.init_distributed(dist_backend=backend, verbose=False, timeout=STEP_COLLECTIVE_TIMEOUT)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from `train.gradient_checkpointing`.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -185,6 +186,7 @@ class TrainingEngine:
         names = self.objective.metric_names
         sums = dict.fromkeys(names, 0.0)
         total = len(batch.examples)
+        overflow = False
         if total:
             self.engine.train()
             scale = self.ranks.world_size / self.objective.normalizer(batch)
@@ -200,17 +202,20 @@ class TrainingEngine:
                 if weight:
                     for key, value in result.sums.items():
                         sums[key] += value
-            before = self.engine.global_steps
+            before, skipped_before = self.engine.global_steps, self.engine.skipped_steps
             self.engine.step()  # the accumulation boundary: reduce, clip, AdamW (and LR schedule) once
             if self.engine.global_steps != before + 1:
                 raise EngineGuardError(f"DeepSpeed did not step at step() ({before} -> {self.engine.global_steps})")
-            self.updates += 1
+            overflow = self.engine.skipped_steps != skipped_before  # fp16 loss scaling skipped the update
+            if not overflow:
+                self.updates += 1
             sums = self._sum_over_ranks(sums)
         self.step += 1
         metrics = {key: value / total if total else 0.0 for key, value in sums.items()}
         grad_norm = self.engine.get_global_grad_norm() if total else None
         metrics["grad_norm"] = float(grad_norm) if grad_norm is not None else 0.0
         metrics["lr"] = float(self.engine.get_lr()[0])
+        metrics["update_skipped"] = 1.0 if total and overflow else 0.0
         interval = self.spec.ref_sync_interval
         if interval and self.step % interval == 0 and self.ref is not None:
             self.sync_ref()
@@ -342,3 +347,8 @@ class TrainingEngine:
             if hasattr(engine, "destroy"):
                 engine.destroy()
         del self.engine, self.ref
+        # ZeRO-3's hooks hold reference cycles: free the engine now, before the next run (or attempt) loads
+        # another 8B policy and reference on the same GPUs.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

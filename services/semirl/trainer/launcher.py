@@ -5,7 +5,8 @@ SEMIRL_TRAINER_LOCAL_RANKS on CPU) re-runs itself once per local rank with torch
 LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT). Unlike torchrun, the ranks stay in the
 launcher's process group and die with it (PR_SET_PDEATHSIG), so a stopped or killed trainer never leaves
 orphaned ranks holding a GPU or a port. When one rank exits, the others are stopped and the launcher exits with
-its code: the job restarts as a whole and resumes from its last checkpoint.
+its code: the job restarts as a whole and resumes from its last checkpoint. The other ranks are killed, not
+asked: they may sit in a collective that will never complete.
 """
 
 from __future__ import annotations
@@ -73,16 +74,16 @@ def launch_local_ranks(topology: TrainerTopology, argv: list[str]) -> int:
             code = exited[0].returncode
             break
         time.sleep(0.2)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
+    # A clean exit of rank 0 told the others to shut down: give them time to do so before stopping them.
+    deadline = time.monotonic() + (STOP_GRACE_S if code == 0 else 0.0)
     for child in children:
         try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
     codes = [child.returncode for child in children]
     log.info("trainer ranks exited with codes %s", codes)
-    return code if code else max((abs(c) for c in codes), default=0)
+    if code == 0 and any(codes):
+        return 1
+    return abs(code)

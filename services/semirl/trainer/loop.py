@@ -107,11 +107,16 @@ class RunTrainer:
             self._finish_done_run(latest)
             return
         resume_dir = self.checkpoints.verified_trainer_dir(latest) if latest is not None else None
+        state = json.loads((resume_dir / STATE_FILE).read_text()) if resume_dir is not None else {}
+        saved_world = int(state.get("world_size", self.driver.ranks.world_size))
+        if saved_world != self.driver.ranks.world_size:
+            # DeepSpeed's optimizer shards are per rank: they load only into a job of the same size.
+            raise RunUnrecoverable(
+                f"run {self.run_id} was checkpointed at step {latest} by {saved_world} trainer ranks; this job has "
+                f"{self.driver.ranks.world_size}. Resume it with the same trainer.replicaCount x trainer.gpus.")
         try:
             engine = self.driver.start_run(self.run_id, self.spec, latest or 0, str(resume_dir or ""))
             if latest is not None:
-                assert resume_dir is not None
-                state = json.loads((resume_dir / STATE_FILE).read_text())
                 self.intake.consumed = set(state.get("consumed_prompt_ids", []))
                 self.intake.counters.update(state.get("counters", {}))
                 self.resumed_from_step = latest

@@ -10,6 +10,7 @@ resumes from its last checkpoint (docs/architecture.md, "multi-rank trainer").
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,7 @@ import grpc
 import redis
 
 from semirl.core.grpc_server import ServiceServer
+from semirl.core.redis_client import connect
 from semirl.core.registration import Registration
 from semirl.core.runstate import active_run
 from semirl.proto import trainer_pb2_grpc
@@ -42,7 +44,7 @@ class TrainerService:
         ranks: RankGroup | None = None,
     ) -> None:
         self.driver = RankDriver(ranks or join_trainer_group())
-        self.client = redis.Redis.from_url(redis_url)
+        self.client = connect(redis_url)
         self.store = Path(store)
         self.trainer_id = trainer_id
         self.stop = threading.Event()
@@ -106,7 +108,12 @@ class TrainerService:
         except Stopped:
             log.info("stopping during run %s", record.id)
         except RanksLost:
-            raise
+            # The other ranks sit in some collective we cannot match: leave at once (no shutdown broadcast) so
+            # the launcher stops this node's ranks and every other rank's next collective fails fast.
+            log.critical("run %s: the trainer job lost a rank; exiting so that the whole job restarts", record.id,
+                         exc_info=True)
+            logging.shutdown()
+            os._exit(1)
         except RunLeft as why:
             log.info("%s; dropping its engine", why)
             self.finished.add(record.id)
@@ -115,6 +122,9 @@ class TrainerService:
             log.error("run %s cannot go on: %s", record.id, err)
             self._fail(record.id, str(err))
         except Exception as err:
+            if self.stop.is_set():  # e.g. a controller call given up because we are stopping: not the run's fault
+                log.info("stopping during run %s (%s: %s)", record.id, type(err).__name__, err)
+                return
             self.metrics.run_errors.inc()
             self.attempts[record.id] += 1
             attempts = self.attempts[record.id]

@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from semirl.core import keys, telemetry
 from semirl.core.grpc_server import ServiceServer
+from semirl.core.redis_client import connect
 from semirl.core.registration import Registration
 from semirl.core.runstate import StaleRunFilter
 from semirl.core.streams import Delivery, StreamQueue
@@ -126,7 +127,7 @@ class VerifierService:
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.stop = threading.Event()
-        self.client = redis.Redis.from_url(redis_url)
+        self.client = connect(redis_url)
         self.scorer = Scorer(timeout_s)
         self.metrics = VerifierMetrics(self.scorer)
         self.queue: StreamQueue[types_pb2.SampleGroup] = StreamQueue(
