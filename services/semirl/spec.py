@@ -42,6 +42,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def _is_file(path: Path) -> bool:
+    """Path.is_file, with a name the OS refuses (a component too long, a NUL byte) counting as no file."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _checking_paths(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get("check_paths"))
 
@@ -64,7 +72,7 @@ class ModelSpec(_Section):
     def _model_exists(cls, value: str, info: ValidationInfo) -> str:
         if _checking_paths(info):
             path = Path(value)
-            if not path.is_dir() or not (path / "config.json").is_file():
+            if not _is_file(path / "config.json"):
                 raise ValueError(f"model directory {value!r} does not exist or has no config.json")
         return value
 
@@ -104,7 +112,7 @@ class DatasetSpec(_Section):
     @field_validator("path")
     @classmethod
     def _dataset_exists(cls, value: str, info: ValidationInfo) -> str:
-        if _checking_paths(info) and not Path(value).is_file():
+        if _checking_paths(info) and not _is_file(Path(value)):
             raise ValueError(f"dataset file {value!r} does not exist")
         return value
 

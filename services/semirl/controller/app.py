@@ -9,6 +9,7 @@ A run whose stored record does not load is listed as failed with the reason in `
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -36,7 +37,40 @@ SPEC_BODY = {
 UNKNOWN_RUN = {404: {"description": "No run has this id."}}
 NEEDS_TOKEN = {401: {"description": "An API token is configured and the request lacks it or has another one."}}
 UNREADABLE_RUN = {409: {"description": "The run's stored record does not load; the run counts as failed."}}
-BAD_SPEC = {422: {"description": "The spec is invalid: `detail` lists {loc, msg, type}, loc naming the field."}}
+BAD_SPEC = {422: {"description": "The spec is invalid: `detail` lists {loc, msg, type}, loc naming the field "
+                   "(at most 50 errors, each message at most 500 characters)."}}
+TOO_LARGE = {413: {"description": "The body is larger than the limit (1 MiB; a run spec is a few KB)."}}
+MAX_BODY_BYTES = 1 << 20
+MAX_ERRORS = 50
+MAX_ERROR_CHARS = 500
+RUN_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")  # what registry.create makes: <name>-<hex>
+
+
+class BodyTooLarge(Exception):  # noqa: N818
+    pass
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, refused (BodyTooLarge) as soon as it passes `limit` bytes, whatever Content-Length says."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def bounded_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At most MAX_ERRORS errors of at most MAX_ERROR_CHARS each: a 422 never grows with the body."""
+    shown = [{**e, "loc": ["body", *e["loc"]], "msg": str(e["msg"])[:MAX_ERROR_CHARS]} for e in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        shown.append({"loc": ["body"], "msg": f"{len(errors) - MAX_ERRORS} more errors not shown",
+                      "type": "too_many_errors"})
+    return shown
 
 
 def bearer_token_guard(token: str | None):
@@ -62,6 +96,7 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
     )
 
     def found(run_id: str) -> RunRecord:
+        known_form(run_id)
         try:
             record = controller.registry.get(run_id)
         except RunRecordUnreadable as err:
@@ -69,6 +104,12 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
         if record is None:
             raise HTTPException(status_code=404, detail=f"unknown run {run_id}")
         return record
+
+    def known_form(run_id: str) -> None:
+        """An id registry.create could not have made (e.g. `x:eval`, which would address another Redis key) is
+        unknown: 404, never a lookup."""
+        if not RUN_ID.match(run_id):
+            raise HTTPException(status_code=404, detail="unknown run (not a run id)")
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -98,17 +139,20 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
         return controller.services_view()
 
     @app.post("/v1/runs", status_code=201, openapi_extra={"requestBody": SPEC_BODY}, dependencies=[authorized],
-              responses={**NEEDS_TOKEN, **BAD_SPEC})
+              responses={**NEEDS_TOKEN, **TOO_LARGE, **BAD_SPEC})
     async def submit(request: Request) -> Any:
-        body = await request.body()
         try:
-            data = decode_body(body, request.headers.get("content-type"))
+            body = await read_body(request)
+        except BodyTooLarge:
+            return JSONResponse(status_code=413, content={"detail": f"body larger than {MAX_BODY_BYTES} bytes"})
+        try:
+            # Parsing and validating are CPU work: off the event loop, so /healthz and reads keep answering.
+            data = await run_in_threadpool(decode_body, body, request.headers.get("content-type"))
             spec = await run_in_threadpool(validate_spec, data, controller.registry.store)
             # Creating the run claims its directory, which can still clash (a run submitted meanwhile): 422 too.
             record = await run_in_threadpool(controller.submit, spec)
         except SpecRejected as rejected:
-            detail = [{**e, "loc": ["body", *e["loc"]]} for e in rejected.errors]
-            return JSONResponse(status_code=422, content={"detail": detail})
+            return JSONResponse(status_code=422, content={"detail": bounded_errors(rejected.errors)})
         return JSONResponse(status_code=201, content={"id": record.id, "state": record.state})
 
     @app.get("/v1/runs")
@@ -124,6 +168,7 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
     @app.get("/v1/runs/{run_id}/metrics", responses=UNKNOWN_RUN)
     def get_metrics(run_id: str) -> list[dict[str, Any]]:
         # The metrics are stored apart from the record, so they stay readable when the record is not.
+        known_form(run_id)
         if not controller.client.exists(keys.run_key(run_id)):
             raise HTTPException(status_code=404, detail=f"unknown run {run_id}")
         return controller.registry.metrics(run_id)
@@ -132,6 +177,7 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
     def cancel(run_id: str) -> dict[str, Any]:
         """Cancel a queued or running run; a finished one (or one whose record does not load: failed) answers
         its state unchanged."""
+        known_form(run_id)
         try:
             record = controller.cancel(run_id)
         except RunRecordUnreadable as err:

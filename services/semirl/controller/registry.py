@@ -45,19 +45,38 @@ def _error(loc: tuple | list, msg: str, kind: str = "value_error") -> dict[str, 
     return {"loc": list(loc), "msg": msg, "type": kind}
 
 
+MAX_NESTING = 32  # a run spec is 4 levels deep; anything far deeper is not a spec
+
+
 def decode_body(body: bytes | str, content_type: str | None) -> dict[str, Any]:
     """JSON or YAML by Content-Type (anything else: YAML, which parses JSON too) into a mapping."""
     media = (content_type or "").split(";")[0].strip().lower()
+    kind = "json_invalid" if media == "application/json" else "yaml_invalid"
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
         data = json.loads(text) if media == "application/json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as err:
-        kind = "json_invalid" if media == "application/json" else "yaml_invalid"
         raise SpecRejected([_error((), f"body is not valid {'JSON' if kind == 'json_invalid' else 'YAML'}: {err}",
                                    kind)]) from err
+    except RecursionError as err:
+        raise SpecRejected([_error((), f"body is nested more than {MAX_NESTING} levels deep", kind)]) from err
     if not isinstance(data, dict):
         raise SpecRejected([_error((), "a run spec must be a mapping", "dict_type")])
+    if nesting_depth(data) > MAX_NESTING:
+        raise SpecRejected([_error((), f"body is nested more than {MAX_NESTING} levels deep", kind)])
     return data
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply mappings and lists nest in `value` (iteratively: no recursion to exhaust)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_NESTING:
+                pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def validate_spec(data: dict[str, Any], store: Path) -> RunSpec:

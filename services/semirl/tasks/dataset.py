@@ -40,6 +40,8 @@ def load_problems(dataset: DatasetSpec) -> list[Problem]:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{dataset.path}:{line_no}: not valid JSON ({err})") from err
+            except RecursionError as err:
+                raise ValueError(f"{dataset.path}:{line_no}: nested too deeply") from err
             if not isinstance(row, dict):
                 raise ValueError(f"{dataset.path}:{line_no}: a row must be a JSON object")
             problem = row.get(dataset.problem_field, row.get("question"))
@@ -48,7 +50,11 @@ def load_problems(dataset: DatasetSpec) -> list[Problem]:
                 raise ValueError(
                     f"{dataset.path}:{line_no}: needs fields {dataset.problem_field!r} and {dataset.answer_field!r}"
                 )
-            row_id = str(row.get("unique_id", row.get("id", line_no - 1)))
+            if any(isinstance(value, dict | list) for value in (problem, answer)):
+                raise ValueError(f"{dataset.path}:{line_no}: {dataset.problem_field!r} and {dataset.answer_field!r} "
+                                 "must be text or numbers")
+            row_id = row.get("unique_id", row.get("id", line_no - 1))
+            row_id = str(row_id) if not isinstance(row_id, dict | list) else str(line_no - 1)
             problems.append(Problem(id=row_id, problem=str(problem), answer=gold_answer(answer)))
             if dataset.limit and len(problems) >= dataset.limit:
                 break
