@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from test_controller_api import controller, files, http, post_json, spec_dict  # noqa: F401 - fixtures
+from test_controller_api import post_json, spec_dict
 
 from semirl.controller.app import MAX_BODY_BYTES, MAX_ERRORS
 from semirl.core import keys
@@ -18,7 +18,7 @@ from semirl.spec import DatasetSpec
 from semirl.tasks.dataset import load_problems
 
 
-def test_a_body_over_the_limit_is_413_and_queues_nothing(http: TestClient, redis_client: redis.Redis) -> None:  # noqa: F811
+def test_a_body_over_the_limit_is_413_and_queues_nothing(http: TestClient, redis_client: redis.Redis) -> None:
     huge = b"name: x\n" + b"#" * (MAX_BODY_BYTES + 1)
     response = http.post("/v1/runs", content=huge, headers={"Content-Type": "application/yaml"})
     assert response.status_code == 413
@@ -26,7 +26,7 @@ def test_a_body_over_the_limit_is_413_and_queues_nothing(http: TestClient, redis
 
 
 @pytest.mark.parametrize("media", ["application/json", "application/yaml"])
-def test_deep_nesting_is_a_422_not_a_recursion_error(http: TestClient, media: str) -> None:  # noqa: F811
+def test_deep_nesting_is_a_422_not_a_recursion_error(http: TestClient, media: str) -> None:
     for depth in (40, 5000):  # past the limit, and past Python's recursion limit
         body = "[" * depth + "]" * depth if media == "application/json" else "a: " + "[" * depth + "]" * depth
         response = http.post("/v1/runs", content=body, headers={"Content-Type": media})
@@ -37,7 +37,7 @@ def test_deep_nesting_is_a_422_not_a_recursion_error(http: TestClient, media: st
     assert post_json(http, nested).status_code == 422
 
 
-def test_a_422_lists_a_bounded_number_of_errors(http: TestClient) -> None:  # noqa: F811
+def test_a_422_lists_a_bounded_number_of_errors(http: TestClient) -> None:
     body = {f"unknown_{i}": "x" * 300 for i in range(3000)}  # 3,000 errors echoing 300 characters each
     assert len(json.dumps(body)) < MAX_BODY_BYTES
     response = post_json(http, body)
@@ -47,7 +47,7 @@ def test_a_422_lists_a_bounded_number_of_errors(http: TestClient) -> None:  # no
     assert len(response.content) < 200_000
 
 
-def test_paths_the_os_refuses_are_validation_errors(http: TestClient, files: dict[str, Path]) -> None:  # noqa: F811
+def test_paths_the_os_refuses_are_validation_errors(http: TestClient, files: dict[str, Path]) -> None:
     for bad in ("a" * 300, "x/" + "b" * 1000 + "/model", "nul\x00byte"):
         for field in ("model", "train"):
             spec = spec_dict(files)
@@ -60,7 +60,7 @@ def test_paths_the_os_refuses_are_validation_errors(http: TestClient, files: dic
 
 
 @pytest.mark.parametrize("run_id", ["x:eval", "a:b:c", "..", "-x"])
-def test_run_ids_that_address_other_keys_are_unknown(http: TestClient, redis_client: redis.Redis,  # noqa: F811
+def test_run_ids_that_address_other_keys_are_unknown(http: TestClient, redis_client: redis.Redis,
                                                     run_id: str) -> None:
     redis_client.sadd(keys.run_key(run_id), "not a record")  # a key of the wrong type where a lookup would go
     for response in (http.get(f"/v1/runs/{run_id}"), http.get(f"/v1/runs/{run_id}/metrics"),
@@ -68,7 +68,7 @@ def test_run_ids_that_address_other_keys_are_unknown(http: TestClient, redis_cli
         assert response.status_code == 404, response.text
 
 
-def test_parsing_happens_off_the_event_loop(http: TestClient) -> None:  # noqa: F811
+def test_parsing_happens_off_the_event_loop(http: TestClient) -> None:
     """A large body is parsed in a worker thread: health checks keep answering meanwhile."""
     body = ("name: x\nmodel: {path: m}\ndata: {train: {path: t}}\ntrain: {steps: 1}\nfiller:\n"
             + "".join(f"  k{i}: [1, 2, 3]\n" for i in range(40_000)))[:MAX_BODY_BYTES]

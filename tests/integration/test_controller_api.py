@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +19,6 @@ from semirl.controller.scheduler import Controller
 from semirl.core import keys
 from semirl.core.streams import PAYLOAD_FIELD, publish
 from semirl.proto import controller_pb2, types_pb2
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> dict[str, Path]:
-    model = tmp_path / "seed"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-    train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps({"problem": f"{i}+1?", "answer": str(i + 1)}) + "\n" for i in range(20)))
-    evals = tmp_path / "eval.jsonl"
-    evals.write_text("".join(json.dumps({"problem": f"{i}+2?", "answer": str(i + 2)}) + "\n" for i in range(5)))
-    return {"model": model, "train": train, "eval": evals, "store": tmp_path / "store"}
-
-
-@pytest.fixture
-def controller(redis_client: redis.Redis, files: dict[str, Path]) -> Controller:
-    return Controller(redis_client, files["store"])
-
-
-@pytest.fixture
-def http(controller: Controller) -> Iterator[TestClient]:
-    with TestClient(create_app(controller)) as client:
-        yield client
 
 
 def spec_dict(files: dict[str, Path], name: str = "api") -> dict[str, Any]:

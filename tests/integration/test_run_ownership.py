@@ -5,7 +5,6 @@ descendant), the store root or `runs` is a 422 naming checkpoint.subdir and queu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from semirl.controller.app import create_app
 from semirl.controller.ownership import RUN_ID_FILE
 from semirl.controller.registry import SpecRejected, validate_spec
 from semirl.controller.scheduler import Controller
@@ -21,27 +19,6 @@ from semirl.core import keys
 from semirl.core.checkpoints import staged_directory
 
 SUBDIR_LOC = ["body", "checkpoint", "subdir"]
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> dict[str, Path]:
-    model = tmp_path / "seed"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-    train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps({"problem": f"{i}+1?", "answer": str(i + 1)}) + "\n" for i in range(20)))
-    return {"model": model, "train": train, "store": tmp_path / "store"}
-
-
-@pytest.fixture
-def controller(redis_client: redis.Redis, files: dict[str, Path]) -> Controller:
-    return Controller(redis_client, files["store"])
-
-
-@pytest.fixture
-def http(controller: Controller) -> Iterator[TestClient]:
-    with TestClient(create_app(controller)) as client:
-        yield client
 
 
 def spec_dict(files: dict[str, Path], subdir: str | None = None, name: str = "own") -> dict[str, Any]:

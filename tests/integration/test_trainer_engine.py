@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 import redis
 import torch
 from service_process import running_service
+from trainer_harness import StandInController, activate, controller_server, redis_url, running_trainer, wait_for
 
 from semirl.core import keys
 from semirl.core.checkpoints import verify
-from semirl.core.grpc_server import ServiceServer, channel
-from semirl.core.runstate import RunRecord, load_run, save_run
+from semirl.core.grpc_server import channel
+from semirl.core.runstate import load_run
 from semirl.core.streams import pending_count, publish
-from semirl.proto import controller_pb2, controller_pb2_grpc, trainer_pb2, trainer_pb2_grpc, types_pb2
+from semirl.proto import controller_pb2, trainer_pb2, trainer_pb2_grpc, types_pb2
 from semirl.spec import RunSpec
 from semirl.trainer.checkpointing import STATE_FILE, TrainerCheckpoints, load_trainer_state
 from semirl.trainer.engine import REFERENCE_DIR, EngineGuardError, TrainingEngine
@@ -26,14 +25,8 @@ from semirl.trainer.logprobs import sequence_logps
 from semirl.trainer.objectives import StepExamples
 from semirl.trainer.pairs import Pair
 from semirl.trainer.ranks import RankDriver, RankWorker
-from semirl.trainer.service import TrainerService
 
 VOCAB = 100
-
-
-def redis_server_url(client: redis.Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
 
 
 @pytest.fixture(scope="module")
@@ -203,53 +196,6 @@ def test_loss_normalizer_prompts_or_pairs(tiny_model: Path) -> None:
 # --- the trainer service against real Redis and a stand-in controller (gRPC) ---------------------------------
 
 
-class _Controller(controller_pb2_grpc.ControllerInternalServiceServicer):
-    """The controller's side of the trainer contract: verify + commit (updating the run record), collect reports."""
-
-    def __init__(self, client: redis.Redis, run_id: str, break_first_commit: bool = False,
-                 refuse_commits: bool = False) -> None:
-        self.client, self.run_id = client, run_id
-        self.broken = break_first_commit  # a transient error: the trainer retries from its last checkpoint
-        self.refuse = refuse_commits      # committed=false: the trainer fails the run
-        self.fails: list[controller_pb2.FailRunRequest] = []
-        self.commits: list[controller_pb2.CommitCheckpointRequest] = []
-        self.reports: list[controller_pb2.StepReport] = []
-        self.on_commit: list = []
-        self.cancel = False
-        self.lock = threading.Lock()
-
-    def CommitCheckpoint(self, request, context):  # noqa: ANN001, ANN201, N802
-        with self.lock:
-            if self.broken:
-                self.broken = False
-                context.abort(grpc.StatusCode.INTERNAL, "simulated failure")
-            if self.refuse:
-                return controller_pb2.CommitCheckpointResponse(committed=False, error="simulated refusal")
-            verify(Path(request.policy.path))
-            record = load_run(self.client, request.run_id)
-            record = record.model_copy(update={"policy_version": request.policy.version})
-            save_run(self.client, record)
-            self.commits.append(request)
-            for hook in self.on_commit:
-                hook(request)
-            return controller_pb2.CommitCheckpointResponse(committed=True)
-
-    def ReportStep(self, request, context):  # noqa: ANN001, ANN201, N802
-        with self.lock:
-            self.reports.append(request)
-            return controller_pb2.ReportStepResponse(cancelled=self.cancel)
-
-    def FailRun(self, request, context):  # noqa: ANN001, ANN201, N802
-        with self.lock:
-            self.fails.append(request)
-            record = load_run(self.client, request.run_id)
-            if record is None or record.state != "running":
-                return controller_pb2.FailRunResponse(failed=False)
-            save_run(self.client, record.model_copy(update={"state": "failed", "error": request.error}))
-            self.client.delete(keys.ACTIVE_RUN)
-            return controller_pb2.FailRunResponse(failed=True)
-
-
 def _scored(run_id: str, prompt_id: str, version: int, rewards: list[float], seed: int) -> types_pb2.ScoredGroup:
     gen = torch.Generator().manual_seed(seed)
     samples = [
@@ -273,20 +219,6 @@ def _publish_step(client: redis.Redis, run_id: str, spec: RunSpec, step: int) ->
     publish(client, keys.SCORED, _scored(run_id, f"t{step}-1", version, rewards, step * 10 + 1))
 
 
-def _activate(client: redis.Redis, run_id: str, spec: RunSpec, store: Path, model: Path) -> None:
-    """Store a running run record and make it the active run, as the controller does when it starts a run."""
-    save_run(client, RunRecord(id=run_id, name=spec.name, state="running", spec=spec,
-                               run_dir=str(store / "runs" / run_id), policy_path=str(model)))
-    client.set(keys.ACTIVE_RUN, run_id)
-
-
-def _wait(predicate, timeout: float = 120.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def test_service_trains_checkpoints_acks_and_resumes(
     tiny_model: Path, tmp_path: Path, redis_client: redis.Redis
 ) -> None:
@@ -297,19 +229,9 @@ def test_service_trains_checkpoints_acks_and_resumes(
     })
     run_id = "run-svc"
     store = tmp_path / "store"
-    _activate(redis_client, run_id, spec, store, tiny_model)
-    controller = _Controller(redis_client, run_id, break_first_commit=True)
-    server = ServiceServer("127.0.0.1:0", "controller")
-    server.add(controller_pb2_grpc.add_ControllerInternalServiceServicer_to_server, controller)
-    server.start()
-
-    def start_trainer() -> tuple[TrainerService, threading.Thread]:
-        service = TrainerService(redis_server_url(redis_client), store, f"127.0.0.1:{server.port}", 0, "trainer-t",
-                                 poll_s=0.1, retry_s=0.1)
-        thread = threading.Thread(target=service.serve_forever, daemon=True)
-        thread.start()
-        return service, thread
-
+    activate(redis_client, run_id, spec, store / "runs" / run_id, tiny_model)
+    controller = StandInController(redis_client, break_first_commit=True)
+    server = controller_server(controller)
     try:
         # noise: another run's group, a group of the wrong version, a duplicate prompt id
         publish(redis_client, keys.SCORED, _scored("other-run", "t1-0", 0, [1.0, 0.0], 99))
@@ -318,16 +240,14 @@ def test_service_trains_checkpoints_acks_and_resumes(
         publish(redis_client, keys.SCORED, _scored(run_id, "t1-0", 0, [1.0, 0.0], 97))
 
         # 1) a trainer trains step 1, waits for step 2 and is stopped: step 1's groups stay pending
-        service, thread = start_trainer()
-        _wait(lambda: len(controller.reports) == 1)
-        first = controller.reports[0]
-        assert first.step == 1 and first.metrics["pairs"] == 1 and first.metrics["skipped"] == 1
-        uses = {(u.prompt_id, u.trained, u.skip_reason) for u in first.groups}
-        assert ("t1-1", False, "all_correct") in uses and ("t1-0", True, "") in uses
-        assert ("t1-5", False, "dropped_wrong_version") in uses
-        assert pending_count(redis_client, keys.SCORED, keys.TRAINER_GROUP) == 2
-        service.stop.set()
-        thread.join(60)
+        with running_trainer(redis_url(redis_client), store, server.port, "trainer-t"):
+            wait_for(lambda: len(controller.reports) == 1)
+            first = controller.reports[0]
+            assert first.step == 1 and first.metrics["pairs"] == 1 and first.metrics["skipped"] == 1
+            uses = {(u.prompt_id, u.trained, u.skip_reason) for u in first.groups}
+            assert ("t1-1", False, "all_correct") in uses and ("t1-0", True, "") in uses
+            assert ("t1-5", False, "dropped_wrong_version") in uses
+            assert pending_count(redis_client, keys.SCORED, keys.TRAINER_GROUP) == 2
 
         # 2) a restarted trainer (same id) replays step 1 from its pending entries, trains step 2; the first commit
         #    fails (transient error) after the checkpoint was written, so it resumes from that checkpoint and
@@ -337,11 +257,9 @@ def test_service_trains_checkpoints_acks_and_resumes(
                 _publish_step(redis_client, run_id, spec, 3)
 
         controller.on_commit.append(release_step_3)
-        service, thread = start_trainer()
-        _publish_step(redis_client, run_id, spec, 2)
-        _wait(lambda: any(c.final for c in controller.commits))
-        service.stop.set()
-        thread.join(60)
+        with running_trainer(redis_url(redis_client), store, server.port, "trainer-t"):
+            _publish_step(redis_client, run_id, spec, 2)
+            wait_for(lambda: any(c.final for c in controller.commits))
     finally:
         server.stop()
 
@@ -367,28 +285,20 @@ def test_service_stops_a_cancelled_run(tiny_model: Path, tmp_path: Path, redis_c
     })
     run_id = "run-cancel"
     store = tmp_path / "store"
-    save_run(redis_client, RunRecord(id=run_id, name="svc", state="running", spec=spec,
-                                     run_dir=str(store / "runs" / run_id)))
-    redis_client.set(keys.ACTIVE_RUN, run_id)
-    controller = _Controller(redis_client, run_id)
+    activate(redis_client, run_id, spec, store / "runs" / run_id, tiny_model)
+    controller = StandInController(redis_client)
     controller.cancel = True
-    server = ServiceServer("127.0.0.1:0", "controller")
-    server.add(controller_pb2_grpc.add_ControllerInternalServiceServicer_to_server, controller)
-    server.start()
-    service = TrainerService(redis_server_url(redis_client), store, f"127.0.0.1:{server.port}", 0, "trainer-c",
-                             poll_s=0.1)
-    thread = threading.Thread(target=service.serve_forever, daemon=True)
-    thread.start()
+    server = controller_server(controller)
     try:
-        _publish_step(redis_client, run_id, spec, 1)
-        _publish_step(redis_client, run_id, spec, 2)
-        _wait(lambda: run_id in service.finished)
-        with channel(f"127.0.0.1:{service.port}") as chan:
-            status = trainer_pb2_grpc.TrainerServiceStub(chan).Status(trainer_pb2.TrainerStatusRequest(), timeout=5)
-        assert status.run_id == run_id and status.state == "done"
+        with running_trainer(redis_url(redis_client), store, server.port, "trainer-c") as service:
+            _publish_step(redis_client, run_id, spec, 1)
+            _publish_step(redis_client, run_id, spec, 2)
+            wait_for(lambda: run_id in service.finished)
+            with channel(f"127.0.0.1:{service.port}") as chan:
+                status = trainer_pb2_grpc.TrainerServiceStub(chan).Status(trainer_pb2.TrainerStatusRequest(),
+                                                                         timeout=5)
+            assert status.run_id == run_id and status.state == "done"
     finally:
-        service.stop.set()
-        thread.join(60)
         server.stop()
     assert [r.step for r in controller.reports] == [1]  # cancelled at the first report: no step 2, no checkpoint
     assert controller.commits == [] and not (store / "runs" / run_id / "trainer").exists()
@@ -401,22 +311,15 @@ def test_refused_commit_fails_the_run(tiny_model: Path, tmp_path: Path, redis_cl
     })
     run_id = "run-refused"
     store = tmp_path / "store"
-    _activate(redis_client, run_id, spec, store, tiny_model)
-    controller = _Controller(redis_client, run_id, refuse_commits=True)
-    server = ServiceServer("127.0.0.1:0", "controller")
-    server.add(controller_pb2_grpc.add_ControllerInternalServiceServicer_to_server, controller)
-    server.start()
-    service = TrainerService(redis_server_url(redis_client), store, f"127.0.0.1:{server.port}", 0, "trainer-r",
-                             poll_s=0.1, retry_s=0.1)
-    thread = threading.Thread(target=service.serve_forever, daemon=True)
-    thread.start()
+    activate(redis_client, run_id, spec, store / "runs" / run_id, tiny_model)
+    controller = StandInController(redis_client, refuse_commits=True)
+    server = controller_server(controller)
     try:
-        _publish_step(redis_client, run_id, spec, 1)
-        _wait(lambda: run_id in service.finished)
-        time.sleep(0.5)  # it must not pick the run up again
+        with running_trainer(redis_url(redis_client), store, server.port, "trainer-r") as service:
+            _publish_step(redis_client, run_id, spec, 1)
+            wait_for(lambda: run_id in service.finished)
+            time.sleep(0.5)  # it must not pick the run up again
     finally:
-        service.stop.set()
-        thread.join(60)
         server.stop()
     assert len(controller.fails) == 1 and controller.fails[0].run_id == run_id
     assert "simulated refusal" in controller.fails[0].error
@@ -428,7 +331,7 @@ def test_refused_commit_fails_the_run(tiny_model: Path, tmp_path: Path, redis_cl
 
 def test_trainer_process_serves_health_and_exits_on_sigterm(tmp_path: Path, redis_client: redis.Redis) -> None:
     args = ["--controller", "127.0.0.1:1", "--trainer-id", "trainer-p"]
-    with running_service("trainer", redis_server_url(redis_client), tmp_path, args,
+    with running_service("trainer", redis_url(redis_client), tmp_path, args,
                          env={"SEMIRL_STORE": str(tmp_path)}, stop_timeout_s=30) as trainer:
         with channel(trainer.target) as chan:
             status = trainer_pb2_grpc.TrainerServiceStub(chan).Status(trainer_pb2.TrainerStatusRequest(), timeout=5)
@@ -474,20 +377,13 @@ def test_a_run_checkpointed_by_another_world_size_is_failed_not_loaded(
     state = engine.state
     engine.state = lambda: {**state(), "world_size": 2}  # as written by a 2-rank job
     _save(TrainerCheckpoints(store, run_id, None, str(tiny_model)), engine, 2, {})
-    _activate(redis_client, run_id, spec, store, tiny_model)
-    controller = _Controller(redis_client, run_id)
-    server = ServiceServer("127.0.0.1:0", "controller")
-    server.add(controller_pb2_grpc.add_ControllerInternalServiceServicer_to_server, controller)
-    server.start()
-    service = TrainerService(redis_server_url(redis_client), store, f"127.0.0.1:{server.port}", 0, "trainer-w",
-                             poll_s=0.1, retry_s=0.1)
-    thread = threading.Thread(target=service.serve_forever, daemon=True)
-    thread.start()
+    activate(redis_client, run_id, spec, store / "runs" / run_id, tiny_model)
+    controller = StandInController(redis_client)
+    server = controller_server(controller)
     try:
-        _wait(lambda: run_id in service.finished)
+        with running_trainer(redis_url(redis_client), store, server.port, "trainer-w") as service:
+            wait_for(lambda: run_id in service.finished)
     finally:
-        service.stop.set()
-        thread.join(60)
         server.stop()
     assert len(controller.fails) == 1 and "checkpointed at step 2 by 2 trainer ranks" in controller.fails[0].error
     assert controller.reports == [] and controller.commits == []

@@ -7,27 +7,17 @@ The run must end with every step trained exactly once, by one engine (no failed 
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
 import redis
-from test_trainer_engine import _activate, _Controller, _publish_step, _wait, tiny_model  # noqa: F401 - a fixture
+from test_trainer_engine import _publish_step, tiny_model  # noqa: F401 - a fixture
+from trainer_harness import StandInController, activate, controller_server, running_trainer, wait_for
 
 from semirl.core import keys
-from semirl.core.grpc_server import ServiceServer
 from semirl.core.redis_server import EmbeddedRedis, free_port, start_redis
 from semirl.core.streams import pending_count
-from semirl.proto import controller_pb2_grpc
 from semirl.spec import RunSpec
-from semirl.trainer.service import TrainerService
-
-
-def _controller_server(controller: _Controller, port: int) -> ServiceServer:
-    server = ServiceServer(f"127.0.0.1:{port}", "controller")
-    server.add(controller_pb2_grpc.add_ControllerInternalServiceServicer_to_server, controller)
-    server.start()
-    return server
 
 
 def _crash_and_restart(server: EmbeddedRedis) -> EmbeddedRedis:
@@ -47,38 +37,33 @@ def test_redis_crash_loop_and_controller_outage_end_in_a_succeeded_run(tiny_mode
     })
     run_id = "run-outages"
     store = tmp_path / "store"
-    _activate(client, run_id, spec, store, tiny_model)
+    activate(client, run_id, spec, store / "runs" / run_id, tiny_model)
     client.config_set("appendfsync", "always")  # what was written before a crash survives it
-    controller = _Controller(client, run_id)
+    controller = StandInController(client)
     controller_port = free_port()
-    grpc_server = _controller_server(controller, controller_port)
-    service = TrainerService(f"redis://127.0.0.1:{server.port}/0", store, f"127.0.0.1:{controller_port}", 0,
-                             "trainer-o", poll_s=0.1, retry_s=0.1)
-    thread = threading.Thread(target=service.serve_forever, daemon=True)
-    thread.start()
+    grpc_server = controller_server(controller, controller_port)
 
     def committed(version: int) -> bool:
         return any(c.policy.version == version for c in controller.commits)
 
     try:
-        _publish_step(client, run_id, spec, 1)
-        _wait(lambda: committed(1))
-        for _ in range(3):  # a crash loop while the trainer waits for step 2
-            server = _crash_and_restart(server)
-            time.sleep(1.5)
-        _publish_step(client, run_id, spec, 2)
-        _wait(lambda: committed(2))
+        with running_trainer(f"redis://127.0.0.1:{server.port}/0", store, controller_port, "trainer-o") as service:
+            _publish_step(client, run_id, spec, 1)
+            wait_for(lambda: committed(1))
+            for _ in range(3):  # a crash loop while the trainer waits for step 2
+                server = _crash_and_restart(server)
+                time.sleep(1.5)
+            _publish_step(client, run_id, spec, 2)
+            wait_for(lambda: committed(2))
 
-        grpc_server.stop()  # the controller goes away; step 3 trains and its report has nowhere to go
-        _publish_step(client, run_id, spec, 3)
-        time.sleep(12)
-        assert not committed(3)
-        grpc_server = _controller_server(controller, controller_port)
-        _publish_step(client, run_id, spec, 4)
-        _wait(lambda: any(c.final for c in controller.commits), timeout=180)
+            grpc_server.stop()  # the controller goes away; step 3 trains and its report has nowhere to go
+            _publish_step(client, run_id, spec, 3)
+            time.sleep(12)
+            assert not committed(3)
+            grpc_server = controller_server(controller, controller_port)
+            _publish_step(client, run_id, spec, 4)
+            wait_for(lambda: any(c.final for c in controller.commits), timeout=180)
     finally:
-        service.stop.set()
-        thread.join(60)
         grpc_server.stop()
         server.stop()
         server = start_redis(server.data_dir, port=server.port, append_only=True)  # to read what was left

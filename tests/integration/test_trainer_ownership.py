@@ -5,56 +5,21 @@ The trainer service runs against real Redis and a stand-in controller (gRPC)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import redis
+from trainer_harness import StandInController, activate, controller_server, redis_url, running_trainer, wait_for
 
 from semirl.controller.ownership import RUN_ID_FILE
-from semirl.core import keys
 from semirl.core.checkpoints import MANIFEST, staged_directory
-from semirl.core.grpc_server import ServiceServer
-from semirl.core.runstate import RunRecord, load_run, save_run
-from semirl.proto import controller_pb2, controller_pb2_grpc
+from semirl.core.runstate import load_run
 from semirl.spec import RunSpec
 from semirl.trainer.checkpointing import STATE_FILE, TrainerCheckpoints
-from semirl.trainer.service import TrainerService
 
 RUN_ID = "mine-0001"
 OTHER = "other-0001"
-
-
-class _Controller(controller_pb2_grpc.ControllerInternalServiceServicer):
-    """Records every call; FailRun fails the run as the controller does."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self.fails: list[controller_pb2.FailRunRequest] = []
-        self.commits: list[controller_pb2.CommitCheckpointRequest] = []
-        self.reports: list[controller_pb2.StepReport] = []
-        self.lock = threading.Lock()
-
-    def CommitCheckpoint(self, request, context):  # noqa: ANN001, ANN201, N802
-        with self.lock:
-            self.commits.append(request)
-            return controller_pb2.CommitCheckpointResponse(committed=True)
-
-    def ReportStep(self, request, context):  # noqa: ANN001, ANN201, N802
-        with self.lock:
-            self.reports.append(request)
-            return controller_pb2.ReportStepResponse(cancelled=False)
-
-    def FailRun(self, request, context):  # noqa: ANN001, ANN201, N802
-        with self.lock:
-            self.fails.append(request)
-            record = load_run(self.client, request.run_id)
-            if record is None or record.state != "running":
-                return controller_pb2.FailRunResponse(failed=False)
-            save_run(self.client, record.model_copy(update={"state": "failed", "error": request.error}))
-            self.client.delete(keys.ACTIVE_RUN)
-            return controller_pb2.FailRunResponse(failed=True)
 
 
 def _spec(steps: int) -> RunSpec:
@@ -74,33 +39,16 @@ def _write_checkpoints(run_dir: Path, run_id: str, step: int, state_run_id: str 
         (staging / "model.safetensors").write_bytes(b"other weights")
 
 
-def _redis_url(client: redis.Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
-
-
-def _train(client: redis.Redis, store: Path, spec: RunSpec) -> _Controller:
+def _train(client: redis.Redis, store: Path, spec: RunSpec) -> StandInController:
     """Run the trainer service on the active run RUN_ID until the run is done with; the controller's calls."""
-    save_run(client, RunRecord(id=RUN_ID, name="mine", state="running", spec=spec,
-                               run_dir=str((store / "shared").resolve()), policy_path="unused-model"))
-    client.set(keys.ACTIVE_RUN, RUN_ID)
-    controller = _Controller(client)
-    server = ServiceServer("127.0.0.1:0", "controller")
-    server.add(controller_pb2_grpc.add_ControllerInternalServiceServicer_to_server, controller)
-    server.start()
-    service = TrainerService(_redis_url(client), store, f"127.0.0.1:{server.port}", 0, "trainer-own",
-                             poll_s=0.1, retry_s=0.1)
-    thread = threading.Thread(target=service.serve_forever, daemon=True)
-    thread.start()
+    activate(client, RUN_ID, spec, (store / "shared").resolve(), "unused-model")
+    controller = StandInController(client)
+    server = controller_server(controller)
     try:
-        deadline = time.monotonic() + 60
-        while RUN_ID not in service.finished:
-            assert time.monotonic() < deadline, "the trainer never gave the run up"
-            time.sleep(0.1)
-        time.sleep(0.3)  # it must not pick the run up again
+        with running_trainer(redis_url(client), store, server.port, "trainer-own") as service:
+            wait_for(lambda: RUN_ID in service.finished, timeout=60, what="the trainer never gave the run up")
+            time.sleep(0.3)  # it must not pick the run up again
     finally:
-        service.stop.set()
-        thread.join(60)
         server.stop()
     return controller
 

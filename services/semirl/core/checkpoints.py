@@ -1,4 +1,4 @@
-"""The checkpoint store on shared storage (DESIGN §5).
+"""The checkpoint store on shared storage (docs/architecture.md, checkpoints; decision 28).
 
 Layout under the store root, per run (`run_dir` = `<store>/runs/<run_id>` unless the spec names a subdir):
 
