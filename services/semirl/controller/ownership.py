@@ -43,13 +43,19 @@ def marker_run_id(directory: Path) -> str | None:
         return None
 
 
-def manifest_run_id(directory: Path) -> str | None:
-    """The run id a checkpoint's MANIFEST.json records; None when it has none or cannot be read."""
+def recorded_run_id(json_file: Path) -> str | None:
+    """The "run_id" a JSON record (a checkpoint's MANIFEST.json, a trainer state) holds; None when it has none or
+    cannot be read."""
     try:
-        value = json.loads((directory / MANIFEST).read_text()).get("run_id")
+        value = json.loads(json_file.read_text()).get("run_id")
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
+
+
+def manifest_run_id(directory: Path) -> str | None:
+    """The run id a checkpoint's MANIFEST.json records; None when it has none or cannot be read."""
+    return recorded_run_id(directory / MANIFEST)
 
 
 def run_owner(store: Path, directory: Path) -> str | None:

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from semirl.controller.ownership import manifest_run_id, marker_run_id
+from semirl.controller.ownership import manifest_run_id, marker_run_id, recorded_run_id
 from semirl.core.checkpoints import MANIFEST, RunCheckpoints, staged_directory, verify
 from semirl.trainer.engine import TrainingEngine
 from semirl.trainer.ranks import RankDriver
@@ -87,7 +87,7 @@ class TrainerCheckpoints:
                 continue  # torn: never resumed from nor committed, and the next save replaces it
             recorded = {manifest_run_id(directory)}
             if (directory / STATE_FILE).is_file():
-                recorded.add(_state_run_id(directory))
+                recorded.add(recorded_run_id(directory / STATE_FILE))
             if recorded != {self.run_id}:
                 others = sorted(r for r in recorded if r is not None and r != self.run_id)
                 what = f"run id {', '.join(others)}" if others else "no run id"
@@ -110,14 +110,6 @@ class TrainerCheckpoints:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(path, target)
         return final
-
-
-def _state_run_id(directory: Path) -> str | None:
-    try:
-        value = json.loads((directory / STATE_FILE).read_text()).get("run_id")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
 
 
 def load_trainer_state(engine: TrainingEngine, directory: Path) -> dict[str, Any]:

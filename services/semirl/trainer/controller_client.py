@@ -18,11 +18,11 @@ import grpc
 
 from semirl.core.grpc_server import channel
 from semirl.proto import controller_pb2, controller_pb2_grpc, types_pb2
+from semirl.trainer import backoff
 
 log = logging.getLogger(__name__)
 
 RPC_TIMEOUT_S = 30.0
-MAX_BACKOFF_S = 10.0
 TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -35,38 +35,26 @@ class ControllerInternalClient:
 
     def __init__(
         self, target: str, stop: threading.Event, *, while_waiting: Callable[[], None] | None = None,
-        give_up_after_s: float | None = None,
     ) -> None:
         self.target = target
         self.stop = stop
         self.while_waiting = while_waiting      # e.g. keep the other trainer ranks' heartbeat going
-        self.give_up_after_s = give_up_after_s  # None: wait for the controller as long as it takes
         self.channel = channel(target)
         self.stub = controller_pb2_grpc.ControllerInternalServiceStub(self.channel)
 
     def _call(self, method: Callable, request: Any) -> Any:
-        started = time.monotonic()
-        delay = 0.5
+        started, waits = time.monotonic(), backoff.delays()
         while True:
             try:
                 return method(request, timeout=RPC_TIMEOUT_S)
             except grpc.RpcError as err:
                 code = err.code() if hasattr(err, "code") else None
-                waited = time.monotonic() - started
-                gave_up = self.give_up_after_s is not None and waited > self.give_up_after_s
-                if code not in TRANSIENT or gave_up or self.stop.is_set():
+                if code not in TRANSIENT or self.stop.is_set():
                     raise
-                log.warning("controller %s unavailable for %.0fs (%s); retrying in %.1fs", self.target, waited,
-                            code, delay)
-                self._pause(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
-
-    def _pause(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            self.stop.wait(min(left, 2.0))
-            if self.while_waiting is not None:
-                self.while_waiting()
+                delay = next(waits)
+                log.warning("controller %s unavailable for %.0fs (%s); retrying in %.1fs", self.target,
+                            time.monotonic() - started, code, delay)
+                backoff.pause(self.stop, delay, self.while_waiting)
 
     def commit(self, run_id: str, version: int, path: Path, final: bool) -> None:
         request = controller_pb2.CommitCheckpointRequest(

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from semirl.core.redis_server import free_port
 
 # How long a rank waits in one collective. On the control group rank 0 sends a heartbeat every few seconds while
 # it waits for groups, so only model loading and checkpoint writes come near this. The training collectives
@@ -32,12 +33,6 @@ def import_deepspeed() -> Any:
     import deepspeed
 
     return deepspeed
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_distributed() -> None:

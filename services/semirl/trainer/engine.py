@@ -283,12 +283,6 @@ class TrainingEngine:
         """HF checkpoint (config + safetensors, in the model dtype) of gathered weights; rank 0 only."""
         self.module.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
 
-    def save_policy(self, directory: Path) -> None:
-        """Gather (all ranks) and write (rank 0) the policy as an HF checkpoint."""
-        state = self.policy_state_dict()
-        if state is not None:
-            self.write_policy(directory, state)
-
     # --- trainer state ----------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from semirl.core.runstate import RunRecord, active_run_id, load_run
 from semirl.core.streams import Delivery, StreamQueue
 from semirl.proto import controller_pb2, types_pb2
 from semirl.spec import RunSpec
+from semirl.trainer import backoff
 from semirl.trainer.checkpointing import STATE_FILE, TrainerCheckpoints
 from semirl.trainer.controller_client import ControllerInternalClient, RunUnrecoverable
 from semirl.trainer.intake import StepIntake
@@ -37,9 +38,7 @@ from semirl.trainer.ranks import RankDriver
 log = logging.getLogger(__name__)
 
 RUN_CHECK_INTERVAL_S = 2.0
-HEARTBEAT_S = 2.0
 VISIBILITY_TIMEOUT_S = 300.0
-MAX_BACKOFF_S = 10.0
 REDIS_OUTAGE = (redis.ConnectionError, redis.TimeoutError)
 T = TypeVar("T")
 
@@ -147,26 +146,19 @@ class RunTrainer:
         """`action()`, retried with backoff while Redis is unreachable (`recover()` before each retry): an outage
         never fails the run or rebuilds the engine (docs/architecture.md, decision 25). The other ranks keep
         getting heartbeats meanwhile."""
-        started = time.monotonic()
-        delay = 0.5
+        started, waits = time.monotonic(), backoff.delays()
         while True:
             try:
                 return action()
             except REDIS_OUTAGE as err:
                 if self.stop.is_set():
                     raise Stopped() from err
+                delay = next(waits)
                 log.warning("redis unreachable while %s for %.0fs (%s); retrying in %.1fs", what,
                             time.monotonic() - started, err, delay)
-                self._pause(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
+                backoff.pause(self.stop, delay, self.driver.heartbeat)
                 if recover is not None:
                     recover()
-
-    def _pause(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            self.stop.wait(min(left, HEARTBEAT_S))
-            self.driver.heartbeat()
 
     def _finish_done_run(self, latest: int) -> None:
         """Every step is checkpointed already (a restart after the end): make sure final/ exists and is committed."""
@@ -190,7 +182,7 @@ class RunTrainer:
         if self.stop.is_set():
             raise Stopped()
         now = time.monotonic()
-        if now - self._last_heartbeat >= HEARTBEAT_S:
+        if now - self._last_heartbeat >= backoff.HEARTBEAT_S:
             self._last_heartbeat = now
             self.driver.heartbeat()
         if now - self._last_run_check < RUN_CHECK_INTERVAL_S:
