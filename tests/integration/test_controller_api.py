@@ -144,7 +144,7 @@ def test_yaml_and_json_are_accepted(http: TestClient, files: dict[str, Path], co
     assert response.status_code == 201, response.text
     created = response.json()
     assert created["id"].startswith("api-") and len(created["id"]) == len("api-") + 8
-    assert created["state"] == "running"
+    assert created["state"] == "queued"  # the loop starts it: no window is built in the request
     record = http.get(f"/v1/runs/{created['id']}").json()
     assert record["spec"]["sync"]["interval"] == 2
     assert record["run_dir"] == str((files["store"] / "runs" / created["id"]).resolve())
@@ -169,8 +169,11 @@ def test_unknown_run_is_404(http: TestClient) -> None:
     assert http.post("/v1/runs/nope-00000000/cancel").status_code == 404
 
 
-def test_queued_runs_wait_in_order(http: TestClient, files: dict[str, Path], redis_client: redis.Redis) -> None:
+def test_queued_runs_wait_in_order(
+    http: TestClient, controller: Controller, files: dict[str, Path], redis_client: redis.Redis
+) -> None:
     ids = [post_json(http, spec_dict(files, f"q{i}")).json()["id"] for i in range(3)]
+    controller.schedule()
     states = {i: http.get(f"/v1/runs/{i}").json() for i in ids}
     assert [states[i]["state"] for i in ids] == ["running", "queued", "queued"]
     assert [states[i].get("queue_position") for i in ids[1:]] == [0, 1]
@@ -179,6 +182,7 @@ def test_queued_runs_wait_in_order(http: TestClient, files: dict[str, Path], red
     assert [r["id"] for r in listed] == ids
 
     assert http.post(f"/v1/runs/{ids[0]}/cancel").json()["state"] == "cancelled"
+    controller.schedule()
     assert http.get(f"/v1/runs/{ids[1]}").json()["state"] == "running"
     assert http.get(f"/v1/runs/{ids[2]}").json()["state"] == "queued"
     # Cancelling a queued run takes it out of the queue; the running one is untouched.
@@ -191,6 +195,7 @@ def test_run_view_metrics_and_cancel_via_report(
     http: TestClient, files: dict[str, Path], controller: Controller, redis_client: redis.Redis
 ) -> None:
     run_id = post_json(http, spec_dict(files)).json()["id"]
+    controller.schedule()  # the loop's next round starts it
     report = controller_pb2.StepReport(
         run_id=run_id, step=1, metrics={"loss": 0.5, "reward_mean": 0.25},
         groups=[controller_pb2.GroupUse(prompt_id="t1-0", policy_version=0, trained=True),
@@ -278,6 +283,7 @@ def test_run_view_shows_each_eval_set_per_step(
     body["data"]["eval"] = [{"path": str(files["eval"]), "limit": 3, "name": "math"},
                             {"path": str(files["eval"]), "limit": 2, "name": "small", "samples_per_prompt": 3}]
     run_id = post_json(http, body).json()["id"]
+    controller.schedule()
     released = [types_pb2.PromptTask.FromString(f[PAYLOAD_FIELD]) for _id, f in redis_client.xrange(keys.PROMPTS)]
     for task in (t for t in released if t.purpose == types_pb2.TASK_PURPOSE_EVAL):
         n = task.sampling.n
@@ -345,19 +351,23 @@ def test_an_unreadable_run_record_breaks_no_other_run(
     fresh = post_json(http, spec_dict(files, "fresh"))
     assert fresh.status_code == 201 and fresh.json()["state"] == "queued"
     assert http.post(f"/v1/runs/{queued}/cancel").json()["state"] == "cancelled"
+    controller.schedule()
     assert http.get(f"/v1/runs/{fresh.json()['id']}").json()["state"] == "running"
     assert [r["state"] for r in http.get("/v1/runs").json()["runs"]] == ["failed", "cancelled", "running"]
 
 
 def test_an_unreadable_active_record_does_not_stop_a_new_run(
-    http: TestClient, files: dict[str, Path], redis_client: redis.Redis
+    http: TestClient, controller: Controller, files: dict[str, Path], redis_client: redis.Redis
 ) -> None:
     broken = post_json(http, spec_dict(files, "broken")).json()["id"]
+    controller.schedule()
+    assert redis_client.get(keys.ACTIVE_RUN).decode() == broken
     record = json.loads(redis_client.get(keys.run_key(broken)))
     record["spec"]["optim"]["lr"] = None  # what pydantic stored for lr = inf before it was rejected
     redis_client.set(keys.run_key(broken), json.dumps(record))
     created = post_json(http, spec_dict(files, "after"))
-    assert created.status_code == 201 and created.json()["state"] == "running"
+    assert created.status_code == 201 and created.json()["state"] == "queued"
+    controller.schedule()
     assert redis_client.get(keys.ACTIVE_RUN).decode() == created.json()["id"]
 
 

@@ -12,14 +12,14 @@ Reload is covered by tests/integration/test_generator.py and the end-to-end suit
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from kube_fake import FakeKubeAPI, Pod  # a sibling module (pytest puts this test's folder on sys.path)
+from trainer_harness import wait_for
 
 from semirl.controller.discovery import (
     EndpointSliceDiscovery,
@@ -86,14 +86,6 @@ def generator_pods() -> Iterator[dict[str, tuple[ReloadRecorder, int]]]:
         server.stop(0)
 
 
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-
-
 def endpoint_slice(endpoints: list[dict[str, Any]], ports: list[dict[str, Any]]) -> dict[str, Any]:
     return {"metadata": {"name": "s"}, "endpoints": endpoints, "ports": ports}
 
@@ -147,7 +139,7 @@ def test_informer_follows_scale_up_and_down(kube: FakeKubeAPI, discovery: Endpoi
     kube.set_service_pods("rl-semirl-verifier", [Pod("ver-0", "10.1.1.10"), Pod("ver-1", "10.1.1.11", ready=False)])
     kube.set_service_pods("unrelated", [Pod("other-0", "10.9.0.1")])
     discovery.start()
-    eventually(discovery.synced.is_set)
+    wait_for(discovery.synced.is_set)
     assert discovery.endpoints("generator") == {"gen-0": "10.1.0.10:50051"}
     assert discovery.replicas() == {"generator": {"ready": 1, "total": 1}, "verifier": {"ready": 1, "total": 2},
                                     "trainer": {"ready": 0, "total": 0}}
@@ -155,20 +147,20 @@ def test_informer_follows_scale_up_and_down(kube: FakeKubeAPI, discovery: Endpoi
     # kubectl scale --replicas=3: two pods appear, not ready until their model is loaded, then ready.
     kube.set_service_pods("rl-semirl-generator", [Pod("gen-0", "10.1.0.10"), Pod("gen-1", "10.1.0.11", ready=False),
                                                    Pod("gen-2", "10.1.0.12", ready=False)])
-    eventually(lambda: discovery.replicas()["generator"] == {"ready": 1, "total": 3})
+    wait_for(lambda: discovery.replicas()["generator"] == {"ready": 1, "total": 3})
     assert discovery.endpoints("generator") == {"gen-0": "10.1.0.10:50051"}  # no Reload to a loading pod
     kube.set_service_pods("rl-semirl-generator", [Pod("gen-0", "10.1.0.10"), Pod("gen-1", "10.1.0.11"),
                                                    Pod("gen-2", "10.1.0.12")])
-    eventually(lambda: len(discovery.endpoints("generator")) == 3)
+    wait_for(lambda: len(discovery.endpoints("generator")) == 3)
 
     # kubectl scale --replicas=1: terminating pods leave at once, then the slice drops them.
     kube.set_service_pods("rl-semirl-generator", [Pod("gen-0", "10.1.0.10"),
                                                    Pod("gen-1", "10.1.0.11", terminating=True),
                                                    Pod("gen-2", "10.1.0.12", terminating=True)])
-    eventually(lambda: discovery.endpoints("generator") == {"gen-0": "10.1.0.10:50051"})
+    wait_for(lambda: discovery.endpoints("generator") == {"gen-0": "10.1.0.10:50051"})
     assert discovery.replicas()["generator"] == {"ready": 1, "total": 1}
     kube.set_service_pods("rl-semirl-generator", [])  # scaled to zero: the slice is deleted
-    eventually(lambda: discovery.replicas()["generator"] == {"ready": 0, "total": 0})
+    wait_for(lambda: discovery.replicas()["generator"] == {"ready": 0, "total": 0})
 
     # Only what the chart's Role grants: list and watch EndpointSlices in the release namespace, with a token.
     assert kube.requests and all(r.method == "GET" and r.path == SLICES_PATH
@@ -181,14 +173,14 @@ def test_informer_follows_scale_up_and_down(kube: FakeKubeAPI, discovery: Endpoi
 def test_informer_relists_after_compaction_and_outage(kube: FakeKubeAPI, discovery: EndpointSliceDiscovery) -> None:
     kube.set_service_pods("rl-semirl-generator", [Pod("gen-0", "10.1.0.10")])
     discovery.start()
-    eventually(lambda: discovery.endpoints("generator") == {"gen-0": "10.1.0.10:50051"})
+    wait_for(lambda: discovery.endpoints("generator") == {"gen-0": "10.1.0.10:50051"})
 
     kube.down = True   # API server restart: the open watch drops, new requests fail, the informer backs off
     kube.compact()     # and the history it would resume from is gone (410 Gone for its resourceVersion)
     kube.set_service_pods("rl-semirl-generator", [Pod("gen-0", "10.1.0.10"), Pod("gen-1", "10.1.0.11")])
-    eventually(lambda: not discovery.synced.is_set())  # it noticed the outage
+    wait_for(lambda: not discovery.synced.is_set())  # it noticed the outage
     kube.down = False
-    eventually(lambda: discovery.endpoints("generator") == {"gen-0": "10.1.0.10:50051", "gen-1": "10.1.0.11:50051"},
+    wait_for(lambda: discovery.endpoints("generator") == {"gen-0": "10.1.0.10:50051", "gen-1": "10.1.0.11:50051"},
                timeout=20)
     lists = [r for r in kube.requests if r.query.get("watch") != "true"]
     assert len(lists) >= 2  # the first list, and at least one relist after the outage
@@ -203,14 +195,14 @@ def test_pods_without_endpoints_count_as_pending(kube: FakeKubeAPI, kube_config:
         kube.set_pod("gen-0", "generator")
         kube.set_pod("ver-0", "verifier", "Pending")
         discovery.start()
-        eventually(lambda: discovery.replicas()["generator"] == {"ready": 1, "total": 1, "pending": 0})
+        wait_for(lambda: discovery.replicas()["generator"] == {"ready": 1, "total": 1, "pending": 0})
         kube.set_pod("gen-1", "generator", "Pending")
         kube.set_pod("gen-2", "generator", "Pending")
-        eventually(lambda: discovery.replicas()["generator"] == {"ready": 1, "total": 3, "pending": 2})
+        wait_for(lambda: discovery.replicas()["generator"] == {"ready": 1, "total": 3, "pending": 2})
         assert discovery.replicas()["verifier"] == {"ready": 0, "total": 1, "pending": 1}
         kube.set_pod("gen-0", "generator", deleting=True)   # scale-down: terminating pods no longer count
         kube.set_pod("gen-2", "generator", gone=True)
-        eventually(lambda: discovery.replicas()["generator"]["total"] == 1)
+        wait_for(lambda: discovery.replicas()["generator"]["total"] == 1)
         assert {r.path for r in kube.requests} == {SLICES_PATH, PODS_PATH}
     finally:
         discovery.stop()
@@ -267,22 +259,26 @@ def test_reload_fan_out_follows_kubectl_scale_during_a_run(
                                "sync": {"interval": 2}, "train": {"steps": 8, "batch_prompts": 2}},
                               check_paths=True)
         run_id = controller.submit(spec).id
+        wait_for(lambda: load_run(redis_client, run_id).state == "running")
         recorders = {name: generator_pods[name][0] for name in names}
 
         commit(controller, run_id, store, 2)  # one generator pod
+        assert controller.reloads.wait_idle(10)
         assert {n: r.versions for n, r in recorders.items()} == {names[0]: [2], names[1]: [], names[2]: []}
 
         publish(*names)  # kubectl scale --replicas=3, and the new pods became ready
-        eventually(lambda: controller.view(load_run(redis_client, run_id))["replicas"]["generator"]
+        wait_for(lambda: controller.view(load_run(redis_client, run_id))["replicas"]["generator"]
                    == {"ready": 3, "total": 3})
         commit(controller, run_id, store, 4)
+        assert controller.reloads.wait_idle(10)
         assert {n: r.versions for n, r in recorders.items()} == {names[0]: [2, 4], names[1]: [4], names[2]: [4]}
         assert sorted(o.generator_id for o in controller.last_reload if o.ok) == names
 
         publish(*names[1:])  # kubectl scale down: the first pod is gone
-        eventually(lambda: controller.view(load_run(redis_client, run_id))["replicas"]["generator"]
+        wait_for(lambda: controller.view(load_run(redis_client, run_id))["replicas"]["generator"]
                    == {"ready": 2, "total": 2})
         commit(controller, run_id, store, 6)
+        assert controller.reloads.wait_idle(10)
         assert {n: r.versions for n, r in recorders.items()} == {names[0]: [2, 4], names[1]: [4, 6],
                                                                  names[2]: [4, 6]}
         view = controller.view(load_run(redis_client, run_id))

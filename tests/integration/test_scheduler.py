@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from trainer_harness import wait_for  # a sibling module (pytest puts this test's folder on sys.path)
 
 from semirl.controller.grpc_api import build_grpc_server
 from semirl.controller.scheduler import Controller
@@ -40,6 +41,18 @@ class RecordingGenerator(generator_pb2_grpc.GeneratorServiceServicer):
     def Reload(self, request, context):  # noqa: ANN001, ANN201, N802
         self.reloads.append(request)
         return generator_pb2.ReloadResponse(policy_version=request.policy.version, seconds=0.01, reloaded=True)
+
+
+class FrozenGenerator(RecordingGenerator):
+    """A generator whose Reload hangs until `thaw` is set (a stuck weight load)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thaw = threading.Event()
+
+    def Reload(self, request, context):  # noqa: ANN001, ANN201, N802
+        self.thaw.wait(30)
+        return super().Reload(request, context)
 
 
 @pytest.fixture
@@ -105,6 +118,13 @@ def tasks(client: redis.Redis, run_id: str, purpose: int = types_pb2.TASK_PURPOS
     return [t for t in found if t.run_id == run_id and t.purpose == purpose]
 
 
+def submit(controller: Controller, spec: RunSpec) -> str:
+    """Queue a run and run the scheduler once, as the loop's next round would: the run starts if it can."""
+    run_id = controller.submit(spec).id
+    controller.schedule()
+    return run_id
+
+
 def write_policy(store: Path, run_id: str, version: int, *, final: bool = False) -> Path:
     checkpoints = RunCheckpoints(store, run_id)
     with staged_directory(checkpoints.policy_dir(version), {"step": version}) as staging:
@@ -144,8 +164,8 @@ def test_semi_online_windows_wait_for_commits_and_fan_out_reloads(
 ) -> None:
     pubsub = redis_client.pubsub()
     pubsub.subscribe(keys.RELOAD_CHANNEL)
-    record = controller.submit(make_spec(files, "semi", interval=2, steps=6))
-    run_id = record.id
+    run_id = submit(controller, make_spec(files, "semi", interval=2, steps=6))
+    record = load_run(redis_client, run_id)
     assert record.state == "running" and redis_client.get(keys.ACTIVE_RUN).decode() == run_id
     released = tasks(redis_client, run_id)
     assert sorted(t.prompt_id for t in released) == ["t1-0", "t1-1", "t2-0", "t2-1"]
@@ -166,6 +186,7 @@ def test_semi_online_windows_wait_for_commits_and_fan_out_reloads(
     window1 = [t for t in tasks(redis_client, run_id) if t.window == 1]
     assert sorted(t.prompt_id for t in window1) == ["t3-0", "t3-1", "t4-0", "t4-1"]
     assert {(t.policy.version, t.policy.path) for t in window1} == {(2, str(v2))}
+    assert controller.reloads.wait_idle(10)
     assert [(r.run_id, r.policy.version, r.policy.path) for r in generator.reloads] == [(run_id, 2, str(v2))]
     assert {o.generator_id: o.ok for o in controller.last_reload} == {"gen-live": True, "gen-dead": False}
     notice = None
@@ -190,15 +211,60 @@ def test_semi_online_windows_wait_for_commits_and_fan_out_reloads(
     assert record.state == "succeeded" and record.syncs == 2 and record.generation_version == 4
     assert record.final_path == str(RunCheckpoints(files["store"], run_id).final_dir)
     assert len(tasks(redis_client, run_id)) == 12  # no window after the last
+    assert controller.reloads.wait_idle(10)
     assert [r.policy.version for r in generator.reloads] == [2, 4]
     assert redis_client.get(keys.ACTIVE_RUN) is None
     pubsub.close()
 
 
+def test_a_frozen_generator_delays_no_commit_and_no_other_generator(
+    controller: Controller, stub: Any, generator: RecordingGenerator, redis_client: redis.Redis,
+    files: dict[str, Path],
+) -> None:
+    frozen = FrozenGenerator()
+    server = ServiceServer("127.0.0.1:0", "semirl.v1.GeneratorService")
+    server.add(generator_pb2_grpc.add_GeneratorServiceServicer_to_server, frozen)
+    server.start()
+    redis_client.set(keys.service_registration_key("generator", "gen-frozen"), f"127.0.0.1:{server.port}")
+    try:
+        run_id = submit(controller, make_spec(files, "frozen", interval=1, steps=4))
+        for version in (1, 2, 3):
+            started = time.monotonic()
+            assert commit(stub, run_id, write_policy(files["store"], run_id, version), version).committed
+            assert time.monotonic() - started < 3.0  # the controller's reload timeout is 5 s
+            wait_for(lambda v=version: [r.policy.version for r in generator.reloads][-1:] == [v], 10)
+        assert load_run(redis_client, run_id).windows_released == 4
+        # The frozen one still sits in its v1 load; v2 was replaced by v3 while it waited: no backlog.
+        assert frozen.reloads == [] and not controller.reloads.wait_idle(0.1)
+        frozen.thaw.set()
+        assert controller.reloads.wait_idle(10)
+        assert [r.policy.version for r in frozen.reloads] == [1, 3]
+        assert {o.generator_id: o.ok for o in controller.last_reload} == {
+            "gen-live": True, "gen-dead": False, "gen-frozen": True}
+    finally:
+        frozen.thaw.set()
+        server.stop(0)
+
+
+def test_submit_only_queues_and_the_loop_starts_the_run(
+    controller: Controller, redis_client: redis.Redis, files: dict[str, Path]
+) -> None:
+    record = controller.submit(make_spec(files, "queued", interval=1, steps=2))
+    assert record.state == "queued" and redis_client.xlen(keys.PROMPTS) == 0  # nothing built in the request
+    controller.poll_s = 5.0  # the loop would sleep in its blocking read; the submit wakes it
+    controller.start()
+    try:
+        record = controller.submit(make_spec(files, "second", interval=1, steps=2))
+        wait_for(lambda: load_run(redis_client, record.id).state == "queued"
+                 and len(tasks(redis_client, redis_client.get(keys.ACTIVE_RUN).decode())) == BATCH, 10)
+    finally:
+        controller.stop()
+
+
 def test_corrupt_or_foreign_checkpoint_is_refused(
     controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path], tmp_path: Path
 ) -> None:
-    run_id = controller.submit(make_spec(files, "corrupt", interval=2, steps=4)).id
+    run_id = submit(controller, make_spec(files, "corrupt", interval=2, steps=4))
     v2 = write_policy(files["store"], run_id, 2)
     (v2 / "model.safetensors").write_bytes(b"\x00" * 64)  # same size, different bytes
     response = commit(stub, run_id, v2, 2)
@@ -225,7 +291,7 @@ def test_corrupt_or_foreign_checkpoint_is_refused(
 def test_final_commit_needs_a_valid_final_directory(
     controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
 ) -> None:
-    run_id = controller.submit(make_spec(files, "fin", interval=1, steps=1)).id
+    run_id = submit(controller, make_spec(files, "fin", interval=1, steps=1))
     v1 = write_policy(files["store"], run_id, 1)
     response = commit(stub, run_id, v1, 1, final=True)
     assert not response.committed and "final" in response.error
@@ -238,7 +304,7 @@ def test_retention_keeps_the_newest_versions(
     controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
 ) -> None:
     spec = make_spec(files, "keep", interval=1, steps=6, checkpoint={"keep": 2})
-    run_id = controller.submit(spec).id
+    run_id = submit(controller, spec)
     checkpoints = RunCheckpoints(files["store"], run_id)
     for version in range(1, 6):
         assert commit(stub, run_id, write_policy(files["store"], run_id, version), version).committed
@@ -251,7 +317,7 @@ def test_retention_spares_versions_an_eval_round_still_needs(
     controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
 ) -> None:
     spec = make_spec(files, "keepeval", interval=1, steps=6, evals=True, checkpoint={"keep": 1}, eval={"every": 2})
-    run_id = controller.submit(spec).id
+    run_id = submit(controller, spec)
     checkpoints = RunCheckpoints(files["store"], run_id)
     for version in range(1, 5):
         assert commit(stub, run_id, write_policy(files["store"], run_id, version), version).committed
@@ -269,7 +335,7 @@ def test_offline_releases_one_window_and_never_reloads(
     files: dict[str, Path],
 ) -> None:
     spec = make_spec(files, "off", interval="offline", steps=4, evals=True, checkpoint={"every": 2})
-    run_id = controller.submit(spec).id
+    run_id = submit(controller, spec)
     train = tasks(redis_client, run_id)
     assert len(train) == 4 * BATCH and {t.policy.version for t in train} == {0} and {t.window for t in train} == {0}
     seed_eval = tasks(redis_client, run_id, types_pb2.TASK_PURPOSE_EVAL)
@@ -304,10 +370,11 @@ def test_offline_releases_one_window_and_never_reloads(
 def test_cancel_stops_releases_and_the_next_run_starts(
     controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
 ) -> None:
-    first = controller.submit(make_spec(files, "one", interval=2, steps=4)).id
-    second = controller.submit(make_spec(files, "two", interval=1, steps=2)).id
+    first = submit(controller, make_spec(files, "one", interval=2, steps=4))
+    second = submit(controller, make_spec(files, "two", interval=1, steps=2))
     assert load_run(redis_client, second).state == "queued" and tasks(redis_client, second) == []
     controller.cancel(first)
+    controller.schedule()  # the loop's next round starts the queued run
     assert stub.ReportStep(controller_pb2.StepReport(run_id=first, step=1), timeout=10).cancelled is True
     response = commit(stub, first, write_policy(files["store"], first, 2), 2)
     assert not response.committed and "cancelled" in response.error
@@ -320,8 +387,8 @@ def test_cancel_stops_releases_and_the_next_run_starts(
 def test_succeeded_run_hands_over_to_the_next_queued_run(
     controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
 ) -> None:
-    first = controller.submit(make_spec(files, "a", interval=1, steps=1, evals=True)).id
-    second = controller.submit(make_spec(files, "b", interval=1, steps=1)).id
+    first = submit(controller, make_spec(files, "a", interval=1, steps=1, evals=True))
+    second = submit(controller, make_spec(files, "b", interval=1, steps=1))
     score_evals(redis_client, first, 0, [2, 0, 0])
     v1 = write_policy(files["store"], first, 1, final=True)
     assert commit(stub, first, v1, 1, final=True).committed
@@ -336,7 +403,7 @@ def test_succeeded_run_hands_over_to_the_next_queued_run(
 def test_restarted_controller_resumes_from_redis(
     controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
 ) -> None:
-    run_id = controller.submit(make_spec(files, "restart", interval=2, steps=6)).id
+    run_id = submit(controller, make_spec(files, "restart", interval=2, steps=6))
     # A fresh controller over the same Redis re-derives the state and releases nothing twice.
     again = Controller(redis_client, files["store"])
     again.tick()
@@ -356,7 +423,7 @@ def test_restarted_controller_resumes_from_redis(
 
 def test_background_loop_collects_evals(controller: Controller, redis_client: redis.Redis,
                                         files: dict[str, Path]) -> None:
-    run_id = controller.submit(make_spec(files, "loop", interval=1, steps=2, evals=True)).id
+    run_id = submit(controller, make_spec(files, "loop", interval=1, steps=2, evals=True))
     controller.poll_s = 0.1
     controller.start()
     try:
@@ -377,7 +444,7 @@ def test_several_eval_sets_are_released_and_reported_separately(
     spec = make_spec(files, "sets", interval=1, steps=1, evals=True)
     data = spec.data.model_dump()
     data["eval"].append({"path": str(files["amc"]), "samples_per_prompt": 4, "answer_format": "boxed"})
-    run_id = controller.submit(parse_run_spec({**spec.model_dump(mode="json"), "data": data})).id
+    run_id = submit(controller, parse_run_spec({**spec.model_dump(mode="json"), "data": data}))
     seed_round = tasks(redis_client, run_id, types_pb2.TASK_PURPOSE_EVAL)
     assert sorted(t.prompt_id for t in seed_round) == [
         "e0-amc23-0", "e0-amc23-1", "e0-eval-0", "e0-eval-1", "e0-eval-2"]
@@ -413,7 +480,7 @@ def test_several_eval_sets_are_released_and_reported_separately(
 def test_failed_eval_generations_count_as_wrong_and_the_round_completes(
     controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
 ) -> None:
-    run_id = controller.submit(make_spec(files, "failed", interval=1, steps=1, evals=True)).id
+    run_id = submit(controller, make_spec(files, "failed", interval=1, steps=1, evals=True))
     # Every sample that came back is correct, but prompt 1's task could never be served (an empty group,
     # decision 10) and prompt 2's came back with one of its two samples.
     score_evals(redis_client, run_id, 0, [2, 2, 2], returned={1: 0, 2: 1})
@@ -435,9 +502,9 @@ def test_failed_eval_generations_count_as_wrong_and_the_round_completes(
 def test_unreadable_records_are_dropped_and_the_next_run_starts(
     controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path], stored: bytes
 ) -> None:
-    active = controller.submit(make_spec(files, "broken", interval=1, steps=2)).id
-    queued = controller.submit(make_spec(files, "broken2", interval=1, steps=2)).id
-    waiting = controller.submit(make_spec(files, "next", interval=1, steps=2)).id
+    active = submit(controller, make_spec(files, "broken", interval=1, steps=2))
+    queued = submit(controller, make_spec(files, "broken2", interval=1, steps=2))
+    waiting = submit(controller, make_spec(files, "next", interval=1, steps=2))
     redis_client.set(keys.run_key(active), stored)
     redis_client.set(keys.run_key(queued), stored)
 

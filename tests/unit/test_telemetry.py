@@ -188,7 +188,9 @@ def _submit(controller: Controller, tmp_path: Path, name: str) -> str:
         "name": name, "model": {"path": str(files["model"])}, "data": {"train": {"path": str(files["train"])}},
         "sync": {"interval": 2}, "train": {"steps": 4, "batch_prompts": 2},
     }, check_paths=True)
-    return controller.submit(spec).id
+    run_id = controller.submit(spec).id
+    controller.schedule()  # the loop's next round
+    return run_id
 
 
 def test_controller_collector_reads_queues_and_the_active_run(redis_client: redis.Redis, tmp_path: Path) -> None:
@@ -210,7 +212,7 @@ def test_controller_collector_reads_queues_and_the_active_run(redis_client: redi
         assert record is not None and record.state == "running"
         record.step, record.syncs = 2, 1
         save_run(redis_client, record)
-        controller.last_reload = [ReloadOutcome("g1", "h:1", True), ReloadOutcome("g2", "h:2", False),
+        controller.reloads.last_outcomes = [ReloadOutcome("g1", "h:1", True), ReloadOutcome("g2", "h:2", False),
                                   ReloadOutcome("g3", "h:3", True)]
 
         samples = scrape(server.url)
@@ -240,7 +242,7 @@ def test_controller_collector_survives_redis_going_away(tmp_path: Path) -> None:
     client = redis.Redis.from_url(server.url, socket_connect_timeout=1.0, socket_timeout=1.0)
     try:
         controller = Controller(client, tmp_path / "store")
-        controller.last_reload = [ReloadOutcome("g1", "h:1", True)]
+        controller.reloads.last_outcomes = [ReloadOutcome("g1", "h:1", True)]
         registry = CollectorRegistry()
         registry.register(ControllerCollector(controller))
         assert collect(registry)[("semirl_redis_up", ())] == 1.0

@@ -1,10 +1,17 @@
 """Tell generators to load a committed policy version: gRPC Reload to every registered endpoint (in parallel,
-dead ones tolerated) plus a Redis PUBLISH on RELOAD_CHANNEL for any generator that missed the call."""
+dead ones tolerated) plus a Redis PUBLISH on RELOAD_CHANNEL for any generator that missed the call.
+
+The scheduler never waits for a Reload (docs/architecture.md, decision 30): it hands the request to a
+`ReloadDispatcher` and goes on. A Reload only saves a generator the load it would otherwise do when the first
+task of the new version reaches it, so nothing waits for one to finish, and a frozen generator delays only
+itself.
+"""
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -38,25 +45,93 @@ def _reload_one(generator_id: str, endpoint: str, request: generator_pb2.ReloadR
         return ReloadOutcome(generator_id, endpoint, False, str(code))
 
 
-def fan_out_reload(
-    client: redis.Redis,
-    run_id: str,
-    policy: types_pb2.PolicyRef,
-    endpoints: dict[str, str],
-    *,
-    timeout_s: float = 60.0,
-) -> list[ReloadOutcome]:
-    """Reload on every endpoint (generator id -> host:port), then publish the request on RELOAD_CHANNEL."""
-    request = generator_pb2.ReloadRequest(run_id=run_id, policy=policy)
-    outcomes: list[ReloadOutcome] = []
-    if endpoints:
-        with ThreadPoolExecutor(max_workers=min(16, len(endpoints))) as pool:
-            futures = [pool.submit(_reload_one, gid, ep, request, timeout_s) for gid, ep in sorted(endpoints.items())]
-            outcomes = [f.result() for f in futures]
-    try:
-        client.publish(keys.RELOAD_CHANNEL, request.SerializeToString())
-    except redis.RedisError as err:
-        log.warning("could not publish reload notice: %s", err)
-    log.info("reload v%d of %s: %d/%d generators answered", policy.version, run_id,
-             sum(o.ok for o in outcomes), len(outcomes))
-    return outcomes
+class ReloadDispatcher:
+    """Sends Reloads in the background: `request` returns at once; a dispatcher thread publishes the notice,
+    asks `endpoints()` for the generators and gives each its own call. A generator has at most one Reload in
+    flight; a newer request for it waits behind that call and replaces any older one waiting, so a frozen
+    generator collects one pending request, not a queue, and holds up no other generator."""
+
+    def __init__(self, client: redis.Redis, endpoints: Callable[[], dict[str, str]], *, timeout_s: float) -> None:
+        self.client = client
+        self.endpoints = endpoints
+        self.timeout_s = timeout_s
+        self.last_outcomes: list[ReloadOutcome] = []  # of the newest request; replaced whole, never mutated
+        self._changed = threading.Condition()
+        self._requested: generator_pb2.ReloadRequest | None = None  # not yet dispatched
+        self._current: generator_pb2.ReloadRequest | None = None  # the newest dispatched request
+        self._dispatching = False  # a request taken but its calls not started yet
+        self._in_flight: set[str] = set()
+        self._waiting: dict[str, tuple[str, generator_pb2.ReloadRequest]] = {}
+        self._outcomes: dict[str, ReloadOutcome] = {}
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def request(self, run_id: str, policy: types_pb2.PolicyRef) -> None:
+        """Ask every generator to load `policy` (replaces a request not yet dispatched)."""
+        with self._changed:
+            self._requested = generator_pb2.ReloadRequest(run_id=run_id, policy=policy)
+            if self._thread is None or not self._thread.is_alive():
+                self._stopped = False
+                self._thread = threading.Thread(target=self._dispatch_loop, name="reload-dispatcher", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until every requested Reload was answered or timed out; False if that took over `timeout_s`."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: self._requested is None and not self._dispatching and not self._in_flight, timeout_s)
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._stopped or self._requested is not None)
+                if self._stopped:
+                    return
+                request, self._requested = self._requested, None
+                self._dispatching = True
+                self._current = request
+                self._outcomes = {}
+                self.last_outcomes = []
+            assert request is not None
+            try:
+                self.client.publish(keys.RELOAD_CHANNEL, request.SerializeToString())
+            except redis.RedisError as err:
+                log.warning("could not publish reload notice: %s", err)
+            try:
+                endpoints = self.endpoints()
+            except Exception:  # noqa: BLE001 - the notice above still reaches every generator
+                log.exception("generator discovery failed; this reload goes out by pub/sub only")
+                endpoints = {}
+            log.info("reload v%d of %s: asking %d generators", request.policy.version, request.run_id,
+                     len(endpoints))
+            with self._changed:
+                for generator_id, endpoint in sorted(endpoints.items()):
+                    if generator_id in self._in_flight:
+                        self._waiting[generator_id] = (endpoint, request)
+                    else:
+                        self._start_call(generator_id, endpoint, request)
+                self._dispatching = False
+                self._changed.notify_all()
+
+    def _start_call(self, generator_id: str, endpoint: str, request: generator_pb2.ReloadRequest) -> None:
+        self._in_flight.add(generator_id)
+        threading.Thread(target=self._call, args=(generator_id, endpoint, request),
+                         name=f"reload:{generator_id}", daemon=True).start()
+
+    def _call(self, generator_id: str, endpoint: str, request: generator_pb2.ReloadRequest) -> None:
+        outcome = _reload_one(generator_id, endpoint, request, self.timeout_s)
+        with self._changed:
+            if request is self._current:
+                self._outcomes[generator_id] = outcome
+                self.last_outcomes = [self._outcomes[g] for g in sorted(self._outcomes)]
+            self._in_flight.discard(generator_id)
+            waiting = self._waiting.pop(generator_id, None)
+            if waiting is not None:
+                self._start_call(generator_id, *waiting)
+            self._changed.notify_all()

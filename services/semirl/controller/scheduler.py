@@ -4,7 +4,9 @@ checkpoints, fans out reloads, collects eval results and finishes runs (docs/arc
 All state is in Redis (run records, queue, ACTIVE_RUN, the eval hash), so a restarted controller re-derives
 what is due from the active record: `schedule()` is idempotent and releases whatever is due but not yet
 released. Task releases and the record update that accounts for them are written in one MULTI/EXEC.
-Every mutation runs under one lock (gRPC handlers, REST handlers and the loop thread share this object).
+Every mutation runs under one lock (gRPC handlers, REST handlers and the loop thread share this object);
+nothing slow runs under it: Reloads go out from the ReloadDispatcher's threads, and a submitted run starts on
+the loop's next round, not in the POST.
 
 A stored record that does not load (RunRecordUnreadable) counts as a failed run: the scheduler takes it out
 of the queue and ACTIVE_RUN and goes on with the next run, leaving its bytes in Redis for inspection. Ticks
@@ -32,7 +34,7 @@ from semirl.tasks.dataset import Problem, load_problems
 
 from .discovery import Discovery, RedisDiscovery
 from .evaluation import EvalRound, SetRound, outcome_of, summarize
-from .fanout import ReloadOutcome, fan_out_reload
+from .fanout import ReloadDispatcher, ReloadOutcome
 from .registry import Registry
 from .windows import build_eval_tasks, build_window_tasks
 
@@ -59,7 +61,6 @@ class Controller:
         self.registry = Registry(client, store)
         self.registry.ensure_groups()
         self.lock = threading.RLock()
-        self.reload_timeout_s = reload_timeout_s
         self.poll_s = poll_s
         self.retry_s = retry_s
         self.unready_after_failures = unready_after_failures
@@ -67,7 +68,9 @@ class Controller:
         self.last_tick_error: str | None = None
         self._unreadable_seen: set[str] = set()
         self.eval_queue = StreamQueue(client, keys.EVAL_SCORED, keys.CONTROLLER_GROUP, consumer, types_pb2.ScoredGroup)
-        self.last_reload: list[ReloadOutcome] = []
+        self.reloads = ReloadDispatcher(client, lambda: self.discovery.endpoints("generator"),
+                                        timeout_s=reload_timeout_s)
+        self._wake = threading.Event()  # a run was queued or ended: the next one may start
         self._problems: dict[tuple[str, str], list[Problem]] = {}  # (run id, "train" or "eval:<set>")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -89,7 +92,13 @@ class Controller:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self.reloads.stop()
         self.discovery.stop()
+
+    @property
+    def last_reload(self) -> list[ReloadOutcome]:
+        """How the newest Reload fan-out went so far (generators still loading are not in it yet)."""
+        return self.reloads.last_outcomes
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -117,19 +126,22 @@ class Controller:
         return f"scheduler ticks failing ({failures} in a row): {self.last_tick_error}"
 
     def tick(self, block_ms: int = 0) -> None:
-        """One round of the loop: activate/advance, then take in scored eval groups."""
+        """One round of the loop: activate/advance, then take in scored eval groups (without blocking when a
+        submit is waiting for the next round)."""
+        self._wake.clear()
         self.schedule()
-        self.consume_evals(block_ms=block_ms)
+        self.consume_evals(block_ms=0 if self._wake.is_set() else block_ms)
 
     # --- the public operations -------------------------------------------------------------------------
 
     def submit(self, spec: RunSpec) -> RunRecord:
-        """Queue a validated spec (see registry.validate_spec); it starts at once if nothing is running."""
+        """Queue a validated spec (see registry.validate_spec). The run starts on the loop's next round, not
+        here: building its first window (up to a million prompts) stays off the request path."""
         with self.lock:
             record = self.registry.create(spec)
-            log.info("run %s queued", record.id)
-            self.schedule()
-            return self.registry.get(record.id) or record
+        log.info("run %s queued", record.id)
+        self._wake.set()
+        return record
 
     def cancel(self, run_id: str) -> RunRecord | None:
         """Cancel a queued or running run; raises RunRecordUnreadable for a record that does not load (after
@@ -155,7 +167,7 @@ class Controller:
             return True
 
     def _end(self, record: RunRecord, state: str, error: str | None = None) -> None:
-        """Move a queued or running run to a terminal state, free ACTIVE_RUN and start the next queued run."""
+        """Move a queued or running run to a terminal state and free ACTIVE_RUN; the loop starts the next run."""
         record.state = state
         if error is not None:
             record.error = error
@@ -171,7 +183,7 @@ class Controller:
             log.info("run %s %s", record.id, state)
         else:
             log.error("run %s %s: %s", record.id, state, error)
-        self.schedule()
+        self._wake.set()  # the next queued run starts on the loop's next round
 
     def commit(self, run_id: str, version: int, path: str, final: bool) -> tuple[bool, str]:
         """CommitCheckpoint: verify, record, advance (reload + next window, eval rounds, success), retain."""
@@ -214,7 +226,7 @@ class Controller:
             removed = checkpoints.retain(spec.checkpoint.keep, protect)
             if removed:
                 log.info("run %s: retention removed versions %s", run_id, removed)
-            self.schedule()
+            self._wake.set()
             return True, ""
 
     def report_step(self, report: controller_pb2.StepReport) -> bool:
@@ -359,13 +371,6 @@ class Controller:
             due.append(window)
         return due
 
-    def _generator_endpoints(self) -> dict[str, str]:
-        try:
-            return self.discovery.endpoints("generator")
-        except Exception:  # noqa: BLE001 - the Redis PUBLISH of the fan-out still reaches every generator
-            log.exception("generator discovery failed; this reload goes out by pub/sub only")
-            return {}
-
     def _release_windows(self, record: RunRecord) -> None:
         spec = record.spec
         for window in self._due_windows(record):
@@ -374,10 +379,7 @@ class Controller:
             if window > 0 and version != record.generation_version:
                 record.generation_version = version
                 record.syncs += 1
-                self.last_reload = fan_out_reload(
-                    self.client, record.id, types_pb2.PolicyRef(version=version, path=path),
-                    self._generator_endpoints(), timeout_s=self.reload_timeout_s,
-                )
+                self.reloads.request(record.id, types_pb2.PolicyRef(version=version, path=path))
             tasks = build_window_tasks(record.id, spec, window, self._train_problems(record),
                                        lambda v: self._policy_path(record, v))
             record.windows_released = window + 1
