@@ -7,7 +7,7 @@ import time
 import redis
 
 from semirl.core import keys
-from semirl.core.streams import StreamQueue, backlog, publish
+from semirl.core.streams import StreamQueue, backlog, publish, trim_consumed
 from semirl.proto import types_pb2
 
 IN, OUT = "test:in", "test:out"
@@ -76,3 +76,45 @@ def test_undecodable_entry_is_dropped_not_crashing(redis_client: redis.Redis) ->
     publish(redis_client, IN, _task("ok"))
     got = queue.read(count=10, block_ms=100)
     assert [d.message.prompt_id for d in got] == ["ok"]
+
+
+def test_entries_of_a_consumer_whose_registration_expired_are_taken_over_at_once(redis_client: redis.Redis) -> None:
+    registration = keys.service_registration_key("generator", "gen-old")
+    redis_client.set(registration, "10.0.0.1:50051", px=1500)  # its pod refreshes this until it dies
+    old = StreamQueue(redis_client, IN, "g", "gen-old", types_pb2.PromptTask, owner_service="generator")
+    for i in range(3):
+        publish(redis_client, IN, _task(f"p{i}"))
+    assert len(old.read(count=2, block_ms=100)) == 2  # then the pod is killed: no ack, no refresh
+
+    new = StreamQueue(redis_client, IN, "g", "gen-new", types_pb2.PromptTask, owner_service="generator")
+    # The visibility timeout (60 s) is far off, and while the old registration lives its entries stay put.
+    [fresh] = new.read(count=10, block_ms=50)
+    assert fresh.message.prompt_id == "p2"
+    new.ack([fresh.entry_id])
+    assert new.read(count=10, block_ms=50) == []
+    time.sleep(1.6)  # the registration expires
+    new._next_orphan_check = 0.0  # checked every 2 s; do not wait for the next check
+    taken = new.read(count=10, block_ms=50)
+    assert sorted(d.message.prompt_id for d in taken) == ["p0", "p1"]
+    new.ack(d.entry_id for d in taken)
+    # A live but unregistered consumer of a group without an owner service is never touched.
+    plain = StreamQueue(redis_client, OUT, "h", "a", types_pb2.PromptTask)
+    publish(redis_client, OUT, _task("q"))
+    assert len(plain.read(count=1, block_ms=50)) == 1
+    other = StreamQueue(redis_client, OUT, "h", "b", types_pb2.PromptTask)
+    assert other.read(count=1, block_ms=50) == []
+
+
+def test_trim_keeps_unread_pending_and_recent_entries(redis_client: redis.Redis) -> None:
+    queue = StreamQueue(redis_client, IN, "g", "c1", types_pb2.PromptTask)
+    for i in range(6):
+        publish(redis_client, IN, _task(f"p{i}"))
+    first = queue.read(count=4, block_ms=50)
+    queue.ack(d.entry_id for d in first[:1] + first[2:])  # p1 stays pending; p4, p5 unread
+    assert trim_consumed(redis_client, IN, retention_s=3600) == 0  # all younger than the retention
+    assert trim_consumed(redis_client, IN, retention_s=0) == 1  # only p0: p1 is pending
+    assert redis_client.xrange(IN)[0][0].decode() == first[1].entry_id
+    queue.ack([first[1].entry_id])
+    assert trim_consumed(redis_client, IN, retention_s=0) == 3  # p1..p3; p4 and p5 were never read
+    assert [d.message.prompt_id for d in queue.read(count=10, block_ms=50)] == ["p4", "p5"]
+    assert trim_consumed(redis_client, "test:none", retention_s=0) == 0

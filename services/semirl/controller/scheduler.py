@@ -16,6 +16,7 @@ that keep failing for any other reason are counted, and /readyz reports them (`t
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ import redis
 from semirl.core import keys
 from semirl.core.checkpoints import CheckpointError, verify
 from semirl.core.runstate import RunRecord, RunRecordUnreadable, active_run_id, save_run
-from semirl.core.streams import PAYLOAD_FIELD, StreamQueue
+from semirl.core.streams import PAYLOAD_FIELD, StreamQueue, trim_consumed
 from semirl.proto import controller_pb2, types_pb2
 from semirl.spec import DatasetSpec, RunSpec
 from semirl.tasks.dataset import Problem, load_problems
@@ -39,6 +40,9 @@ from .registry import Registry
 from .windows import build_eval_tasks, build_window_tasks
 
 log = logging.getLogger(__name__)
+
+STREAM_RETENTION_ENV = "SEMIRL_STREAM_RETENTION_S"
+DEFAULT_STREAM_RETENTION_S = 600.0  # consumed entries and a finished run's idempotency sets stay this long
 
 
 class Controller:
@@ -55,6 +59,8 @@ class Controller:
         discovery: Discovery | None = None,
         retry_s: float = 1.0,
         unready_after_failures: int = 3,
+        stream_retention_s: float | None = None,
+        trim_every_s: float = 30.0,
     ) -> None:
         self.client = client
         self.discovery: Discovery = discovery if discovery is not None else RedisDiscovery(client)
@@ -64,6 +70,11 @@ class Controller:
         self.poll_s = poll_s
         self.retry_s = retry_s
         self.unready_after_failures = unready_after_failures
+        if stream_retention_s is None:
+            stream_retention_s = float(os.environ.get(STREAM_RETENTION_ENV, DEFAULT_STREAM_RETENTION_S))
+        self.stream_retention_s = stream_retention_s
+        self.trim_every_s = trim_every_s
+        self._next_trim = 0.0
         self.tick_failures = 0  # consecutive failed ticks of the loop
         self.last_tick_error: str | None = None
         self._unreadable_seen: set[str] = set()
@@ -126,11 +137,16 @@ class Controller:
         return f"scheduler ticks failing ({failures} in a row): {self.last_tick_error}"
 
     def tick(self, block_ms: int = 0) -> None:
-        """One round of the loop: activate/advance, then take in scored eval groups (without blocking when a
-        submit is waiting for the next round)."""
+        """One round of the loop: activate/advance, take in scored eval groups (without blocking when a
+        submit is waiting for the next round), and now and then trim the streams."""
         self._wake.clear()
         self.schedule()
         self.consume_evals(block_ms=0 if self._wake.is_set() else block_ms)
+        if time.monotonic() >= self._next_trim:
+            self._next_trim = time.monotonic() + self.trim_every_s
+            trimmed = self.trim_streams()
+            if trimmed:
+                log.info("trimmed %d consumed stream entries", trimmed)
 
     # --- the public operations -------------------------------------------------------------------------
 
@@ -178,7 +194,7 @@ class Controller:
             pipe.execute()
         if active_run_id(self.client) == record.id:
             self.client.delete(keys.ACTIVE_RUN)
-        self._forget_problems(record.id)
+        self._run_ended(record.id)
         if error is None:
             log.info("run %s %s", record.id, state)
         else:
@@ -323,7 +339,7 @@ class Controller:
         self.client.lrem(keys.RUN_QUEUE, 0, run_id)
         if active_run_id(self.client) == run_id:
             self.client.delete(keys.ACTIVE_RUN)
-        self._forget_problems(run_id)
+        self._run_ended(run_id)
         if run_id not in self._unreadable_seen:
             if len(self._unreadable_seen) > 10_000:
                 self._unreadable_seen.clear()
@@ -344,9 +360,19 @@ class Controller:
         return {str(dataset.name): self._load(record, f"eval:{dataset.name}", dataset)
                 for dataset in record.spec.data.eval}
 
-    def _forget_problems(self, run_id: str) -> None:
+    def _run_ended(self, run_id: str) -> None:
+        """Drop what a finished run holds: its datasets in memory, and (after the retention period, so that a
+        late redelivery is still recognised) its idempotency sets in Redis."""
         for key in [key for key in self._problems if key[0] == run_id]:
             del self._problems[key]
+        with self.client.pipeline(transaction=False) as pipe:
+            for stage in keys.DONE_STAGES:
+                pipe.expire(keys.done_key(run_id, stage), max(1, int(self.stream_retention_s)))
+            pipe.execute()
+
+    def trim_streams(self) -> int:
+        """Delete stream entries every group has acked and that are older than the retention period."""
+        return sum(trim_consumed(self.client, stream, self.stream_retention_s) for stream in keys.STREAM_GROUPS)
 
     def _policy_path(self, record: RunRecord, version: int) -> str:
         if version == 0:
@@ -442,7 +468,7 @@ class Controller:
             pipe.execute()
         if active_run_id(self.client) == record.id:
             self.client.delete(keys.ACTIVE_RUN)
-        self._forget_problems(record.id)
+        self._run_ended(record.id)
         log.info("run %s succeeded", record.id)
 
     # --- evaluation results ----------------------------------------------------------------------------

@@ -49,6 +49,9 @@ def run_eval_key(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:eval"
 
 
+DONE_STAGES = ("generate", "verify", "reward")  # the stages that keep an idempotency record per run
+
+
 def done_key(run_id: str, stage: str) -> str:
     """Set of prompt ids a stage has already forwarded: the idempotency record of that stage."""
     return f"{PREFIX}:run:{run_id}:done:{stage}"

@@ -206,7 +206,8 @@ class GeneratorService:
         self.stale_runs = StaleRunFilter(self.client)
         self.tasks_dropped_stale = 0
         self.queue: StreamQueue[types_pb2.PromptTask] = StreamQueue(
-            self.client, keys.PROMPTS, keys.GENERATORS_GROUP, generator_id, types_pb2.PromptTask
+            self.client, keys.PROMPTS, keys.GENERATORS_GROUP, generator_id, types_pb2.PromptTask,
+            owner_service="generator",
         )
         self.server = ServiceServer(f"0.0.0.0:{grpc_port}", "semirl.v1.GeneratorService")
         from semirl.generator.grpc_api import GeneratorServicer

@@ -131,7 +131,8 @@ class VerifierService:
         self.scorer = Scorer(timeout_s)
         self.metrics = VerifierMetrics(self.scorer)
         self.queue: StreamQueue[types_pb2.SampleGroup] = StreamQueue(
-            self.client, keys.TO_VERIFY, keys.VERIFIERS_GROUP, verifier_id, types_pb2.SampleGroup
+            self.client, keys.TO_VERIFY, keys.VERIFIERS_GROUP, verifier_id, types_pb2.SampleGroup,
+            owner_service="verifier",
         )
         self.server = ServiceServer(f"0.0.0.0:{grpc_port}", "semirl.v1.VerifierService")
         self.server.add(verifier_pb2_grpc.add_VerifierServiceServicer_to_server,
