@@ -1,9 +1,10 @@
 """Run records, the run queue, step metrics and eval bookkeeping in Redis (no HTTP, no scheduling).
 
 The controller is the only writer of run records. Everything here is keyed by `semirl.core.keys`.
-Eval bookkeeping lives in the hash `run_eval_key(run_id)`: field `round:<step>` = the released round
-(`EvalRound`: policy version, path, prompts and samples per set), field `res:<prompt_id>` = one scored eval
-prompt (`PromptOutcome`, idempotent on redelivery).
+Eval bookkeeping lives in two hashes: `run_eval_key(run_id)` field `round:<step>` = the released round
+(`EvalRound`: policy version, path, prompts and samples per set), read on every scheduler round, and
+`run_eval_results_key(run_id)` field `<prompt_id>` = one scored eval prompt (`PromptOutcome`, idempotent on
+redelivery; thousands per run), read only when scored groups arrive and dropped when the run ends.
 """
 
 from __future__ import annotations
@@ -231,13 +232,12 @@ class Registry:
 
     def eval_results(self, run_id: str) -> dict[str, PromptOutcome]:
         """Scored eval prompts by prompt id."""
-        raw = self.client.hgetall(keys.run_eval_key(run_id))
-        return {_text(f)[4:]: PromptOutcome.model_validate_json(v) for f, v in raw.items()
-                if _text(f).startswith("res:")}
+        raw = self.client.hgetall(keys.run_eval_results_key(run_id))
+        return {_text(f): PromptOutcome.model_validate_json(v) for f, v in raw.items()}
 
     def record_eval_result(self, run_id: str, prompt_id: str, outcome: PromptOutcome) -> bool:
         """Store a scored eval prompt; False when it was already stored (a redelivery)."""
-        return bool(self.client.hsetnx(keys.run_eval_key(run_id), f"res:{prompt_id}", outcome.model_dump_json()))
+        return bool(self.client.hsetnx(keys.run_eval_results_key(run_id), prompt_id, outcome.model_dump_json()))
 
     def ensure_groups(self) -> None:
         """Create every stream's consumer group (from the start) so backlog lag is counted before workers join."""

@@ -362,12 +362,14 @@ class Controller:
 
     def _run_ended(self, run_id: str) -> None:
         """Drop what a finished run holds: its datasets in memory, and (after the retention period, so that a
-        late redelivery is still recognised) its idempotency sets in Redis."""
+        late redelivery is still recognised) its idempotency sets and per-prompt eval results in Redis."""
         for key in [key for key in self._problems if key[0] == run_id]:
             del self._problems[key]
+        retention = max(1, int(self.stream_retention_s))
         with self.client.pipeline(transaction=False) as pipe:
             for stage in keys.DONE_STAGES:
-                pipe.expire(keys.done_key(run_id, stage), max(1, int(self.stream_retention_s)))
+                pipe.expire(keys.done_key(run_id, stage), retention)
+            pipe.expire(keys.run_eval_results_key(run_id), retention)  # summed up in the record's evals
             pipe.execute()
 
     def trim_streams(self) -> int:

@@ -46,7 +46,13 @@ def run_steps_key(run_id: str) -> str:
 
 
 def run_eval_key(run_id: str) -> str:
+    """Hash of the run's released eval rounds."""
     return f"{PREFIX}:run:{run_id}:eval"
+
+
+def run_eval_results_key(run_id: str) -> str:
+    """Hash of the run's scored eval prompts (per-prompt state, dropped when the run ends)."""
+    return f"{PREFIX}:run:{run_id}:eval:results"
 
 
 DONE_STAGES = ("generate", "verify", "reward")  # the stages that keep an idempotency record per run
