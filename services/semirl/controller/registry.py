@@ -197,19 +197,19 @@ class Registry:
             pipe.rpush(keys.run_metrics_key(report.run_id), json.dumps(metrics))
             pipe.execute()
 
-    def drop_steps_from(self, run_id: str, step: int) -> None:
-        """Forget the reports of steps >= `step` (one entry per step, in order): a resumed trainer replays them."""
+    def drop_steps_from(self, run_id: str, step: int) -> list[controller_pb2.StepReport]:
+        """Forget the reports of steps >= `step` (one entry per step, in order): a resumed trainer replays them.
+        Returns the dropped reports (only those are read: a replay costs what it replays, not the run's length)."""
+        steps, metrics = keys.run_steps_key(run_id), keys.run_metrics_key(run_id)
         with self.client.pipeline(transaction=True) as pipe:
-            for key in (keys.run_steps_key(run_id), keys.run_metrics_key(run_id)):
+            pipe.lrange(steps, max(0, step - 1), -1)
+            for key in (steps, metrics):
                 if step <= 1:
                     pipe.delete(key)  # LTRIM 0 -1 would keep everything
                 else:
                     pipe.ltrim(key, 0, step - 2)
-            pipe.execute()
-
-    def step_reports(self, run_id: str) -> list[controller_pb2.StepReport]:
-        raw = self.client.lrange(keys.run_steps_key(run_id), 0, -1)
-        return [json_format.Parse(r, controller_pb2.StepReport()) for r in raw]
+            dropped = pipe.execute()[0]
+        return [json_format.Parse(r, controller_pb2.StepReport()) for r in dropped]
 
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
         return [json.loads(r) for r in self.client.lrange(keys.run_metrics_key(run_id), 0, -1)]

@@ -253,15 +253,15 @@ class Controller:
                 return True
             if record.state in ("cancelled", "failed"):
                 return True
+            counters = Counter(record.counters)  # kept incrementally: a report costs O(1) in the run's length
             if report.step <= record.step:  # a resumed trainer replays the steps after its checkpoint
-                self.registry.drop_steps_from(report.run_id, int(report.step))
+                for dropped in self.registry.drop_steps_from(report.run_id, int(report.step)):
+                    counters.subtract(_group_outcome(group) for group in dropped.groups)
             self.registry.append_step(report)
+            counters.update(_group_outcome(group) for group in report.groups)
             record.step = int(report.step)
             record.resumed_from_step = max(record.resumed_from_step, int(report.resumed_from_step))
-            counters = Counter({k: v for k, v in record.counters.items() if not k.startswith("groups_")})
-            for stored in self.registry.step_reports(report.run_id):
-                counters.update(_group_outcome(group) for group in stored.groups)
-            record.counters = dict(counters)
+            record.counters = {name: count for name, count in counters.items() if count}
             self.registry.save(record)
             return False
 
