@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from test_controller_api import post_json, spec_dict
+from test_controller_api import post_json, spec_dict, with_change
 
 from semirl.controller.app import MAX_BODY_BYTES, MAX_ERRORS
 from semirl.core import keys
@@ -49,14 +49,10 @@ def test_a_422_lists_a_bounded_number_of_errors(http: TestClient) -> None:
 
 def test_paths_the_os_refuses_are_validation_errors(http: TestClient, files: dict[str, Path]) -> None:
     for bad in ("a" * 300, "x/" + "b" * 1000 + "/model", "nul\x00byte"):
-        for field in ("model", "train"):
-            spec = spec_dict(files)
-            if field == "model":
-                spec["model"]["path"] = bad
-            else:
-                spec["data"]["train"]["path"] = bad
-            response = post_json(http, spec)
+        for field in ("model.path", "data.train.path", "checkpoint.subdir"):
+            response = post_json(http, with_change(spec_dict(files), field, bad))
             assert response.status_code == 422, (field, bad[:20], response.text[:300])
+            assert response.json()["detail"][0]["loc"] == ["body", *field.split(".")]
 
 
 @pytest.mark.parametrize("run_id", ["x:eval", "a:b:c", "..", "-x"])

@@ -11,35 +11,47 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match, Route
 
 from semirl.core import keys
 from semirl.core.runstate import RunRecord, RunRecordUnreadable
+from semirl.spec import RunSpec
 
 from .registry import SpecRejected, decode_body, validate_spec
 from .scheduler import Controller
-from .views import RunView, ServicesView
+from .views import Health, NotReady, Problem, RunList, RunStatus, RunView, ServicesView, SpecErrors
 
+# The demo's spec (examples/tiny-math-dpo.yaml) cut to what a spec needs; paths are the controller's.
+RUN_SPEC_EXAMPLE = {
+    "name": "tiny-math-dpo",
+    "model": {"path": ".semirl/tiny/model"},
+    "data": {"train": {"path": ".semirl/tiny/data/train.jsonl"}},
+    "sync": {"interval": 4},
+    "train": {"steps": 60, "batch_prompts": 32},
+}
 SPEC_BODY = {
     "required": True,
-    "content": {
-        "application/json": {"schema": {"type": "object"}},
-        "application/yaml": {"schema": {"type": "object"}},
-        "text/yaml": {"schema": {"type": "object"}},
-    },
-    "description": "A RunSpec as JSON or YAML (chosen by Content-Type).",
+    "content": {media: {"schema": {"$ref": "#/components/schemas/RunSpec"}, "example": RUN_SPEC_EXAMPLE}
+                for media in ("application/json", "application/yaml")},
+    "description": "A RunSpec as JSON or YAML (chosen by Content-Type; text/yaml and any other type is read as YAML). "
+                   "Paths must exist on the controller, and a spec is also checked across fields (e.g. eval.every "
+                   "against sync.interval): 422 otherwise.",
 }
-UNKNOWN_RUN = {404: {"description": "No run has this id."}}
-NEEDS_TOKEN = {401: {"description": "An API token is configured and the request lacks it or has another one."}}
-UNREADABLE_RUN = {409: {"description": "The run's stored record does not load; the run counts as failed."}}
-BAD_SPEC = {422: {"description": "The spec is invalid: `detail` lists {loc, msg, type}, loc naming the field "
-                   "(at most 50 errors, each message at most 500 characters)."}}
-TOO_LARGE = {413: {"description": "The body is larger than the limit (1 MiB; a run spec is a few KB)."}}
+UNKNOWN_RUN = {404: {"model": Problem, "description": "No run has this id."}}
+NEEDS_TOKEN = {401: {"model": Problem, "description": "The request lacks the API token or has another one."}}
+UNREADABLE_RUN = {409: {"model": Problem,
+                        "description": "The run's stored record does not load; the run counts as failed."}}
+BAD_SPEC = {422: {"model": SpecErrors, "description": "The spec is invalid: `detail` lists {loc, msg, type}, loc "
+                  "naming the field (at most 50 errors, each message at most 500 characters)."}}
+TOO_LARGE = {413: {"model": Problem,
+                   "description": "The body is larger than the limit (1 MiB; a run spec is a few KB)."}}
 MAX_BODY_BYTES = 1 << 20
 MAX_ERRORS = 50
 MAX_ERROR_CHARS = 500
@@ -73,13 +85,11 @@ def bounded_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return shown
 
 
-def bearer_token_guard(token: str | None):
-    """A FastAPI dependency that accepts the request only with the configured token (none: always accepts)."""
+def bearer_token_guard(token: str) -> Callable[..., None]:
+    """A FastAPI dependency that accepts the request only with `token`."""
     scheme = HTTPBearer(auto_error=False, description="The controller's API token (mutating endpoints only).")
 
     def guard(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
-        if not token:
-            return
         if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
             raise HTTPException(status_code=401, detail="missing or wrong API token (Authorization: Bearer …)",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -88,12 +98,25 @@ def bearer_token_guard(token: str | None):
 
 
 def create_app(controller: Controller, *, api_token: str | None = None) -> FastAPI:
-    authorized = Depends(bearer_token_guard(api_token))
+    # Without a token nothing is checked, so the schema declares no security and no 401 either.
+    guarded: dict[str, Any] = {"dependencies": [Depends(bearer_token_guard(api_token))]} if api_token else {}
+    needs_token = NEEDS_TOKEN if api_token else {}
     app = FastAPI(
         title="semirl controller",
         version="0.1.0",
         description="Submit and follow semi-online RL runs (DPO). Runs execute one at a time, in order.",
+        exception_handlers={405: method_not_allowed},
     )
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema plus RunSpec as validation reads it: the body of POST /v1/runs (SPEC_BODY)."""
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            spec = RunSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+            schema["components"]["schemas"].update({**spec.pop("$defs"), "RunSpec": spec})
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     def found(run_id: str) -> RunRecord:
         known_form(run_id)
@@ -111,12 +134,13 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
         if not RUN_ID.match(run_id):
             raise HTTPException(status_code=404, detail="unknown run (not a run id)")
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health)
     def healthz() -> dict[str, str]:
         """Liveness: the process serves HTTP (Redis being down is not a reason to restart the controller)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", responses={503: {
+    @app.get("/readyz", response_model=Health, responses={503: {
+        "model": NotReady,
         "description": "Redis does not answer, or the scheduler loop is not running or its ticks keep failing."}})
     def readyz() -> JSONResponse:
         """Readiness: Redis answers and the scheduler loop runs and its ticks succeed."""
@@ -138,8 +162,8 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
         """Ready replicas of each service and the generators the next Reload goes to."""
         return controller.services_view()
 
-    @app.post("/v1/runs", status_code=201, openapi_extra={"requestBody": SPEC_BODY}, dependencies=[authorized],
-              responses={**NEEDS_TOKEN, **TOO_LARGE, **BAD_SPEC})
+    @app.post("/v1/runs", status_code=201, response_model=RunStatus, openapi_extra={"requestBody": SPEC_BODY},
+              responses={**needs_token, **TOO_LARGE, **BAD_SPEC}, **guarded)
     async def submit(request: Request) -> Any:
         try:
             body = await read_body(request)
@@ -155,7 +179,7 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
             return JSONResponse(status_code=422, content={"detail": bounded_errors(rejected.errors)})
         return JSONResponse(status_code=201, content={"id": record.id, "state": record.state})
 
-    @app.get("/v1/runs")
+    @app.get("/v1/runs", response_model=RunList)
     def list_runs() -> dict[str, list[dict[str, Any]]]:
         """Every run in submission order; a run whose stored record does not load is listed as failed."""
         return {"runs": [_summary(entry) for entry in controller.registry.runs()]}
@@ -173,7 +197,8 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
             raise HTTPException(status_code=404, detail=f"unknown run {run_id}")
         return controller.registry.metrics(run_id)
 
-    @app.post("/v1/runs/{run_id}/cancel", dependencies=[authorized], responses={**NEEDS_TOKEN, **UNKNOWN_RUN})
+    @app.post("/v1/runs/{run_id}/cancel", response_model=RunStatus, responses={**needs_token, **UNKNOWN_RUN},
+              **guarded)
     def cancel(run_id: str) -> dict[str, Any]:
         """Cancel a queued or running run; a finished one (or one whose record does not load: failed) answers
         its state unchanged."""
@@ -187,6 +212,16 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
         return {"id": record.id, "state": record.state}
 
     return app
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """405 with an `Allow` naming every method of the path: Starlette's names only the first route that matched it
+    (`/v1/runs` has two)."""
+    allowed = {method for route in request.app.routes
+               if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
+               for method in route.methods or ()}
+    return JSONResponse(status_code=405, content={"detail": "Method Not Allowed"},
+                        headers={"Allow": ", ".join(sorted(allowed))})
 
 
 def _summary(entry: RunRecord | RunRecordUnreadable) -> dict[str, Any]:

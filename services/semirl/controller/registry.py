@@ -9,6 +9,7 @@ redelivery; thousands per run), read only when scored groups arrive and dropped 
 
 from __future__ import annotations
 
+import errno
 import json
 import secrets
 import time
@@ -94,7 +95,7 @@ def validate_spec(data: dict[str, Any], store: Path) -> RunSpec:
     try:
         RunCheckpoints(store, "probe", spec.checkpoint.subdir)
         ownership.check_subdir(store, spec.checkpoint.subdir)  # a run owns its directory
-    except CheckpointError as err:
+    except (CheckpointError, OSError, ValueError) as err:  # OSError, ValueError: a name the OS refuses
         problems.append(_error(("checkpoint", "subdir"), str(err)))
     if problems:
         raise SpecRejected(problems)
@@ -153,6 +154,11 @@ class Registry:
             ownership.claim_run_dir(self.client, self.store, run_id, run_dir)
         except ownership.DirectoryTaken as err:
             raise SpecRejected([_error(("checkpoint", "subdir"), str(err))]) from err
+        except OSError as err:  # a name the OS refuses shows only now, when the directory is made
+            if err.errno != errno.ENAMETOOLONG:
+                raise
+            problem = _error(("checkpoint", "subdir"), f"the OS refuses this directory: {err.strerror}")
+            raise SpecRejected([problem]) from err
         record = RunRecord(id=run_id, name=spec.name, spec=spec, run_dir=str(run_dir), policy_path=spec.model.path)
         with self.client.pipeline(transaction=True) as pipe:
             save_run(pipe, record)

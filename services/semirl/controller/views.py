@@ -1,4 +1,4 @@
-"""Response schemas of the REST API's read endpoints (what GET /v1/runs/{id} and /v1/services return)."""
+"""Response schemas of the REST API: the read views (GET /v1/runs/{id}, /v1/services) and every other body it sends."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from semirl.core.runstate import EvalResult, RunRecord
+from semirl.core.runstate import EvalResult, RunRecord, RunState
 
 
 class QueueDepth(BaseModel):
@@ -45,3 +45,52 @@ class RunView(RunRecord, ServicesView):
     latest_metrics: dict[str, Any] = Field(default_factory=dict, description="The trainer's newest step metrics.")
     queues: dict[str, QueueDepth] = Field(default_factory=dict)
     queue_position: int | None = Field(None, description="0-based place in the run queue while queued.")
+
+
+class Problem(BaseModel):
+    """An error: what was wrong with the request."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description='Where: "body" and the path of the field inside the spec.')
+    msg: str
+    type: str
+
+
+class SpecErrors(BaseModel):
+    """A rejected spec: at most 50 errors, each message at most 500 characters."""
+
+    detail: list[FieldError]
+
+
+class RunStatus(BaseModel):
+    """A run's id and state: the answer to a submission or a cancel."""
+
+    id: str
+    state: RunState
+    error: str | None = Field(None, description="Why the run failed (a cancel of a run whose record does not load).")
+
+
+class RunSummary(BaseModel):
+    id: str
+    name: str
+    state: RunState
+    step: int
+    policy_version: int
+    created_at: float | None = Field(description="Unix time; null when the run's record does not load.")
+    error: str | None
+
+
+class RunList(BaseModel):
+    runs: list[RunSummary] = Field(description="Every run in submission order.")
+
+
+class Health(BaseModel):
+    status: str = Field(description="'ok' (/healthz) or 'ready' (/readyz).")
+
+
+class NotReady(BaseModel):
+    status: str = Field(description="'not ready'.")
+    problems: list[str]
