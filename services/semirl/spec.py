@@ -168,6 +168,9 @@ class SamplingSpec(_Section):
     temperature: float = Field(1.0, ge=0.0, le=10.0, description="0..10.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(512, gt=0, le=MAX_TOKENS, description=f"Response length cap (at most {MAX_TOKENS:,}).")
+    seeded: bool = Field(False, description=(
+        "Give every training prompt its own sampling seed (derived from train.seed): its samples no longer depend "
+        "on how prompts are batched, at ~10% of vLLM's throughput. Evaluation prompts are always seeded."))
 
 
 class SyncSpec(_Section):
@@ -438,6 +441,12 @@ class RunSpec(BaseModel):
     @property
     def eval_max_tokens(self) -> int:
         return self.eval.max_tokens or self.sampling.max_tokens
+
+    @property
+    def sample_logprobs(self) -> bool:
+        """Whether the objective reads the generator's logprob of each sampled token (GRPO's importance ratio
+        against the behaviour policy); DPO recomputes every logprob it needs, so generators skip them."""
+        return self.algorithm == "grpo"
 
     def eval_steps(self) -> list[int]:
         """Trainer steps whose policy is evaluated: 0 (the seed), every eval.every steps, and the last."""

@@ -123,7 +123,7 @@ def test_generate_returns_n_samples_with_one_logprob_per_token(generator: Genera
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     request = generator_pb2.GenerateRequest(
         prompts=[PROMPT, "Compute 7 * 8"],
-        sampling=types_pb2.SamplingParams(n=3, temperature=1.0, top_p=1.0, max_tokens=10, seed=7),
+        sampling=types_pb2.SamplingParams(n=3, temperature=1.0, top_p=1.0, max_tokens=10, seed=7, logprobs=True),
         policy=types_pb2.PolicyRef(version=0, path=str(models.seed)),
     )
     response = stub.Generate(request, timeout=120)
@@ -172,12 +172,13 @@ def test_reload_changes_version_and_greedy_output(generator: Generator, models: 
 
 def _task(prompt_id: str, models: Models, version: int = 0,
           prompt_format: types_pb2.PromptFormat.ValueType = types_pb2.PROMPT_FORMAT_UNSPECIFIED,
-          path: Path | None = None) -> types_pb2.PromptTask:
+          path: Path | None = None, logprobs: bool = False) -> types_pb2.PromptTask:
     path = path or (models.seed if version == 0 else models.v2)
     return types_pb2.PromptTask(
         run_id="r1", prompt_id=prompt_id, attempt=0, purpose=types_pb2.TASK_PURPOSE_TRAIN, prompt=PROMPT,
         gold_answer="3", reward_source=types_pb2.REWARD_SOURCE_VERIFIER,
-        sampling=types_pb2.SamplingParams(n=2, temperature=1.0, top_p=0.9, max_tokens=8, seed=1),
+        sampling=types_pb2.SamplingParams(n=2, temperature=1.0, top_p=0.9, max_tokens=8, seed=1,
+                                          logprobs=logprobs),
         policy=types_pb2.PolicyRef(version=version, path=str(path)), window=0, prompt_format=prompt_format,
     )
 
@@ -223,7 +224,7 @@ def test_prompt_task_yields_exactly_one_sample_group(generator: Generator, model
     publish(client, keys.PROMPTS, _task("p-1", models, version=0))
     _wait_len(client, keys.TO_VERIFY, 1)
     publish(client, keys.PROMPTS, _task("p-1", models, version=0))  # a redelivery of the same prompt
-    publish(client, keys.PROMPTS, _task("p-2", models, version=2))
+    publish(client, keys.PROMPTS, _task("p-2", models, version=2, logprobs=True))
     _wait_len(client, keys.TO_VERIFY, 2)
     time.sleep(1.0)
     entries = client.xrange(keys.TO_VERIFY)
@@ -238,7 +239,11 @@ def test_prompt_task_yields_exactly_one_sample_group(generator: Generator, model
     assert by_prompt["p-1"].policy_version == 0 and by_prompt["p-2"].policy_version == 2
     for group in groups:
         assert group.generator_id == "gen-test" and len(group.samples) == 2
-        assert all(len(s.logprobs) == len(s.token_ids) > 0 for s in group.samples)
+        assert all(len(s.token_ids) > 0 for s in group.samples)
+    # Logprobs only where the task asks for them (an objective that reads the behaviour policy's).
+    assert all(len(s.logprobs) == len(s.token_ids) for s in by_prompt["p-2"].samples)
+    assert all(math.isfinite(lp) and lp <= 0.0 for s in by_prompt["p-2"].samples for lp in s.logprobs)
+    assert all(len(s.logprobs) == 0 for s in by_prompt["p-1"].samples)
     assert client.xlen(keys.TO_REWARD) == 0
     assert client.smembers(keys.done_key("r1", "generate")) == {b"p-1", b"p-2"}
     deadline = time.monotonic() + 10
@@ -288,7 +293,7 @@ def test_chat_and_raw_tasks_served_together(generator: Generator, models: Models
     assert raw.count(bos) == 1
     for group in groups.values():
         assert group.policy_version == 0 and len(group.samples) == 2
-        assert all(len(s.logprobs) == len(s.token_ids) > 0 for s in group.samples)
+        assert all(len(s.token_ids) > 0 for s in group.samples)
 
 
 def test_reload_notice_on_pubsub(generator: Generator, models: Models) -> None:

@@ -18,10 +18,10 @@ def _spec(interval: int | str, steps: int = 7, batch: int = 3, **extra: object) 
         "model": {"path": "/seed"},
         "data": {"train": {"path": "train.jsonl"}, "eval": {"path": "eval.jsonl"},
                  "prompt_template": "Q: {problem}\nA:"},
-        "sampling": {"n": 4, "temperature": 0.8, "top_p": 0.95, "max_tokens": 32},
         "sync": {"interval": interval},
         "train": {"steps": steps, "batch_prompts": batch, "seed": 5},
         "eval": {"samples_per_prompt": 2, "limit": 4, "max_tokens": 16},
+        "sampling": {"n": 4, "temperature": 0.8, "top_p": 0.95, "max_tokens": 32},
         **extra,
     })
 
@@ -71,9 +71,15 @@ def test_ids_unique_and_cover_every_slot(interval: int | str) -> None:
     assert set(ids) == {f"t{t}-{j}" for t in range(1, 8) for j in range(3)}
 
 
+def test_training_tasks_are_unseeded_and_ask_no_logprobs_by_default() -> None:
+    tasks = _all_tasks(_spec(3))
+    assert {t.sampling.seed for t in tasks} == {0} and not any(t.sampling.logprobs for t in tasks)
+
+
 def test_seeds_deterministic_distinct_and_nonzero() -> None:
-    first = {t.prompt_id: t.sampling.seed for t in _all_tasks(_spec(3))}
-    again = {t.prompt_id: t.sampling.seed for t in _all_tasks(_spec(3))}
+    seeded = {"n": 4, "temperature": 0.8, "top_p": 0.95, "max_tokens": 32, "seeded": True}
+    first = {t.prompt_id: t.sampling.seed for t in _all_tasks(_spec(3, sampling=seeded))}
+    again = {t.prompt_id: t.sampling.seed for t in _all_tasks(_spec(3, sampling=seeded))}
     assert first == again
     assert len(set(first.values())) == len(first) and 0 not in first.values()
     assert first["t1-0"] == task_seed(5, "t1-0")

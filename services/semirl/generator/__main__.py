@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default=os.environ.get("SEMIRL_GENERATOR_DTYPE", "float32"),
                         help="dtype when no run is active (a run's spec.model.dtype wins)")
     parser.add_argument("--max-model-len", type=int, default=int(os.environ.get("SEMIRL_MAX_MODEL_LEN", "512")))
-    parser.add_argument("--batch-size", type=int, default=int(os.environ.get("SEMIRL_GENERATOR_BATCH", "16")))
+    parser.add_argument("--batch-size", type=int, default=int(os.environ.get("SEMIRL_GENERATOR_BATCH", "64")))
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 

@@ -62,6 +62,7 @@ class Sampling:
     top_p: float = 1.0
     max_tokens: int = 128
     seed: int = 0  # 0 = unseeded
+    logprobs: bool = False  # return each sampled token's logprob
 
 
 @dataclass
@@ -203,7 +204,8 @@ class GenerationEngine:
     def generate(
         self, prompts: list[Prompt], sampling: list[Sampling] | Sampling
     ) -> list[tuple[list[int], list[Generated]]]:
-        """One (prompt_token_ids, samples) per prompt; every sample has one logprob per sampled token.
+        """One (prompt_token_ids, samples) per prompt; a sample has one logprob per sampled token when its
+        Sampling asked for them (none otherwise: vLLM then skips detokenizing a logprob token per position).
 
         The prompt token ids are those vLLM generated from: the chat-rendered ids of a CHAT prompt, vLLM's own
         tokenization of a RAW one. A prompt that cannot be rendered or that vLLM rejects raises PromptError.
@@ -246,11 +248,14 @@ class GenerationEngine:
             top_p=top_p,
             max_tokens=max(1, int(sampling.max_tokens or 128)),
             seed=int(sampling.seed) if sampling.seed else None,
-            logprobs=0,  # the sampled token's own logprob only
+            logprobs=0 if sampling.logprobs else None,  # 0: the sampled token's own logprob only
         )
 
 
 def _sampled_logprobs(token_ids: list[int], logprobs: Any) -> list[float]:
+    """One logprob per sampled token; none at all when they were not asked for."""
+    if logprobs is None:
+        return []
     if not logprobs:
         return [math.nan] * len(token_ids)
     values = []

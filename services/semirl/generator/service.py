@@ -118,6 +118,7 @@ def sampling_from_proto(params: types_pb2.SamplingParams) -> Sampling:
         top_p=params.top_p or 1.0,
         max_tokens=params.max_tokens or 128,
         seed=params.seed,
+        logprobs=params.logprobs,
     )
 
 
@@ -185,7 +186,7 @@ class GeneratorService:
         advertise_host: str = "127.0.0.1",
         model: str | None = None,
         engine_config: EngineConfig | None = None,
-        batch_size: int = 16,
+        batch_size: int = 64,  # tasks per engine call: a step of the paper (64 prompts) in one batch
         block_ms: int = 1000,
     ) -> None:
         self.generator_id = generator_id

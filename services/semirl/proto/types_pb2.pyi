@@ -44,18 +44,20 @@ ANSWER_FORMAT_LATEX: AnswerFormat
 ANSWER_FORMAT_BOXED: AnswerFormat
 
 class SamplingParams(_message.Message):
-    __slots__ = ("n", "temperature", "top_p", "max_tokens", "seed")
+    __slots__ = ("n", "temperature", "top_p", "max_tokens", "seed", "logprobs")
     N_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     n: int
     temperature: float
     top_p: float
     max_tokens: int
     seed: int
-    def __init__(self, n: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    logprobs: bool
+    def __init__(self, n: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., logprobs: _Optional[bool] = ...) -> None: ...
 
 class PolicyRef(_message.Message):
     __slots__ = ("version", "path")
