@@ -278,6 +278,57 @@ def test_service_trains_checkpoints_acks_and_resumes(
     assert set(state["consumed_prompt_ids"]) == {"t1-0", "t1-1", "t2-0", "t2-1", "t3-0", "t3-1"}
 
 
+def test_a_trainer_state_behind_the_committed_policy_resumes_safely(
+    tiny_model: Path, tmp_path: Path, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The policy is committed before the trainer state is written. If the trainer dies in between (here: the
+    state write of step 2 fails once, after v2 was committed), the retry resumes from an older state, replays
+    steps 1-2 on their still-pending groups, keeps the committed v2 untouched (generators may be loading it),
+    re-commits it harmlessly and goes on: nothing acked early, nothing trained twice in the end."""
+    spec = RunSpec.model_validate({
+        "name": "lag", "model": {"path": str(tiny_model)}, "data": {"train": {"path": "unused.jsonl"}},
+        "sync": {"interval": 2}, "train": {"steps": 3, "batch_prompts": 2, "micro_batch_pairs": 1},
+        "optim": {"lr": 1e-3},
+    })
+    run_id = "run-lag"
+    store = tmp_path / "store"
+    run_dir = store / "runs" / run_id
+    activate(redis_client, run_id, spec, run_dir, tiny_model)
+    controller = StandInController(redis_client)
+    write_state = TrainerCheckpoints.save_trainer_state
+    pending_at_failure: list[int] = []
+    v2_at_failure: list[int] = []
+
+    def dies_once(self: TrainerCheckpoints, driver: RankDriver, step: int, extra: dict) -> Path:
+        if step == 2 and not pending_at_failure:
+            pending_at_failure.append(pending_count(redis_client, keys.SCORED, keys.TRAINER_GROUP))
+            v2_at_failure.append((run_dir / "policy" / "v2").stat().st_ino)
+            raise OSError("the trainer pod died while writing its state")
+        return write_state(self, driver, step, extra)
+
+    monkeypatch.setattr(TrainerCheckpoints, "save_trainer_state", dies_once)
+    controller.on_commit.append(lambda r: _publish_step(redis_client, run_id, spec, 3) if r.policy.version == 2
+                                else None)
+    server = controller_server(controller)
+    try:
+        _publish_step(redis_client, run_id, spec, 1)
+        _publish_step(redis_client, run_id, spec, 2)
+        with running_trainer(redis_url(redis_client), store, server.port, "trainer-t"):
+            wait_for(lambda: any(c.final for c in controller.commits))
+    finally:
+        server.stop()
+
+    assert pending_at_failure == [4]  # v2 committed, its groups still pending: a restart can replay them
+    assert [(c.policy.version, c.final) for c in controller.commits] == [(2, False), (2, False), (3, True)]
+    assert [r.step for r in controller.reports] == [1, 2, 1, 2, 3]
+    assert (run_dir / "policy" / "v2").stat().st_ino == v2_at_failure[0]  # the committed v2 kept, not replaced
+    verify(run_dir / "policy" / "v2")
+    assert sorted(p.name for p in (run_dir / "trainer").iterdir()) == ["step2", "step3"]
+    state = json.loads((run_dir / "trainer" / "step3" / STATE_FILE).read_text())
+    assert set(state["consumed_prompt_ids"]) == {"t1-0", "t1-1", "t2-0", "t2-1", "t3-0", "t3-1"}
+    assert pending_count(redis_client, keys.SCORED, keys.TRAINER_GROUP) == 0
+
+
 def test_service_stops_a_cancelled_run(tiny_model: Path, tmp_path: Path, redis_client: redis.Redis) -> None:
     spec = RunSpec.model_validate({
         "name": "svc", "model": {"path": str(tiny_model)}, "data": {"train": {"path": "unused.jsonl"}},

@@ -30,20 +30,22 @@ class TrainerStatus(_message.Message):
     def __init__(self, trainer_id: _Optional[str] = ..., run_id: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., policy_version: _Optional[int] = ..., resumed_from_step: _Optional[int] = ..., state: _Optional[str] = ...) -> None: ...
 
 class RankCommand(_message.Message):
-    __slots__ = ("idle", "start_run", "train_step", "save_state", "end_run", "shutdown")
+    __slots__ = ("idle", "start_run", "train_step", "save_state", "end_run", "shutdown", "gather_policy")
     IDLE_FIELD_NUMBER: _ClassVar[int]
     START_RUN_FIELD_NUMBER: _ClassVar[int]
     TRAIN_STEP_FIELD_NUMBER: _ClassVar[int]
     SAVE_STATE_FIELD_NUMBER: _ClassVar[int]
     END_RUN_FIELD_NUMBER: _ClassVar[int]
     SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
+    GATHER_POLICY_FIELD_NUMBER: _ClassVar[int]
     idle: RankIdle
     start_run: RankStartRun
     train_step: RankTrainStep
     save_state: RankSaveState
     end_run: RankEndRun
     shutdown: RankShutdown
-    def __init__(self, idle: _Optional[_Union[RankIdle, _Mapping]] = ..., start_run: _Optional[_Union[RankStartRun, _Mapping]] = ..., train_step: _Optional[_Union[RankTrainStep, _Mapping]] = ..., save_state: _Optional[_Union[RankSaveState, _Mapping]] = ..., end_run: _Optional[_Union[RankEndRun, _Mapping]] = ..., shutdown: _Optional[_Union[RankShutdown, _Mapping]] = ...) -> None: ...
+    gather_policy: RankGatherPolicy
+    def __init__(self, idle: _Optional[_Union[RankIdle, _Mapping]] = ..., start_run: _Optional[_Union[RankStartRun, _Mapping]] = ..., train_step: _Optional[_Union[RankTrainStep, _Mapping]] = ..., save_state: _Optional[_Union[RankSaveState, _Mapping]] = ..., end_run: _Optional[_Union[RankEndRun, _Mapping]] = ..., shutdown: _Optional[_Union[RankShutdown, _Mapping]] = ..., gather_policy: _Optional[_Union[RankGatherPolicy, _Mapping]] = ...) -> None: ...
 
 class RankIdle(_message.Message):
     __slots__ = ()
@@ -68,6 +70,12 @@ class RankTrainStep(_message.Message):
     step: int
     groups: _containers.RepeatedCompositeFieldContainer[_types_pb2.ScoredGroup]
     def __init__(self, step: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[_types_pb2.ScoredGroup, _Mapping]]] = ...) -> None: ...
+
+class RankGatherPolicy(_message.Message):
+    __slots__ = ("step",)
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    def __init__(self, step: _Optional[int] = ...) -> None: ...
 
 class RankSaveState(_message.Message):
     __slots__ = ("step", "directory")

@@ -5,9 +5,11 @@ docs/architecture.md, checkpoints.
 Every directory is written through `staged_directory` (temporary sibling, MANIFEST.json, atomic rename), so a
 reader never sees a half-written checkpoint. With several ranks, every rank writes its DeepSpeed shards into rank
 0's staging directory — the store is one shared filesystem (the chart's ReadWriteMany claim) — and rank 0 renames
-it once all have written. The trainer directory is renamed last, so a trainer checkpoint always has its policy
-version beside it. Committing to the controller and acking the stream entries the checkpoint covers are the
-service's job, in that order, after these writes return.
+it once all have written. The policy version is written first and committed at once; the trainer state (the
+bulk of the bytes: optimizer and reference) follows, so a trainer checkpoint always has its policy version beside
+it, and a restart may resume from a trainer state older than the committed policy (it replays the steps between
+on their still-pending groups). Committing to the controller and acking the stream entries a trainer state
+covers are the service's job.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from semirl.controller.ownership import manifest_run_id, marker_run_id, recorded_run_id
-from semirl.core.checkpoints import MANIFEST, RunCheckpoints, staged_directory, verify
+from semirl.core.checkpoints import MANIFEST, CheckpointError, RunCheckpoints, staged_directory, verify
 from semirl.trainer.engine import TrainingEngine
 from semirl.trainer.ranks import RankDriver
 
@@ -53,21 +55,53 @@ class TrainerCheckpoints:
         self.seed_model_path = Path(seed_model_path)
 
     def save(self, driver: RankDriver, step: int, extra_state: dict[str, Any]) -> Path:
-        """Policy version `step` and the trainer state of `step` (every rank writes its shards); the policy dir."""
+        """Policy version `step`, then the trainer state of `step` (the order of a checkpoint without a commit
+        between); the policy directory."""
+        policy_dir = self.save_policy(driver, step)
+        self.save_trainer_state(driver, step, extra_state)
+        return policy_dir
+
+    def save_policy(self, driver: RankDriver, step: int) -> Path:
+        """Policy version `step` in HF format (rank 0 gathers the weights), what generators load.
+
+        A valid version `step` of this run that is already there is kept: it was written before a restart and
+        may be committed and loading in generators now. The replay that reaches `step` again trains on the same
+        groups, so its weights differ from the kept ones only by the nondeterminism of the replay."""
+        engine = self._engine_at(driver, step)
+        policy_dir = self.paths.policy_dir(step)
+        if policy_dir.is_dir():
+            try:
+                verify(policy_dir)
+            except CheckpointError:
+                pass  # torn or corrupt: written anew below
+            else:
+                if manifest_run_id(policy_dir) == self.run_id:
+                    log.info("policy v%d of %s is already written (before a restart); keeping it", step, self.run_id)
+                    return policy_dir
+        weights = driver.gather_policy(step)
+        assert weights is not None, "rank 0 gathers the policy weights"
+        with staged_directory(policy_dir, {"run_id": self.run_id, "version": step}) as staging:
+            engine.write_policy(staging, weights)
+            copy_model_side_files(self.seed_model_path, staging)
+        return policy_dir
+
+    def save_trainer_state(self, driver: RankDriver, step: int, extra_state: dict[str, Any]) -> Path:
+        """The trainer state of `step` (every rank writes its DeepSpeed shards), what a restart resumes from. It
+        goes after the policy's commit, off the generators' critical path (docs/architecture.md, decision 32)."""
+        engine = self._engine_at(driver, step)
+        state = {**engine.state(), **extra_state, "run_id": self.run_id}
+        with staged_directory(self.paths.trainer_dir(step), {"run_id": self.run_id, "step": step}) as staging:
+            driver.save_state(step, staging)
+            (staging / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
+        return self.paths.trainer_dir(step)
+
+    @staticmethod
+    def _engine_at(driver: RankDriver, step: int) -> TrainingEngine:
         engine = driver.worker.engine
         assert engine is not None
-        state = {**engine.state(), **extra_state, "run_id": self.run_id}
-        if state["step"] != step:
-            raise ValueError(f"engine is at step {state['step']}, not {step}")
-        policy_final = self.paths.policy_dir(step)
-        with staged_directory(self.paths.trainer_dir(step), {"run_id": self.run_id, "step": step}) as staging:
-            weights = driver.save_state(step, staging)
-            assert weights is not None, "rank 0 gathers the policy weights"
-            with staged_directory(policy_final, {"run_id": self.run_id, "version": step}) as policy_staging:
-                engine.write_policy(policy_staging, weights)
-                copy_model_side_files(self.seed_model_path, policy_staging)
-            (staging / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
-        return policy_final
+        if engine.step != step:
+            raise ValueError(f"engine is at step {engine.step}, not {step}")
+        return engine
 
     def latest_step(self) -> int | None:
         return self.paths.latest_valid_trainer_step()

@@ -259,14 +259,17 @@ class RunTrainer:
     def _checkpoint(self, step: int) -> None:
         self.status.update(state="checkpointing")
         start = time.monotonic()
-        policy_dir = self.checkpoints.save(self.driver, step, {
-            "consumed_prompt_ids": sorted(self.intake.consumed), "counters": dict(self.intake.counters),
-        })
+        policy_dir = self.checkpoints.save_policy(self.driver, step)
         final = step == self.spec.train.steps
         if final:
             self.checkpoints.save_final(policy_dir)
+        extra_state = {"consumed_prompt_ids": sorted(self.intake.consumed), "counters": dict(self.intake.counters)}
+        try:
+            self.controller.commit(self.run_id, step, policy_dir, final=final)
+            self.metrics.commit_seconds.observe(time.monotonic() - start)
+        finally:  # a failed commit is retried from this trainer state, as before the split
+            self.checkpoints.save_trainer_state(self.driver, step, extra_state)
         self.metrics.checkpoint_seconds.observe(time.monotonic() - start)
-        self.controller.commit(self.run_id, step, policy_dir, final=final)
         acked = self._through_outages(lambda: self.intake.queue.ack(self.unacked), f"acking step {step}")
         self.intake.released(self.unacked)
         self.unacked = []

@@ -74,8 +74,10 @@ class TrainerMetrics:
                                       "update)", registry=r, buckets=buckets)
         self.wait_seconds = Histogram("semirl_trainer_wait_seconds", "Time a step waited for its scored groups",
                                       registry=r, buckets=buckets)
-        self.checkpoint_seconds = Histogram("semirl_trainer_checkpoint_write_seconds", "Time to write a checkpoint "
-                                            "(policy, trainer state, final/)", registry=r, buckets=buckets)
+        self.checkpoint_seconds = Histogram("semirl_trainer_checkpoint_write_seconds", "Time of a whole checkpoint "
+                                            "(policy, final/, commit, trainer state)", registry=r, buckets=buckets)
+        self.commit_seconds = Histogram("semirl_trainer_commit_seconds", "Time from a checkpoint's start to its "
+                                        "policy's commit (what generators wait for)", registry=r, buckets=buckets)
         self.checkpoints = PromCounter("semirl_trainer_checkpoints", "Checkpoints written and committed", registry=r)
         self.pairs = PromCounter("semirl_trainer_pairs", "Preference pairs trained on", registry=r)
         self.groups_trained = PromCounter("semirl_trainer_groups_trained", "Groups that gave pairs to a step",

@@ -36,8 +36,11 @@ class RankWorker:
             return self._start_run(command.start_run)
         if kind == "train_step":
             return self._train_step(command.train_step)
+        if kind == "gather_policy":
+            return self._engine().policy_state_dict()
         if kind == "save_state":
-            return self._save_state(command.save_state)
+            self._engine().save_state(Path(command.save_state.directory))
+            return None
         if kind in ("end_run", "shutdown"):
             self._end_run()
         return None
@@ -58,13 +61,6 @@ class RankWorker:
         if engine.step + 1 != command.step:
             raise RuntimeError(f"rank {self.ranks.rank} is at step {engine.step}, asked to train step {command.step}")
         return batch, engine.train_step(batch)
-
-    def _save_state(self, command: trainer_pb2.RankSaveState) -> dict[str, Any] | None:
-        """Gather the policy (collective at ZeRO-3; rank 0 gets the weights) and write this rank's state."""
-        engine = self._engine()
-        policy = engine.policy_state_dict()
-        engine.save_state(Path(command.directory))
-        return policy
 
     def _engine(self) -> TrainingEngine:
         if self.engine is None:
@@ -112,9 +108,13 @@ class RankDriver:
     def train_step(self, step: int, groups: list[Any]) -> tuple[StepExamples, dict[str, float]]:
         return self.run(trainer_pb2.RankCommand(train_step=trainer_pb2.RankTrainStep(step=step, groups=groups)))
 
-    def save_state(self, step: int, directory: Path) -> dict[str, Any] | None:
-        return self.run(trainer_pb2.RankCommand(
-            save_state=trainer_pb2.RankSaveState(step=step, directory=str(directory))))
+    def gather_policy(self, step: int) -> dict[str, Any] | None:
+        """The policy's full weights on rank 0 (None on the other ranks)."""
+        return self.run(trainer_pb2.RankCommand(gather_policy=trainer_pb2.RankGatherPolicy(step=step)))
+
+    def save_state(self, step: int, directory: Path) -> None:
+        """Every rank writes its DeepSpeed state into `directory`."""
+        self.run(trainer_pb2.RankCommand(save_state=trainer_pb2.RankSaveState(step=step, directory=str(directory))))
 
     def end_run(self) -> None:
         self.run(trainer_pb2.RankCommand(end_run=trainer_pb2.RankEndRun()))
