@@ -197,6 +197,12 @@ def test_semi_online_windows_wait_for_commits_and_fan_out_reloads(
             notice = generator_pb2.ReloadRequest.FromString(message["data"])
     assert notice is not None and notice.policy.version == 2 and notice.run_id == run_id
 
+    # The first step trained on v2 carries the generators' load time of it; steps inside a window do not.
+    for step in (2, 3, 4):
+        stub.ReportStep(controller_pb2.StepReport(run_id=run_id, step=step, metrics={"loss": 1.0}), timeout=10)
+    metrics = {m["step"]: m for m in controller.registry.metrics(run_id)}
+    assert metrics[3]["reload_s"] == pytest.approx(0.01) and "reload_s" not in metrics[2] | metrics[4]
+
     # A repeated commit (trainer retry) changes nothing.
     assert commit(stub, run_id, v2, 2).committed
     assert len(tasks(redis_client, run_id)) == 8 and load_run(redis_client, run_id).syncs == 1

@@ -321,6 +321,11 @@ def test_a_trainer_state_behind_the_committed_policy_resumes_safely(
     assert pending_at_failure == [4]  # v2 committed, its groups still pending: a restart can replay them
     assert [(c.policy.version, c.final) for c in controller.commits] == [(2, False), (2, False), (3, True)]
     assert [r.step for r in controller.reports] == [1, 2, 1, 2, 3]
+    # Where each step's time went: its own compute, and the parts of the checkpoint before it.
+    last = controller.reports[-1].metrics
+    assert last["time_forward_backward_s"] > 0 and last["time_optimizer_s"] > 0 and last["time_reference_s"] > 0
+    assert all(last[part] > 0 for part in ("checkpoint_policy_s", "checkpoint_commit_s", "checkpoint_state_s"))
+    assert "checkpoint_policy_s" not in controller.reports[-2].metrics  # step 2 follows no checkpoint
     assert (run_dir / "policy" / "v2").stat().st_ino == v2_at_failure[0]  # the committed v2 kept, not replaced
     verify(run_dir / "policy" / "v2")
     assert sorted(p.name for p in (run_dir / "trainer").iterdir()) == ["step2", "step3"]

@@ -30,6 +30,9 @@ class ReloadOutcome:
     endpoint: str
     ok: bool
     detail: str = ""
+    run_id: str = ""
+    version: int = -1
+    seconds: float = 0.0  # the generator's own load time (0 when it had the version already)
 
 
 def _reload_one(generator_id: str, endpoint: str, request: generator_pb2.ReloadRequest,
@@ -38,11 +41,12 @@ def _reload_one(generator_id: str, endpoint: str, request: generator_pb2.ReloadR
         with channel(endpoint) as chan:
             response = generator_pb2_grpc.GeneratorServiceStub(chan).Reload(request, timeout=timeout_s)
         return ReloadOutcome(generator_id, endpoint, True,
-                             f"v{response.policy_version} in {response.seconds:.2f}s reloaded={response.reloaded}")
+                             f"v{response.policy_version} in {response.seconds:.2f}s reloaded={response.reloaded}",
+                             request.run_id, int(request.policy.version), float(response.seconds))
     except grpc.RpcError as err:
         code = err.code() if hasattr(err, "code") else None
         log.warning("generator %s at %s did not reload (%s)", generator_id, endpoint, code)
-        return ReloadOutcome(generator_id, endpoint, False, str(code))
+        return ReloadOutcome(generator_id, endpoint, False, str(code), request.run_id, int(request.policy.version))
 
 
 class ReloadDispatcher:

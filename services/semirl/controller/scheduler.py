@@ -257,6 +257,7 @@ class Controller:
             if report.step <= record.step:  # a resumed trainer replays the steps after its checkpoint
                 for dropped in self.registry.drop_steps_from(report.run_id, int(report.step)):
                     counters.subtract(_group_outcome(group) for group in dropped.groups)
+            self._add_reload_time(record.spec, report)
             self.registry.append_step(report)
             counters.update(_group_outcome(group) for group in report.groups)
             record.step = int(report.step)
@@ -264,6 +265,17 @@ class Controller:
             record.counters = {name: count for name, count in counters.items() if count}
             self.registry.save(record)
             return False
+
+    def _add_reload_time(self, spec: RunSpec, report: controller_pb2.StepReport) -> None:
+        """The first step trained on a newly synced version gets `reload_s`: the slowest generator's load of it
+        (the trainer cannot see reloads; with its own timings this completes the step's breakdown)."""
+        step = int(report.step)
+        version = spec.policy_version_for_step(step)
+        if version == 0 or version != step - 1:
+            return
+        loads = [o.seconds for o in self.last_reload if o.ok and o.run_id == report.run_id and o.version == version]
+        if loads:
+            report.metrics["reload_s"] = max(loads)
 
     # --- scheduling ------------------------------------------------------------------------------------
 

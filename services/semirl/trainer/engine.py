@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -181,29 +182,44 @@ class TrainingEngine:
             batches.append((chunk, 1.0) if chunk else (examples[:1], 0.0))
         return batches
 
+    def _clock(self) -> float:
+        """Seconds, after the device has finished what was queued (CUDA runs asynchronously)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     def train_step(self, batch: StepExamples) -> dict[str, float]:
-        """One optimizer step on `batch` (no examples: no update, but the step still counts)."""
+        """One optimizer step on `batch` (no examples: no update, but the step still counts). Besides the
+        objective's metrics: this rank's seconds in reference forwards, policy forward + backward, and the
+        optimizer step (`time_reference_s`, `time_forward_backward_s`, `time_optimizer_s`)."""
         names = self.objective.metric_names
         sums = dict.fromkeys(names, 0.0)
+        times = dict.fromkeys(("time_reference_s", "time_forward_backward_s", "time_optimizer_s"), 0.0)
         total = len(batch.examples)
         overflow = False
         if total:
             self.engine.train()
             scale = self.ranks.world_size / self.objective.normalizer(batch)
             for chunk, weight in self.micro_batches(batch.examples):
+                started = self._clock()
                 sequences = self._batch(chunk)
                 reference = None
                 if self.ref is not None:
                     with torch.no_grad():
                         reference = sequence_logps(self.ref, sequences)
+                forward = self._clock()
+                times["time_reference_s"] += forward - started
                 policy = sequence_logps(self.engine, sequences, entropy_grad=self.objective.entropy_grad)
                 result = self.objective.loss(chunk, policy, reference)
                 self.engine.backward(result.loss_sum * (scale * weight), scale_wrt_gas=False)
+                times["time_forward_backward_s"] += self._clock() - forward
                 if weight:
                     for key, value in result.sums.items():
                         sums[key] += value
             before, skipped_before = self.engine.global_steps, self.engine.skipped_steps
+            started = self._clock()
             self.engine.step()  # the accumulation boundary: reduce, clip, AdamW (and LR schedule) once
+            times["time_optimizer_s"] = self._clock() - started
             if self.engine.global_steps != before + 1:
                 raise EngineGuardError(f"DeepSpeed did not step at step() ({before} -> {self.engine.global_steps})")
             overflow = self.engine.skipped_steps != skipped_before  # fp16 loss scaling skipped the update
@@ -216,6 +232,7 @@ class TrainingEngine:
         metrics["grad_norm"] = float(grad_norm) if grad_norm is not None else 0.0
         metrics["lr"] = float(self.engine.get_lr()[0])
         metrics["update_skipped"] = 1.0 if total and overflow else 0.0
+        metrics.update(times)
         interval = self.spec.ref_sync_interval
         if interval and self.step % interval == 0 and self.ref is not None:
             self.sync_ref()

@@ -1,8 +1,8 @@
 """The step loop of one run, on trainer rank 0: collect a step's groups, train (all ranks), report, checkpoint.
 
 Per step: intake (trainer/intake.py) → every rank trains its shard (trainer/ranks.py) → ReportStep (stop if the
-controller answers cancelled) → on checkpoint steps, policy + trainer state (every rank writes its shards), the
-final policy on the last step → CommitCheckpoint → ack the groups the checkpoint covers.
+controller answers cancelled) → on checkpoint steps, the policy (and final/ on the last step) → CommitCheckpoint →
+the trainer state (every rank writes its shards) → ack the groups the checkpoint covers (decision 32).
 
 Resume: a restarted trainer (same consumer name) re-reads its own pending entries first; it resumes from its
 newest valid trainer checkpoint, acks the replayed groups of steps that checkpoint already covers (their prompt
@@ -88,6 +88,7 @@ class RunTrainer:
         self.intake = StepIntake(queue, record.id, self.spec,
                                  on_drop=lambda reason: self.metrics.groups_dropped.labels(reason).inc())
         self.unacked: list[str] = []                # entries of trained steps since the last checkpoint
+        self._last_checkpoint: dict[str, float] = {}  # its parts' seconds, reported with the next step
         self.resumed_from_step = 0
         self._last_run_check = 0.0
         self._last_heartbeat = 0.0
@@ -218,7 +219,8 @@ class RunTrainer:
             counters[f"skipped_{reason}"] += 1
         dropped = self.intake.take_dropped()
         report_metrics = {**metrics, **self._sample_metrics(step, groups, batch, len(dropped)),
-                          "step_seconds": step_seconds, "wait_seconds": wait_seconds}
+                          "step_seconds": step_seconds, "wait_seconds": wait_seconds, **self._last_checkpoint}
+        self._last_checkpoint = {}
         samples = sum(len(g.group.samples) for g in groups)
         report_metrics["samples_per_s"] = samples / step_seconds if step_seconds > 0 else 0.0
         report_metrics.pop("pair_tokens", None)
@@ -257,19 +259,26 @@ class RunTrainer:
         }
 
     def _checkpoint(self, step: int) -> None:
+        """Policy, final/, commit, trainer state, ack (decision 32). The seconds of each part go into the next
+        step's report (`checkpoint_policy_s`, `checkpoint_commit_s`, `checkpoint_state_s`)."""
         self.status.update(state="checkpointing")
         start = time.monotonic()
         policy_dir = self.checkpoints.save_policy(self.driver, step)
         final = step == self.spec.train.steps
         if final:
             self.checkpoints.save_final(policy_dir)
+        written = time.monotonic()
         extra_state = {"consumed_prompt_ids": sorted(self.intake.consumed), "counters": dict(self.intake.counters)}
         try:
             self.controller.commit(self.run_id, step, policy_dir, final=final)
-            self.metrics.commit_seconds.observe(time.monotonic() - start)
         finally:  # a failed commit is retried from this trainer state, as before the split
+            committed = time.monotonic()
             self.checkpoints.save_trainer_state(self.driver, step, extra_state)
-        self.metrics.checkpoint_seconds.observe(time.monotonic() - start)
+        done = time.monotonic()
+        self._last_checkpoint = {"checkpoint_policy_s": written - start, "checkpoint_commit_s": committed - written,
+                                 "checkpoint_state_s": done - committed}
+        self.metrics.commit_seconds.observe(committed - start)
+        self.metrics.checkpoint_seconds.observe(done - start)
         acked = self._through_outages(lambda: self.intake.queue.ack(self.unacked), f"acking step {step}")
         self.intake.released(self.unacked)
         self.unacked = []
