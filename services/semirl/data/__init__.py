@@ -1,0 +1,1 @@
+"""Turning public datasets into the run spec's problem JSONL (`python -m semirl.data`)."""
