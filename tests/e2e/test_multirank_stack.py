@@ -7,32 +7,23 @@ launcher with two ranks. ZeRO-3 partitions the policy and the reference over bot
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import pytest
 import torch
-from test_stack_runs import assert_nothing_lost_nothing_twice, step_reports
+from stack_audit import assert_nothing_lost_nothing_twice, step_reports
 
 from semirl.client import ControllerClient
-from semirl.core.redis_server import free_port
 from semirl.local.stack import LocalStack
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")
-def ranked_stack(tmp_path_factory: pytest.TempPathFactory, tiny_setup) -> Iterator[LocalStack]:  # noqa: ANN001
-    workdir = tmp_path_factory.mktemp("ranked-stack")
-    local = LocalStack(workdir=workdir, store=workdir / "store", http_port=free_port(), generators=1, verifiers=1,
-                       trainer_ranks=2)
-    try:
-        local.start(timeout=300)
-    except Exception:
-        print(local.dump_logs(60))
-        local.stop()
-        raise
-    yield local
-    local.stop()
+def ranked_stack(start_stack: Callable[..., AbstractContextManager[LocalStack]]) -> Iterator[LocalStack]:
+    with start_stack("ranked-stack", generators=1, verifiers=1, trainer_ranks=2) as local:
+        yield local
 
 
 def test_two_rank_zero3_bf16_run_survives_a_killed_trainer(
@@ -55,7 +46,7 @@ def test_two_rank_zero3_bf16_run_survives_a_killed_trainer(
     assert record["state"] == "succeeded", stack.dump_logs()
     assert record["resumed_from_step"] >= 2
     assert [r.step for r in step_reports(rc, run_id)] == list(range(1, 7))
-    assert_nothing_lost_nothing_twice(rc, record)
+    assert_nothing_lost_nothing_twice(rc, run_id)
     assert "started 2 trainer ranks" in stack.tail("trainer", 2000)
 
     from transformers import AutoModelForCausalLM

@@ -38,6 +38,7 @@ class EmbeddedRedis:
     process: subprocess.Popen
     port: int
     data_dir: Path
+    append_only: bool = True
 
     @property
     def url(self) -> str:
@@ -54,6 +55,17 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def crash(self) -> None:
+        """SIGKILL redis-server: no shutdown save, clients see their connections reset."""
+        self.process.kill()
+        self.process.wait()
+
+    def restart(self) -> EmbeddedRedis:
+        """A new redis-server on the same port and directory, loading what this one wrote there (its append-only
+        file, with append_only); stops this one first if it still runs."""
+        self.stop()
+        return start_redis(self.data_dir, self.port, append_only=self.append_only)
 
 
 def start_redis(data_dir: Path, port: int | None = None, *, append_only: bool = True) -> EmbeddedRedis:
@@ -72,7 +84,7 @@ def start_redis(data_dir: Path, port: int | None = None, *, append_only: bool = 
         "--logfile", str(data_dir / "redis.log"),
     ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = EmbeddedRedis(process, port, data_dir)
+    server = EmbeddedRedis(process, port, data_dir, append_only)
     client = server.client()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

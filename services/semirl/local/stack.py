@@ -173,10 +173,21 @@ class LocalStack:
             service.start(self.env())
         return service
 
-    def restart(self, name: str) -> None:
+    def restart(self, name: str, *, crash: bool = False) -> None:
+        """Stop a service (SIGTERM; with `crash`, SIGKILL of its process group) and start it again with the same
+        arguments and ports, so its peers find it where it was."""
         service = self.services[name]
-        service.stop()
+        if crash:
+            service.kill()
+        else:
+            service.stop()
         service.start(self.env())
+
+    def restart_redis(self) -> None:
+        """Start redis-server again on the same port from its append-only file (SIGTERM first if it still runs;
+        `self.redis.crash()` before this for a crash): the services keep their URL and reconnect."""
+        assert self.redis is not None
+        self.redis = self.redis.restart()
 
     def wait_healthy(self, timeout: float = 240.0, names: list[str] | None = None) -> None:
         deadline = time.monotonic() + timeout
