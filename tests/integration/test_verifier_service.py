@@ -150,3 +150,36 @@ def test_each_task_is_scored_in_its_answer_format(verifier: Verifier) -> None:
     _wait_len(client, keys.SCORED, before + len(formats))
     rewards = {s.group.task.prompt_id: list(s.rewards) for s in _read(client, keys.SCORED)[before:]}
     assert rewards == {"fmt-latex": [1.0, 1.0, 0.0], "fmt-boxed": [0.0, 1.0, 0.0], "fmt-unspecified": [1.0, 1.0, 0.0]}
+
+
+def test_one_read_is_scored_as_one_batch_around_a_timeout_and_poison_entries(verifier: Verifier) -> None:
+    """Everything below reaches the verifier in one read (one transaction): a group with an item that overruns the
+    timeout, an undecodable entry, a malformed group, a copy of a group, groups of both answer formats."""
+    client = verifier.client
+    before = client.xlen(keys.SCORED)
+    timeouts_before = verifier.log_path.read_text(errors="replace").count("exceeded")
+    good = _group("b-good", "42", ["\\boxed{42}", "\\boxed{41}", PAPER_FORMAT, "The final answer is $42$."])
+    groups = [
+        good,
+        _group("b-hang", "5", ["\\boxed{5}", PATHOLOGICAL, "\\boxed{6}", "\\boxed{5.0}"]),
+        _group("b-malformed", "1", ["\\boxed{1}"], run_id=""),
+        good,
+        _group("b-boxed", "\\frac{1}{2}", [PAPER_FORMAT, "so \\boxed{0.5}"],
+               answer_format=types_pb2.ANSWER_FORMAT_BOXED),
+        _group("b-empty", "3", []),
+    ]
+    with client.pipeline(transaction=True) as pipe:
+        for group in groups[:2]:
+            pipe.xadd(keys.TO_VERIFY, {PAYLOAD_FIELD: group.SerializeToString()})
+        pipe.xadd(keys.TO_VERIFY, {PAYLOAD_FIELD: b"\xff\xfe not a SampleGroup"})
+        for group in groups[2:]:
+            pipe.xadd(keys.TO_VERIFY, {PAYLOAD_FIELD: group.SerializeToString()})
+        pipe.execute()
+    _wait_len(client, keys.SCORED, before + 4)
+    _wait_consumed(verifier)
+    rewards = {s.group.task.prompt_id: list(s.rewards) for s in _read(client, keys.SCORED)[before:]}
+    assert rewards == {"b-good": [1.0, 0.0, 0.0, 1.0], "b-hang": [1.0, 0.0, 0.0, 1.0],
+                       "b-boxed": [0.0, 1.0], "b-empty": []}
+    assert client.xlen(keys.SCORED) == before + 4  # the copy of b-good was not written again
+    assert verifier.log_path.read_text(errors="replace").count("exceeded") == timeouts_before + 1
+    assert verifier.process.poll() is None

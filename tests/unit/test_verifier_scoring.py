@@ -4,7 +4,10 @@ answer formats: LATEX (the paper's fairseq2 config, the default) and BOXED (only
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -158,6 +161,51 @@ def test_pathological_input_is_cut_off_and_worker_keeps_serving(scorer: Scorer, 
     assert scorer.timeouts > timeouts_before
     assert scorer.worker_pid is not None and scorer.worker_pid != pid_before
     assert scorer.score("\\boxed{\\frac{3}{4}}", "0.75", answer_format=fmt) == 1.0
+
+
+def test_the_timeout_is_per_item_not_per_batch(scorer: Scorer) -> None:
+    items = [(f"The final answer is $\\frac{{{i}}}{{{i + 1}}}$.", f"\\frac{{{i}}}{{{i + 1}}}") for i in range(1, 401)]
+    pid_before, timeouts_before = scorer.worker_pid, scorer.timeouts
+    started = time.monotonic()
+    assert scorer.score_batch(items, timeout_s=1.0) == [1.0] * len(items)
+    assert time.monotonic() - started > 1.0  # the batch outlasts one item's limit; no item does
+    assert scorer.timeouts == timeouts_before and scorer.worker_pid == pid_before
+
+
+def test_items_of_both_formats_and_several_timeouts_in_one_batch(scorer: Scorer) -> None:
+    timeouts_before = scorer.timeouts
+    items = [(PATHOLOGICAL, "1", LATEX), (PAPER_FORMAT, "0.5", LATEX), (PAPER_FORMAT, "0.5", BOXED),
+             (PATHOLOGICAL, "1", BOXED), ("", "1", LATEX), ("\\boxed{0.5}", "\\frac12", BOXED)]
+    started = time.monotonic()
+    assert scorer.score_items(items, timeout_s=1.5) == [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    assert time.monotonic() - started < 60  # two cut-offs and respawns, not minutes of sympy
+    assert scorer.timeouts == timeouts_before + 2
+
+
+def test_a_batch_larger_than_a_message_is_sent_in_parts(scorer: Scorer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scoring, "MAX_BATCH", 3)
+    items = [("\\boxed{1}", "1"), ("\\boxed{2}", "3"), ("\\boxed{3}", "3"), ("\\boxed{4}", "4"),
+             (PATHOLOGICAL, "1"), ("\\boxed{6}", "6"), ("\\boxed{7}", "7")]
+    assert scorer.score_batch(items, timeout_s=1.5) == [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+
+
+def test_an_item_the_worker_dies_on_scores_zero_and_the_rest_of_the_batch_is_scored(scorer: Scorer) -> None:
+    """A poison item: the worker dies on it (killed here while it is stuck on the item, as the OOM killer would)."""
+    pid = scorer.worker_pid
+    assert pid is not None
+    restarts_before, timeouts_before = scorer.restarts, scorer.timeouts
+    killer = threading.Timer(1.0, os.kill, (pid, signal.SIGKILL))
+    killer.start()
+    started = time.monotonic()
+    try:
+        results = scorer.score_batch([("\\boxed{2}", "2"), (PATHOLOGICAL, "1"), ("\\boxed{3}", "3"),
+                                      ("\\boxed{4}", "5")], timeout_s=60.0)
+    finally:
+        killer.cancel()
+    assert results == [1.0, 0.0, 1.0, 0.0]
+    assert time.monotonic() - started < 30  # not the 60 s timeout: the death is seen at once
+    assert scorer.restarts == restarts_before + 1 and scorer.timeouts == timeouts_before
+    assert scorer.worker_pid not in (None, pid)
 
 
 def test_module_level_api() -> None:

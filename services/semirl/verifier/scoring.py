@@ -12,17 +12,21 @@ is found is the item's `AnswerFormat`:
   without one scores 0 (stricter: for a format-following reward, or models trained to box their answers).
 
 math-verify's own timeouts use SIGALRM, which works only in a process's main thread and cannot interrupt C
-code (sympy, regex backtracking) reliably. So every item is scored in a worker *process* (spawned; its main
-thread runs math-verify) and the parent waits at most `timeout_s` per item: an item that overruns has its
-worker killed and replaced, and scores 0.0. The next item is served by the fresh worker.
+code (sympy, regex backtracking) reliably. So items are scored in a worker *process* (spawned; its main thread
+runs math-verify), a whole batch per message and all its verdicts back in one, and the parent allows each item
+at most `timeout_s` from the moment the worker starts it (the worker records that, and each verdict, in shared
+memory): an item that overruns has its worker killed and replaced, and scores 0.0, as does an item the worker
+dies on; the verdicts before it are kept and the items after it go to the fresh worker.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import functools
 import logging
+import math
 import multiprocessing as mp
 import re
 import threading
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 5.0
 WORKER_START_TIMEOUT_S = 120.0
+MAX_BATCH = 4096  # items per message to the worker (the size of the shared progress arrays)
 BOXED_MARKERS = ("\\boxed",)
 _BOXED_OPEN = re.compile(r"\\boxed\{")  # the spelling math-verify reads
 
@@ -115,7 +120,13 @@ def score_in_process(response: str, gold: str, answer_format: AnswerFormat = Ans
         return 0.0
 
 
-def _worker_main(conn: Connection) -> None:
+Item = tuple[object, object, AnswerFormat]  # (response, gold, how the response's answer is found)
+
+
+SharedDoubles = ctypes.Array[ctypes.c_double]
+
+
+def _worker_main(conn: Connection, started: SharedDoubles, verdicts: SharedDoubles) -> None:
     # math_metric logs a warning for every response it finds no answer in: noise at RL sample rates.
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)
     with contextlib.suppress(Exception):
@@ -128,8 +139,14 @@ def _worker_main(conn: Connection) -> None:
             return
         if message is None:
             return
-        tag, response, gold, answer_format = message
-        conn.send((tag, score_in_process(response, gold, AnswerFormat(answer_format))))
+        tag, items = message
+        out: list[float] = []
+        for index, (response, gold, answer_format) in enumerate(items):
+            started[index] = time.monotonic()  # CLOCK_MONOTONIC: the same clock as the parent's
+            verdict = score_in_process(response, gold, AnswerFormat(answer_format))
+            verdicts[index] = verdict
+            out.append(verdict)
+        conn.send((tag, out))
 
 
 # --- the parent side -----------------------------------------------------------------------------------
@@ -147,6 +164,10 @@ class Scorer:
         self._lock = threading.Lock()
         self._process: mp.process.BaseProcess | None = None
         self._conn: Connection | None = None
+        # Written by the worker as it goes: when it started item i of the batch, and item i's verdict (NaN until
+        # scored). Only read when a batch's reply is late, to tell which item is overrunning.
+        self._started = self._ctx.RawArray(ctypes.c_double, MAX_BATCH)
+        self._verdicts = self._ctx.RawArray(ctypes.c_double, MAX_BATCH)
         self._tag = 0
         self.restarts = 0
         self.timeouts = 0
@@ -177,7 +198,8 @@ class Scorer:
             return
         self._stop_worker(graceful=False)
         parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(target=_worker_main, args=(child,), name="semirl-scorer", daemon=True)
+        process = self._ctx.Process(target=_worker_main, args=(child, self._started, self._verdicts),
+                                    name="semirl-scorer", daemon=True)
         process.start()
         child.close()
         if not parent.poll(WORKER_START_TIMEOUT_S):
@@ -212,44 +234,71 @@ class Scorer:
     def score_batch(self, items: Iterable[tuple[str, str]], timeout_s: float | None = None, *,
                     answer_format: AnswerFormat = AnswerFormat.LATEX) -> list[float]:
         """Score (response, gold) pairs in order, all read in `answer_format`, each under its own hard timeout."""
-        items = list(items)
-        limit = self.timeout_s if timeout_s is None else timeout_s
         answer_format = AnswerFormat(answer_format)
-        with self._lock:
-            return [self._score_one(response, gold, answer_format, limit) for response, gold in items]
+        return self.score_items([(response, gold, answer_format) for response, gold in items], timeout_s)
 
-    def _score_one(self, response: object, gold: object, answer_format: AnswerFormat, limit: float) -> float:
-        if not _worth_scoring(response, gold, answer_format):
-            return 0.0  # no need to bother the worker
-        try:
-            self._ensure_worker()
-        except Exception:  # noqa: BLE001
-            log.exception("cannot start the scoring worker")
-            return 0.0
+    def score_items(self, items: Sequence[Item], timeout_s: float | None = None) -> list[float]:
+        """Score (response, gold, answer format) items in order, each under its own hard timeout, sent to the
+        worker in as few messages as MAX_BATCH allows."""
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        scores = [0.0] * len(items)
+        todo = [index for index, (response, gold, fmt) in enumerate(items) if _worth_scoring(response, gold, fmt)]
+        with self._lock:
+            while todo:
+                batch = todo[:MAX_BATCH]
+                try:
+                    self._ensure_worker()
+                except Exception:  # noqa: BLE001
+                    log.exception("cannot start the scoring worker")
+                    return scores  # what is left scores 0
+                done = self._score_on_worker([items[index] for index in batch], limit)
+                for index, verdict in zip(batch, done, strict=False):
+                    scores[index] = verdict
+                # An item that timed out or killed the worker scored 0 (the verdict after the last one returned).
+                todo = todo[min(len(done) + 1, len(batch)):]
+        return scores
+
+    def _score_on_worker(self, batch: list[Item], limit: float) -> list[float]:
+        """The verdicts of `batch` in order, up to the item that overran `limit` or that the worker died on
+        (not included; the worker is then replaced): all of them when neither happened."""
         assert self._conn is not None
         self._tag += 1
         tag = self._tag
+        self._started[:len(batch)] = [0.0] * len(batch)
+        self._verdicts[:len(batch)] = [math.nan] * len(batch)
         try:
-            self._conn.send((tag, response, gold, answer_format.value))
+            self._conn.send((tag, [(response, gold, fmt.value) for response, gold, fmt in batch]))
+            watched = (0, 0.0)  # (first item without a verdict, its start time) when last looked at
             deadline = time.monotonic() + limit
             while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._conn.poll(remaining):
+                if self._conn.poll(max(0.0, deadline - time.monotonic())):
+                    got_tag, verdicts = self._conn.recv()
+                    if got_tag == tag:
+                        return [float(verdict) for verdict in verdicts]
+                    continue
+                progress = self._progress(watched[0], len(batch))
+                if progress == watched:  # no verdict and no new item since the deadline was set: overran
                     self.timeouts += 1
                     log.warning("scoring item exceeded %.1f s: killing and restarting the worker", limit)
-                    self._restart()
-                    return 0.0
-                got_tag, value = self._conn.recv()
-                if got_tag == tag:
-                    return float(value)
+                    return self._replace_worker(progress[0])
+                watched = progress
+                deadline = (progress[1] or time.monotonic()) + limit
         except (EOFError, OSError, ValueError, TypeError):
             log.warning("scoring worker died on an item; restarting it")
-            self._restart()
-            return 0.0
+            return self._replace_worker(self._progress(0, len(batch))[0])
 
-    def _restart(self) -> None:
+    def _progress(self, start: int, size: int) -> tuple[int, float]:
+        """The first item from `start` without a verdict, and when the worker started it (0.0: not yet)."""
+        index = start
+        while index < size and not math.isnan(self._verdicts[index]):
+            index += 1
+        return index, (self._started[index] if index < size else 0.0)
+
+    def _replace_worker(self, scored: int) -> list[float]:
+        """Stop the worker; the verdicts it wrote for the batch's first `scored` items."""
         self.restarts += 1
         self._stop_worker(graceful=False)
+        return list(self._verdicts[:scored])
 
 
 def _worth_scoring(response: object, gold: object, answer_format: AnswerFormat) -> bool:

@@ -161,8 +161,7 @@ class VerifierService:
     def step(self) -> int:
         try:
             deliveries = self.queue.read(count=self.batch_size, block_ms=self.block_ms)
-            for delivery in deliveries:
-                self.handle(delivery)
+            self.handle_batch(deliveries)
             return len(deliveries)
         except redis.RedisError:
             self.metrics.redis_errors.inc()
@@ -170,9 +169,46 @@ class VerifierService:
             self.stop.wait(1.0)
             return 0
 
-    def handle(self, delivery: Delivery[types_pb2.SampleGroup]) -> bool:
-        group = delivery.message
-        task = group.task
+    def handle_batch(self, deliveries: list[Delivery[types_pb2.SampleGroup]]) -> list[bool]:
+        """Score every new group of one read in a single batch to the scoring worker, then forward each (at most
+        once per prompt); returns, per delivery, whether its ScoredGroup was written."""
+        accepted = [delivery for delivery in deliveries if self._accept(delivery)]
+        pipe = self.client.pipeline(transaction=False)
+        for delivery in accepted:
+            task = delivery.message.task
+            pipe.sismember(keys.done_key(task.run_id, "verify"), task.prompt_id)
+        already_done = pipe.execute() if accepted else []
+        fresh: dict[tuple[str, str], Delivery[types_pb2.SampleGroup]] = {}  # the first of a prompt's copies
+        for delivery, done in zip(accepted, already_done, strict=True):
+            task = delivery.message.task
+            if not done:
+                fresh.setdefault((task.run_id, task.prompt_id), delivery)
+        rewards = self._score(list(fresh.values()))
+        # A copy of a group already scored gets no rewards: forward acks it and writes nothing.
+        accepted_ids = {delivery.entry_id for delivery in accepted}
+        return [self._forward(delivery, rewards.get(delivery.entry_id, []))
+                if delivery.entry_id in accepted_ids else False for delivery in deliveries]
+
+    def _score(self, groups: list[Delivery[types_pb2.SampleGroup]]) -> dict[str, list[float]]:
+        """Each group's rewards (by entry id), all groups' samples scored in one batch."""
+        items = [(sample.text, d.message.task.gold_answer, answer_format(d.message.task))
+                 for d in groups for sample in d.message.samples]
+        started = time.perf_counter()
+        scores = self.scorer.score_items(items, self.timeout_s) if items else []
+        per_item = (time.perf_counter() - started) / len(items) if items else 0.0
+        rewards: dict[str, list[float]] = {}
+        position = 0
+        for delivery in groups:
+            count = len(delivery.message.samples)
+            rewards[delivery.entry_id] = scores[position:position + count]
+            position += count
+            if count:  # one observation per group, as when groups were scored one by one
+                self.metrics.scoring_seconds.observe(per_item * count)
+        return rewards
+
+    def _accept(self, delivery: Delivery[types_pb2.SampleGroup]) -> bool:
+        """False (and the entry acked) for a malformed group or one of a run that is no longer active."""
+        task = delivery.message.task
         if not task.run_id or not task.prompt_id:
             log.error("dropping malformed group %s", delivery.entry_id)
             self.metrics.groups_dropped.labels("malformed").inc()
@@ -185,18 +221,14 @@ class VerifierService:
                      task.run_id, task.prompt_id, self.groups_dropped_stale)
             self.queue.ack([delivery.entry_id])
             return False
-        done_set = keys.done_key(task.run_id, "verify")
-        if self.client.sismember(done_set, task.prompt_id):
-            rewards: list[float] = []  # a redelivery: forward acks it and writes nothing
-        else:
-            items = [(s.text, task.gold_answer) for s in group.samples]
-            started = time.perf_counter()
-            rewards = (self.scorer.score_batch(items, self.timeout_s, answer_format=answer_format(task))
-                       if items else [])
-            if items:
-                self.metrics.scoring_seconds.observe(time.perf_counter() - started)
+        return True
+
+    def _forward(self, delivery: Delivery[types_pb2.SampleGroup], rewards: list[float]) -> bool:
+        group = delivery.message
+        task = group.task
         scored = types_pb2.ScoredGroup(group=group, rewards=rewards, scorer_id=self.verifier_id)
-        written = self.queue.forward(delivery, output_stream(task), scored, done_set=done_set, member=task.prompt_id)
+        written = self.queue.forward(delivery, output_stream(task), scored,
+                                     done_set=keys.done_key(task.run_id, "verify"), member=task.prompt_id)
         if written:
             self.groups_scored += 1
             purpose = "eval" if task.purpose == types_pb2.TASK_PURPOSE_EVAL else "train"
