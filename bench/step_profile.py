@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from semirl.cli import preload_args
 from semirl.client import ControllerClient
 from semirl.core.redis_server import free_port
 from semirl.local.stack import LocalStack
@@ -59,7 +60,8 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     spec_path = args.workdir / "profile.yaml"
     spec_path.write_text(yaml.safe_dump({**spec, "name": "step-profile"}))
-    with LocalStack(workdir=args.workdir, store=(args.workdir / "store").resolve(), http_port=free_port()) as stack:
+    with LocalStack(workdir=args.workdir, store=(args.workdir / "store").resolve(), http_port=free_port(),
+                    generator_args=preload_args(spec_path)) as stack:
         client = ControllerClient(stack.url)
         record = client.wait(client.submit(spec_path)["id"], timeout=3600)
         if record["state"] != "succeeded":

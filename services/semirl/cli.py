@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from semirl.client import ControllerClient, eval_table_lines, summary_lines
+from semirl.spec import parse_run_spec
 
 DEFAULT_URL = os.environ.get("SEMIRL_CONTROLLER_URL", "http://127.0.0.1:8080")
 STATE_DIR = Path(".semirl")
@@ -23,7 +24,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _stack(args: argparse.Namespace):  # noqa: ANN202
+def _stack(args: argparse.Namespace, generator_args: list[str] | None = None):  # noqa: ANN202
     from semirl.local.stack import LocalStack
 
     return LocalStack(
@@ -33,7 +34,16 @@ def _stack(args: argparse.Namespace):  # noqa: ANN202
         generators=args.generators,
         verifiers=args.verifiers,
         trainer_ranks=args.trainer_ranks,
+        generator_args=generator_args or [],
     )
+
+
+def preload_args(spec_path: Path) -> list[str]:
+    """Generator arguments that build its engine for `spec_path`'s seed model while the stack starts (the run's
+    first tasks then find it loaded instead of waiting for the build)."""
+    spec = parse_run_spec(spec_path.read_text())
+    return ["--model", str(Path(spec.model.path).resolve()), "--dtype", spec.model.dtype,
+            "--max-model-len", str(spec.model.max_model_len)]
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -100,7 +110,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     print("building the tiny seed model and synthetic task (cached after the first run)…", flush=True)
     build_tiny_setup(args.state_dir / "tiny", seed=0)
-    stack = _stack(args)
+    stack = _stack(args, preload_args(Path(args.spec)))
     try:
         print("starting redis, controller, generator(s), verifier, trainer…", flush=True)
         stack.start()

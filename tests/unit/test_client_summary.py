@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from semirl.cli import preload_args
 from semirl.client import eval_lines, eval_table_lines, summary_lines
 
 
@@ -36,3 +38,12 @@ def test_table_has_a_row_per_set_and_step() -> None:
     assert [row.split()[:2] for row in rows] == [["math500", "0"], ["amc23", "0"], ["math500", "60"], ["amc23", "60"]]
     assert rows[3].split()[-2:] == ["1216/1280", "2"]
     assert eval_table_lines({"evals": []}) == ["no evaluations yet"]
+
+
+def test_the_demo_builds_its_generators_for_the_demo_model_at_start_up() -> None:
+    """`semirl demo` starts generators with the spec's seed model, dtype and context length, so the engine that
+    the run's first tasks need is built while the stack starts (an equal config makes that first load a no-op)."""
+    spec = Path(__file__).resolve().parents[2] / "examples" / "tiny-math-dpo.yaml"
+    args = preload_args(spec)
+    assert args == ["--model", str(Path(".semirl/tiny/model").resolve()), "--dtype", "float32",
+                    "--max-model-len", "256"]

@@ -101,6 +101,8 @@ class LocalStack:
     generators: int = 1
     verifiers: int = 1
     trainer_ranks: int = 1
+    # e.g. --model/--dtype/--max-model-len of the run to come: the engine is built at start-up, not on its first task
+    generator_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
     redis: EmbeddedRedis | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
@@ -168,7 +170,7 @@ class LocalStack:
     def add_generator(self, index: int | None = None, *, start: bool = False) -> ServiceProcess:
         index = index if index is not None else sum(1 for n in self.services if n.startswith("generator-"))
         name = f"generator-{index}"
-        service = self._add(name, "semirl.generator", ["--generator-id", name])
+        service = self._add(name, "semirl.generator", ["--generator-id", name, *self.generator_args])
         if start:
             service.start(self.env())
         return service
