@@ -162,7 +162,8 @@ def test_reload_changes_version_and_greedy_output(generator: Generator, models: 
         generator_pb2.ReloadRequest(run_id="r1", policy=types_pb2.PolicyRef(version=2, path=str(models.v2))),
         timeout=60,
     )
-    assert not again.reloaded
+    assert not again.reloaded and again.seconds == 0.0
+    assert again.load_seconds == response.load_seconds > 0  # what loading v2 took, for the step breakdown
     with pytest.raises(grpc.RpcError) as err:  # not a model directory: refused, current policy kept
         stub.Reload(generator_pb2.ReloadRequest(policy=types_pb2.PolicyRef(version=3, path="/nonexistent")),
                     timeout=60)

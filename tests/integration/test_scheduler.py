@@ -40,7 +40,8 @@ class RecordingGenerator(generator_pb2_grpc.GeneratorServiceServicer):
 
     def Reload(self, request, context):  # noqa: ANN001, ANN201, N802
         self.reloads.append(request)
-        return generator_pb2.ReloadResponse(policy_version=request.policy.version, seconds=0.01, reloaded=True)
+        return generator_pb2.ReloadResponse(policy_version=request.policy.version, seconds=0.01, reloaded=True,
+                                            load_seconds=0.01)
 
 
 class FrozenGenerator(RecordingGenerator):

@@ -32,7 +32,7 @@ class ReloadOutcome:
     detail: str = ""
     run_id: str = ""
     version: int = -1
-    seconds: float = 0.0  # the generator's own load time (0 when it had the version already)
+    seconds: float = 0.0  # what the generator's load of this version took (by this call or by a task before it)
 
 
 def _reload_one(generator_id: str, endpoint: str, request: generator_pb2.ReloadRequest,
@@ -42,7 +42,7 @@ def _reload_one(generator_id: str, endpoint: str, request: generator_pb2.ReloadR
             response = generator_pb2_grpc.GeneratorServiceStub(chan).Reload(request, timeout=timeout_s)
         return ReloadOutcome(generator_id, endpoint, True,
                              f"v{response.policy_version} in {response.seconds:.2f}s reloaded={response.reloaded}",
-                             request.run_id, int(request.policy.version), float(response.seconds))
+                             request.run_id, int(request.policy.version), float(response.load_seconds))
     except grpc.RpcError as err:
         code = err.code() if hasattr(err, "code") else None
         log.warning("generator %s at %s did not reload (%s)", generator_id, endpoint, code)

@@ -128,6 +128,7 @@ class GenerationEngine:
         self.config = config or EngineConfig()
         self.llm: Any = None
         self.policy: Policy | None = None
+        self.load_seconds = 0.0  # what loading the current policy took
         self._built_config: EngineConfig | None = None
         self._arch: dict[str, Any] | None = None
 
@@ -163,6 +164,7 @@ class GenerationEngine:
         self._arch = arch
         self.policy = policy
         seconds = time.perf_counter() - started
+        self.load_seconds = seconds
         log.info("loaded policy v%d from %s (%s) in %.2f s", policy.version, path, mode, seconds)
         return LoadResult(policy.version, seconds, True, mode)
 

@@ -63,7 +63,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             context.abort(grpc.StatusCode.INTERNAL, f"reload failed: {err}")
         log.info("Reload v%d: %s in %.2f s", result.version, result.mode, result.seconds)
         return generator_pb2.ReloadResponse(
-            policy_version=result.version, seconds=result.seconds, reloaded=result.reloaded
+            policy_version=result.version, seconds=result.seconds, reloaded=result.reloaded,
+            load_seconds=self.service.engine.load_seconds,
         )
 
     def Status(self, request: generator_pb2.GeneratorStatusRequest, context: grpc.ServicerContext):  # noqa: N802

@@ -32,14 +32,16 @@ class ReloadRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., policy: _Optional[_Union[_types_pb2.PolicyRef, _Mapping]] = ...) -> None: ...
 
 class ReloadResponse(_message.Message):
-    __slots__ = ("policy_version", "seconds", "reloaded")
+    __slots__ = ("policy_version", "seconds", "reloaded", "load_seconds")
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     RELOADED_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     policy_version: int
     seconds: float
     reloaded: bool
-    def __init__(self, policy_version: _Optional[int] = ..., seconds: _Optional[float] = ..., reloaded: _Optional[bool] = ...) -> None: ...
+    load_seconds: float
+    def __init__(self, policy_version: _Optional[int] = ..., seconds: _Optional[float] = ..., reloaded: _Optional[bool] = ..., load_seconds: _Optional[float] = ...) -> None: ...
 
 class GeneratorStatusRequest(_message.Message):
     __slots__ = ()
