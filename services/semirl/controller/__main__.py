@@ -33,9 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=telemetry.metrics_port_from_env(),
                         help="serve Prometheus metrics at :PORT/metrics (default SEMIRL_METRICS_PORT; 0 = off)")
     parser.add_argument("--log-level", default=os.environ.get("SEMIRL_LOG_LEVEL", "INFO"))
+    parser.add_argument("--reload-timeout", type=float, default=float(os.environ.get("SEMIRL_RELOAD_TIMEOUT_S") or 60),
+                        help="seconds one generator's Reload (verify + load a checkpoint) may take "
+                             "(default SEMIRL_RELOAD_TIMEOUT_S, else 60; the chart sets 600)")
     args = parser.parse_args(argv)
     if not args.store:
         parser.error("--store (or SEMIRL_STORE) is required")
+    if args.reload_timeout <= 0:
+        parser.error("--reload-timeout (SEMIRL_RELOAD_TIMEOUT_S) must be positive")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     client = connect(args.redis_url)
@@ -44,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         discovery = discovery_from_env(client)
     except ValueError as err:
         parser.error(str(err))
-    controller = Controller(client, args.store, discovery=discovery)
+    controller = Controller(client, args.store, discovery=discovery, reload_timeout_s=args.reload_timeout)
     grpc_server = build_grpc_server(controller, f"0.0.0.0:{args.grpc_port}")
     api_token = os.environ.get("SEMIRL_API_TOKEN") or None
     if api_token is None:

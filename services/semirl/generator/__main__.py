@@ -9,16 +9,39 @@ CPU defaults (applied only when no GPU is present and only where the user has no
   which fights the other services sharing the machine.
 - VLLM_CPU_KVCACHE_SPACE=1 (GiB): the default sizes the KV cache from free RAM.
 - TOKENIZERS_PARALLELISM=false: no tokenizer thread pools next to gRPC threads.
+
+GPUs are detected without initializing CUDA. `torch.cuda.is_available()` normally calls cudaGetDeviceCount, which
+initializes the CUDA driver in this process; vLLM's engine process forked after that dies with "Cannot
+re-initialize CUDA in forked subprocess". vLLM sets PYTORCH_NVML_BASED_CUDA_CHECK=1 itself, but only when it is
+imported, which is after this check. So this module sets it before anything can import torch: torch then counts the
+visible GPUs through NVML (`torch.cuda.device_count()` via `_device_count_nvml`, CUDA_VISIBLE_DEVICES honoured)
+and leaves CUDA uninitialized. The generator image also sets it, and VLLM_WORKER_MULTIPROC_METHOD=spawn, so even a
+CUDA initialized by something else (NVML unavailable, MIG UUIDs) cannot poison vLLM's worker processes.
+
+vLLM engine settings (SEMIRL_VLLM_*, set by the chart from generator.vllm and generator.gpus; a flag wins):
+tensor_parallel_size, enforce_eager (default: true without a GPU, false with one), gpu_memory_utilization,
+max_num_seqs, enable_prefix_caching and engine_args (JSON: more vllm.LLM keyword arguments, applied last). Unset
+ones keep vLLM's defaults. They go into EngineConfig: enforce_eager as its field, the rest in `extra`.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import socket
-import sys
 
-from semirl.core.lifecycle import add_worker_arguments, configure_logging, serve_until_stopped
+# Before any import that could bring in torch (see the docstring): torch's CUDA check then never initializes CUDA.
+NVML_CHECK_ENV = "PYTORCH_NVML_BASED_CUDA_CHECK"
+os.environ.setdefault(NVML_CHECK_ENV, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from semirl.core.lifecycle import add_worker_arguments, configure_logging, serve_until_stopped  # noqa: E402
+
+if TYPE_CHECKING:
+    from semirl.generator.engine import EngineConfig
 
 CPU_ENV_DEFAULTS = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -28,16 +51,49 @@ CPU_ENV_DEFAULTS = {
 }
 
 
-def apply_cpu_env_defaults() -> None:
+def visible_gpus() -> int:
+    """GPUs this process may use, counted without initializing CUDA (NVML under PYTORCH_NVML_BASED_CUDA_CHECK)."""
+    os.environ.setdefault(NVML_CHECK_ENV, "1")
     try:
         import torch
 
-        has_gpu = torch.cuda.is_available()
-    except Exception:  # noqa: BLE001
-        has_gpu = False
-    if not has_gpu:
+        return max(0, torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - no torch, or no usable driver: a CPU
+        return 0
+
+
+def apply_cpu_env_defaults() -> int:
+    """Apply the CPU defaults when there is no GPU; returns the number of GPUs seen."""
+    gpus = visible_gpus()
+    if not gpus:
         for name, value in CPU_ENV_DEFAULTS.items():
             os.environ.setdefault(name, value)
+    return gpus
+
+
+def _bool(text: str) -> bool:
+    if text.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _env(name: str) -> str | None:
+    """A variable's value as a flag default (argparse converts a string default with the flag's type)."""
+    return os.environ.get(name, "").strip() or None
+
+
+def vllm_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The vllm.LLM keyword arguments that were set (EngineConfig.extra; engine_args last, so they win); unset ones
+    keep vLLM's defaults."""
+    options = {
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "max_num_seqs": args.max_num_seqs,
+        "enable_prefix_caching": args.enable_prefix_caching,
+    }
+    return {**{name: value for name, value in options.items() if value is not None}, **args.engine_args}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,20 +108,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-model-len", type=int, default=int(os.environ.get("SEMIRL_MAX_MODEL_LEN", "512")))
     parser.add_argument("--batch-size", type=int, default=int(os.environ.get("SEMIRL_GENERATOR_BATCH", "64")))
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    vllm = parser.add_argument_group("vLLM engine (unset: vLLM's default)")
+    vllm.add_argument("--tensor-parallel-size", type=int, default=_env("SEMIRL_VLLM_TENSOR_PARALLEL_SIZE"),
+                      help="GPUs of one engine (the chart: the pod's GPUs)")
+    vllm.add_argument("--enforce-eager", type=_bool, default=_env("SEMIRL_VLLM_ENFORCE_EAGER"),
+                      help="true = no CUDA graphs; unset = true without a GPU, false with one")
+    vllm.add_argument("--gpu-memory-utilization", type=float, default=_env("SEMIRL_VLLM_GPU_MEMORY_UTILIZATION"))
+    vllm.add_argument("--max-num-seqs", type=int, default=_env("SEMIRL_VLLM_MAX_NUM_SEQS"))
+    vllm.add_argument("--enable-prefix-caching", type=_bool, default=_env("SEMIRL_VLLM_ENABLE_PREFIX_CACHING"))
+    vllm.add_argument("--engine-args", type=json.loads, default=_env("SEMIRL_VLLM_ENGINE_ARGS") or "{}",
+                      help="JSON object: more vllm.LLM keyword arguments")
+    args = parser.parse_args(argv)
+    if not isinstance(args.engine_args, dict):
+        parser.error("--engine-args (SEMIRL_VLLM_ENGINE_ARGS) must be a JSON object")
+    return args
+
+
+def engine_config(args: argparse.Namespace, gpus: int) -> EngineConfig:
+    from semirl.generator.engine import EngineConfig
+
+    enforce_eager = args.enforce_eager if args.enforce_eager is not None else gpus == 0
+    return EngineConfig(dtype=args.dtype, max_model_len=args.max_model_len, enforce_eager=enforce_eager,
+                        seed=args.seed, extra=vllm_options(args))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level, "generator")
-    apply_cpu_env_defaults()
-    from semirl.generator.engine import EngineConfig
+    gpus = apply_cpu_env_defaults()
     from semirl.generator.service import GeneratorService
 
     service = GeneratorService(
         args.redis_url, args.grpc_port, args.generator_id,
         advertise_host=args.advertise_host, model=args.model, batch_size=args.batch_size,
-        engine_config=EngineConfig(dtype=args.dtype, max_model_len=args.max_model_len, seed=args.seed),
+        engine_config=engine_config(args, gpus),
     )
 
     return serve_until_stopped(service, args.metrics_port, "batch")
