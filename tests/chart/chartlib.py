@@ -128,6 +128,7 @@ class Scenario:
 SCENARIOS = {
     "default": Scenario("default"),
     "gpu-production": Scenario("gpu-production", ("gpu-production-values.yaml",)),
+    "gpu": Scenario("gpu", ("gpu-values.yaml",)),
     "autoscaling": Scenario("autoscaling", ("autoscaling-values.yaml",), (KEDA_API, MONITORING_API)),
     "cpu": Scenario("cpu", ("cpu-values.yaml",)),
 }

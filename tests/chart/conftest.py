@@ -37,3 +37,8 @@ def autoscaled(rendered: dict[str, Manifest]) -> Manifest:
 @pytest.fixture(scope="session")
 def cpu(rendered: dict[str, Manifest]) -> Manifest:
     return rendered["cpu"]
+
+
+@pytest.fixture(scope="session")
+def gpu(rendered: dict[str, Manifest]) -> Manifest:
+    return rendered["gpu"]

@@ -63,7 +63,8 @@ def test_component_blocks_share_one_shape() -> None:
     common = set.intersection(*shapes.values())
     for component, keys in shapes.items():
         extra = keys - common
-        assert extra <= {"http", "auth", "model", "dtype", "maxModelLen", "batchSize"}, (component, extra)
+        own = {"http", "auth", "reloadTimeoutSeconds", "model", "dtype", "maxModelLen", "batchSize", "vllm"}
+        assert extra <= own, (component, extra)
     assert set(values["redis"]) >= {"enabled", "replicaCount", "image", "resources", "podSecurityContext",
                                     "containerSecurityContext", "pdb", "serviceAccount", "extraVolumes"}
     for component in (*shapes, "redis"):
@@ -92,6 +93,10 @@ BAD_VALUES = {
     "bad-port": ("verifier: {grpc: {port: 70000}}", "/verifier/grpc/port"),
     "env-without-name": ("generator: {env: [{value: x}]}", "/generator/env/0"),
     "bad-log-level": ("logLevel: LOUD", "/logLevel"),
+    "gpu-memory-above-one": ("generator: {vllm: {gpuMemoryUtilization: 1.5}}", "/generator/vllm/gpuMemoryUtilization"),
+    "unknown-vllm-key": ("generator: {vllm: {tensorParallelSize: 2}}", "'tensorParallelSize' not allowed"),
+    "zero-reload-timeout": ("controller: {reloadTimeoutSeconds: 0}", "/controller/reloadTimeoutSeconds"),
+    "absolute-staging-path": ("modelStaging: {path: /models/x}", "/modelStaging/path"),
     "keda-min-above-zero": ("generator: {autoscaling: {keda: {minReplicaCount: -1}}}",
                             "/generator/autoscaling/keda/minReplicaCount"),
 }

@@ -32,6 +32,9 @@ StrDict = dict[str, str]
 AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
 
 ACCELERATOR_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+# GPU components: the NVIDIA container toolkit in CDI mode writes into the container's root filesystem when it
+# creates the container (nvidia-cdi-hook: ldconfig, symlinks), which fails on a read-only one. CPU components keep it.
+GPU_CONTAINER_SECURITY_CONTEXT = {"readOnlyRootFilesystem": False}
 
 
 class Model(BaseModel):
@@ -216,6 +219,13 @@ def _image(repository: str) -> Any:
     return Field(default_factory=lambda: Image(repository=repository))
 
 
+def _gpu_security_context() -> Any:
+    return Field(
+        default_factory=lambda: dict(GPU_CONTAINER_SECURITY_CONTEXT),
+        description="merged over the chart's restricted default; readOnlyRootFilesystem is off (CDI-mode toolkits)",
+    )
+
+
 class ComponentBase(Model):
     """The pod-level keys every component has."""
 
@@ -276,6 +286,11 @@ class Controller(ServiceComponent):
     image: Image = _image("semirl/semirl-cpu")
     http: HttpPort = Field(default_factory=HttpPort)
     auth: ControllerAuth = Field(default_factory=ControllerAuth)
+    reload_timeout_seconds: int = Field(
+        600, ge=1, le=86400,
+        description="how long the controller waits for one generator's Reload (verify + load a checkpoint); "
+                    "sized for re-hashing a 16-32 GB checkpoint over NFS (docs/deploy.md)",
+    )
     resources: Resources = _resources({"cpu": "500m", "memory": "1Gi"}, {"memory": "2Gi"})
     update_strategy: Dict = Field(default_factory=lambda: {"type": "Recreate"})
     startup_probe: Probe = _probe(period_seconds=5, failure_threshold=30)
@@ -285,14 +300,29 @@ class Controller(ServiceComponent):
     pdb: Pdb = Field(default_factory=lambda: Pdb(enabled=False))
 
 
+class Vllm(Model):
+    """vLLM engine settings of every generator pod (SEMIRL_VLLM_* -> EngineConfig -> vllm.LLM). The tensor-parallel
+    size is not a setting: it is the pod's `gpus` (one engine over all of the pod's GPUs)."""
+
+    enforce_eager: bool = Field(False, description="true = no CUDA graphs (much slower decoding on GPU; the CPU stack)")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="share of each GPU's memory vLLM may use")
+    max_num_seqs: int | None = Field(None, ge=1, description="sequences per engine step; null = vLLM's default")
+    enable_prefix_caching: bool = Field(True, description="reuse the KV cache of shared prompt prefixes")
+    engine_args: Dict = Field(
+        default_factory=dict, description="more vllm.LLM keyword arguments (JSON values), applied last"
+    )
+
+
 class Generator(ServiceComponent):
     image: Image = _image("semirl/semirl-generator")
-    gpus: int = Field(1, ge=0)
+    gpus: int = Field(1, ge=0, description="GPUs per pod = vLLM's tensor_parallel_size (0 = CPU, size 1)")
     shm_size: OptionalSize = "16Gi"
     model: str = Field("", description="model the generator loads at start; empty = the run's policy")
     dtype: str = "bfloat16"
     max_model_len: int = Field(4096, ge=1)
     batch_size: int = Field(64, ge=1)
+    vllm: Vllm = Field(default_factory=Vllm)
+    container_security_context: Dict = _gpu_security_context()
     resources: Resources = _resources({"cpu": "8", "memory": "64Gi"}, {"memory": "96Gi"})
     tolerations: list[Dict] = Field(default_factory=lambda: [dict(ACCELERATOR_TOLERATION)])
     termination_grace_period_seconds: int | None = Field(60, ge=0)
@@ -319,6 +349,7 @@ class Verifier(ServiceComponent):
 class Trainer(ServiceComponent):
     image: Image = _image("semirl/semirl-trainer")
     gpus: int = Field(1, ge=0)
+    container_security_context: Dict = _gpu_security_context()
     shm_size: OptionalSize = "32Gi"
     resources: Resources = _resources({"cpu": "8", "memory": "64Gi"}, {"memory": "128Gi"})
     tolerations: list[Dict] = Field(default_factory=lambda: [dict(ACCELERATOR_TOLERATION)])
@@ -332,6 +363,7 @@ class Reward(ServiceComponent):
     enabled: bool = False
     image: Image = _image("semirl/semirl-reward")
     gpus: int = Field(1, ge=0)
+    container_security_context: Dict = _gpu_security_context()
     shm_size: OptionalSize = "8Gi"
     resources: Resources = _resources({"cpu": "4", "memory": "32Gi"}, {"memory": "48Gi"})
     tolerations: list[Dict] = Field(default_factory=lambda: [dict(ACCELERATOR_TOLERATION)])
@@ -381,8 +413,20 @@ class ExternalRedis(Model):
 
 
 # ------------------------------------------------------------------------------------------------------- the rest
+class DriverGate(Model):
+    """Schedules pods with GPUs only on nodes whose NVIDIA driver can run the images' CUDA 13 (driver >= 580), by a
+    required nodeAffinity on the driver label of NVIDIA GPU feature discovery (GPU Operator / device plugin)."""
+
+    enabled: bool = True
+    node_label: str = Field(
+        "nvidia.com/cuda.driver-version.major", min_length=1, description="node label holding the driver's major"
+    )
+    min_major: int = Field(580, ge=1, description="lowest driver major version allowed (CUDA 13 needs 580)")
+
+
 class Accelerator(Model):
     resource_name: str = Field("nvidia.com/gpu", min_length=1, description="extended resource of one accelerator")
+    driver_gate: DriverGate = Field(default_factory=DriverGate)
 
 
 class Checkpoints(Model):
@@ -395,6 +439,38 @@ class Checkpoints(Model):
     size: QuantityStr = "500Gi"
     mount_path: str = Field("/checkpoints", pattern=r"^/")
     keep: bool = Field(True, description="helm.sh/resource-policy: keep, so uninstall never deletes checkpoints")
+
+
+class HfToken(Model):
+    existing_secret: str = Field("", description="Secret with a Hugging Face token (HF_TOKEN); empty = anonymous")
+    key: str = Field("token", min_length=1)
+
+
+class ModelStaging(Model):
+    """An optional Job that prepares the checkpoint claim and downloads the seed model into it: an init container
+    running as root chowns the store's top directories to uid 10001 (the chart's one root container), then uid
+    10001 runs huggingface_hub's snapshot_download into <checkpoints.mountPath>/<path>."""
+
+    enabled: bool = False
+    repo: str = Field("meta-llama/Llama-3.1-8B-Instruct", min_length=1, description="Hugging Face model id")
+    revision: str = Field("", description="branch, tag or commit; empty = the default branch")
+    path: str = Field(
+        "models/Llama-3.1-8B-Instruct", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$",
+        description="target directory, relative to checkpoints.mountPath",
+    )
+    ignore_patterns: list[str] = Field(
+        default_factory=lambda: ["original/*"], description="not downloaded (original/: Meta's consolidated weights)"
+    )
+    hf_token: HfToken = Field(default_factory=HfToken)
+    fix_ownership: bool = Field(
+        True, description="root init container: chown the store root, models/ and data/ to 10001:10001"
+    )
+    image: Image | None = Field(None, description="null = the generator's image (it has huggingface_hub)")
+    backoff_limit: int = Field(3, ge=0)
+    resources: Resources = _resources({"cpu": "2", "memory": "4Gi"}, {"memory": "8Gi"})
+    node_selector: StrDict = Field(default_factory=dict)
+    tolerations: list[Dict] = Field(default_factory=list)
+    affinity: Dict = Field(default_factory=dict)
 
 
 class NetworkPolicyMetrics(Model):
@@ -447,6 +523,7 @@ class ChartValues(Model):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     accelerator: Accelerator = Field(default_factory=Accelerator)
     checkpoints: Checkpoints = Field(default_factory=Checkpoints)
+    model_staging: ModelStaging = Field(default_factory=ModelStaging)
     controller: Controller = Field(default_factory=Controller)
     generator: Generator = Field(default_factory=Generator)
     verifier: Verifier = Field(default_factory=Verifier)

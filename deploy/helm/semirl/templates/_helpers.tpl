@@ -126,6 +126,31 @@ imagePullSecrets:
 {{- toYaml $res -}}
 {{- end -}}
 
+{{/*
+The component's affinity with the driver gate (accelerator.driverGate) when it has GPUs: `<nodeLabel> Gt
+<minMajor - 1>` ANDed into every required nodeSelectorTerm of its own affinity (one term when it has none), so
+no GPU pod lands on a node whose driver cannot run the images' CUDA. Arg: dict root c
+*/}}
+{{- define "semirl.affinity" -}}
+{{- $affinity := deepCopy (.c.affinity | default dict) -}}
+{{- $gate := .root.Values.accelerator.driverGate -}}
+{{- if and $gate.enabled (gt (int (.c.gpus | default 0)) 0) -}}
+{{- $expr := dict "key" $gate.nodeLabel "operator" "Gt" "values" (list (toString (sub (int $gate.minMajor) 1))) -}}
+{{- $node := get $affinity "nodeAffinity" | default dict -}}
+{{- $required := get $node "requiredDuringSchedulingIgnoredDuringExecution" | default dict -}}
+{{- $terms := list -}}
+{{- range (get $required "nodeSelectorTerms" | default (list dict)) -}}
+{{- $term := deepCopy . -}}
+{{- $_ := set $term "matchExpressions" (append (get $term "matchExpressions" | default list) $expr) -}}
+{{- $terms = append $terms $term -}}
+{{- end -}}
+{{- $_ := set $required "nodeSelectorTerms" $terms -}}
+{{- $_ := set $node "requiredDuringSchedulingIgnoredDuringExecution" $required -}}
+{{- $_ := set $affinity "nodeAffinity" $node -}}
+{{- end -}}
+{{- if $affinity }}{{ toYaml $affinity }}{{ end -}}
+{{- end -}}
+
 {{/* ============================================================ autoscaling */}}
 
 {{- define "semirl.autoscaled" -}}
@@ -331,9 +356,9 @@ spec:
   tolerations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with $c.affinity }}
+  {{- with include "semirl.affinity" (dict "root" $root "c" $c) }}
   affinity:
-    {{- toYaml . | nindent 4 }}
+    {{- . | nindent 4 }}
   {{- end }}
   {{- with $c.topologySpreadConstraints }}
   topologySpreadConstraints:
