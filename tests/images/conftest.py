@@ -186,7 +186,7 @@ def _pointer(path: str) -> list[str]:
 
 
 def apply_patch(doc: Any, op: dict[str, Any]) -> None:
-    """The JSON-patch subset skaffold profiles use here: add (incl. `-` append) and replace."""
+    """The JSON-patch subset skaffold profiles use here: add (incl. `-` append), replace and remove."""
     kind = op.get("op", "replace")
     *parents, last = _pointer(op["path"])
     target = doc
@@ -201,6 +201,10 @@ def apply_patch(doc: Any, op: dict[str, Any]) -> None:
         else:
             raise AssertionError(f"unsupported patch op {kind}")
     else:
+        if kind == "remove":
+            assert last in target, f"remove of a missing key {op['path']}"
+            del target[last]
+            return
         if kind == "replace":
             assert last in target, f"replace of a missing key {op['path']}"
         elif kind != "add":

@@ -34,9 +34,12 @@ PORTS = {
     "trainer.Dockerfile": {50051, 9090, 29500},   # + MASTER_PORT
     "reward.Dockerfile": {50051, 9090},
 }
-# A C compiler stays in the generator's final stage on purpose: Triton (vLLM's kernels) compiles its launcher stubs at
-# run time. Every other final stage is compiler-free.
-COMPILER_ALLOWED = {"generator.Dockerfile": {"gcc-12", "libc6-dev"}}
+# A C/C++ compiler stays in the generator's final stage on purpose: Triton (vLLM's kernels) compiles its launcher stubs
+# at run time, and nvcc (from the wheels, in the venv) needs a host compiler for JIT kernels. Every other final stage is
+# compiler-free.
+COMPILER_ALLOWED = {"generator.Dockerfile": {"gcc", "g++", "libc6-dev"}}
+# apt packages that must match a library of the base image exactly, and the base package whose version they take.
+BASE_MATCHED = {"libc6-dev": "libc6", "gcc-12": "libgcc-s1", "g++-12": "libgcc-s1", "libgomp1": "libgcc-s1"}
 COMPILER_PACKAGES = re.compile(r"^(gcc|g\+\+|cpp|clang|build-essential|cmake|make|ninja-build|libc6-dev|cuda-.*)")
 IDS = [p.name for p in DOCKERFILES]
 
@@ -213,3 +216,65 @@ def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
         assert dockerignored(path), f"{path} would be sent in the build context"
     for path in ("pyproject.toml", "README.md", "services/semirl/cli.py", "services/semirl/py.typed"):
         assert not dockerignored(path), f"{path} is needed in the build context"
+
+
+# ------------------------------------------------------------------------------------- pins, start-up, toolchains
+@pytest.mark.parametrize("name", IDS)
+def test_apt_pins_never_depend_on_the_base_images_patch_level(dockerfiles: dict[str, Dockerfile], name: str) -> None:
+    """The base is pinned by tag, so its libc6/libgcc-s1 move with Debian's updates: a package that must match them
+    exactly is pinned to the version the base carries, read with dpkg-query in the same RUN, never written out."""
+    df = _dockerfile(dockerfiles, name)
+    patch_levels = {k: v for k, v in arg_defaults(df).items() if re.search(r"\+deb\d+u\d+", v)}
+    assert not patch_levels, f"{name}: apt versions tied to a Debian update of the base: {patch_levels}"
+    for stage in df.stages:
+        for run in stage.all("RUN"):
+            for cmd in shell_commands(run.args):
+                if not cmd.startswith("apt-get install"):
+                    continue
+                for word in cmd.split()[2:]:
+                    package, _, version = word.strip('"').partition("=")
+                    if package not in BASE_MATCHED:
+                        continue
+                    var = re.fullmatch(r"\$\{?(\w+)\}?", version)
+                    assert var, f"{name}:{run.line}: {package} pinned to {version!r}, not to the base's version"
+                    source = f"{var[1]}=\"$(dpkg-query --show --showformat='${{Version}}' {BASE_MATCHED[package]})\""
+                    assert source in run.args, f"{name}:{run.line}: {var[1]} must be read from the base's " \
+                                               f"{BASE_MATCHED[package]}"
+
+
+def _final_env(df: Dockerfile) -> dict[str, str]:
+    return dict(w.split("=", 1) for i in df.final.all("ENV") for w in i.args.split() if "=" in w)
+
+
+def test_generator_starts_without_initializing_cuda(dockerfiles: dict[str, Dockerfile]) -> None:
+    env = _final_env(dockerfiles["generator.Dockerfile"])
+    assert env["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
+    assert env["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
+
+
+def test_generator_has_nvcc_from_the_wheels(dockerfiles: dict[str, Dockerfile]) -> None:
+    df = dockerfiles["generator.Dockerfile"]
+    env = _final_env(df)
+    assert env["CUDA_HOME"] == "/opt/venv/cuda"
+    assert env["PATH"].split(":")[0] == "/opt/venv/cuda/bin"
+    assert env["CC"] == "gcc" and env["CXX"] == "g++"       # the names nvcc, Triton and torch look for
+    build = " ".join(r.args for s in df.stages[:-1] for r in s.all("RUN"))
+    assert '"cuda-toolkit[nvcc,cccl]==${CUDA_TOOLKIT_VERSION}"' in build
+    assert "ln -s \"${cuda}\" /opt/venv/cuda" in build and "/opt/venv/cuda/bin/nvcc --version" in build
+    # torch 2.13's CUDA 13 libraries come from this cuda-toolkit release; the trainer used the same one for its ops
+    assert arg_defaults(df)["CUDA_TOOLKIT_VERSION"] == "13.0.3"
+
+
+def test_trainer_prebuilds_exactly_the_ops_its_optimizer_uses(dockerfiles: dict[str, Dockerfile]) -> None:
+    """The image prebuilt FusedAdam while the engine steps torch.optim.AdamW: keep the two consistent."""
+    engine = (REPO_ROOT / "services" / "semirl" / "trainer" / "engine.py").read_text()
+    text = (DOCKER_DIR / "trainer.Dockerfile").read_text()
+    runs = " ".join(r.args for s in dockerfiles["trainer.Dockerfile"].stages for r in s.all("RUN"))
+    uses_fused = "FusedAdam" in engine or "DeepSpeedCPUAdam" in engine or '"type": "Adam' in engine
+    if uses_fused:
+        assert "DS_BUILD_FUSED_ADAM=1" in runs or "DS_BUILD_CPU_ADAM=1" in runs, "the engine's Adam op is not prebuilt"
+    else:
+        assert "torch.optim.AdamW" in engine
+        assert "DS_BUILD_OPS=0" in runs and "DS_BUILD_FUSED_ADAM" not in runs and "cuda-toolkit" not in runs, (
+            "trainer.Dockerfile prebuilds DeepSpeed ops the engine never uses")
+        assert "fused_adam" not in text

@@ -29,6 +29,7 @@ EXPECTED_IMAGES: dict[str | None, dict[str, tuple[str, ...]]] = {
 PROFILES = list(EXPECTED_IMAGES)
 PROFILE_IDS = ["default" if p is None else p for p in PROFILES]
 CPU_VALUES = "deploy/helm/semirl/ci/cpu-values.yaml"
+GPU_VALUES = "deploy/helm/semirl/ci/gpu-values.yaml"
 
 # Keys of the v4beta13 JSON schema (docs-v2/content/en/schemas/v4beta13.json) for the objects this file uses;
 # every object there has additionalProperties: false, so an unknown key is an invalid config.
@@ -178,10 +179,31 @@ def test_release_and_values_files(skaffold: dict[str, Any], profile: str | None)
     release = _release(effective_config(skaffold, profile))
     assert (REPO_ROOT / release["chartPath"]).resolve() == CHART_DIR
     files = release["valuesFiles"]
-    expected = ["deploy/helm/semirl/values.yaml"] + ([CPU_VALUES] if profile == "cpu" else [])
+    expected = ["deploy/helm/semirl/values.yaml", CPU_VALUES if profile == "cpu" else GPU_VALUES]
     assert files == expected
     for file in files:
         assert (REPO_ROOT / file).is_file(), f"{file} missing"
+
+
+def test_gpu_deploy_asks_for_a_named_rwx_class(skaffold: dict[str, Any]) -> None:
+    """The GPU deploy's checkpoint claim must not fall to the cluster's default (usually RWO-only) class."""
+    with (REPO_ROOT / GPU_VALUES).open() as fh:
+        checkpoints = yaml.safe_load(fh)["checkpoints"]
+    assert checkpoints["storageClass"] and checkpoints["storageClass"] != "-"
+    assert checkpoints["accessModes"] == ["ReadWriteMany"]
+    assert not checkpoints.get("existingClaim")
+    assert skaffold["deploy"]["statusCheckDeadlineSeconds"] >= 1800   # image pulls, model download and load
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=PROFILE_IDS)
+def test_target_platform(skaffold: dict[str, Any], profile: str | None) -> None:
+    """GPU images for x86 GPU nodes whatever builds them; the cpu profile builds for the local cluster."""
+    build = effective_config(skaffold, profile)["build"]
+    if profile is None:
+        assert build["platforms"] == ["linux/amd64"]
+        assert all("platforms" not in a for a in build["artifacts"])
+    else:
+        assert "platforms" not in build
 
 
 # ---------------------------------------------------------------- render with what skaffold passes
