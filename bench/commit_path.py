@@ -6,7 +6,7 @@ repetition measures, on freshly perturbed weights:
 
 (a) the semirl path: the trainer's policy write (`staged_directory` around `save_pretrained` into the staging
     directory, whose writeback starts while it writes; then hashes + fsync, MANIFEST.json, rename), the
-    controller's `verify`, the generator's `check_policy_dir` (verify) and the in-place branch of
+    controller's `verify`, the generator's `check_policy_dir` (files present at their sizes) and the in-place branch of
     `GenerationEngine.load` (`reload_weights` + `reset_prefix_cache`);
 (b) the baseline: `save_pretrained` into a plain directory, `reload_weights`, `reset_prefix_cache`;
 (c) for reference, the baseline made crash-safe: (b) with an fsync of each file and the directory after the save.

@@ -229,3 +229,30 @@ def test_latest_valid_trainer_step_skips_a_torn_checkpoint(tmp_path: Path) -> No
 def test_run_directory_cannot_escape_the_store(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError):
         RunCheckpoints(tmp_path / "store", "r", subdir="../../elsewhere")
+
+
+def test_a_reader_of_a_verified_version_checks_completeness_not_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generators load versions the controller hashed before committing them: they check every file is there at
+    its size (cheap), and hash again only with SEMIRL_VERIFY_ON_LOAD=full."""
+    from semirl.generator.engine import check_policy_dir
+
+    policy = tmp_path / "v1"
+    _write_checkpoint(policy)
+    assert checkpoints.check_complete(policy)["files"].keys() == _manifest(policy)["files"].keys()
+    check_policy_dir(policy)
+    weights = next(name for name in _manifest(policy)["files"] if name != "config.json")
+    _flip_byte(policy / weights, 3)  # same size, other bytes: only a hash sees it
+    check_policy_dir(policy)
+    monkeypatch.setenv("SEMIRL_VERIFY_ON_LOAD", "full")
+    with pytest.raises(CheckpointError, match="does not match"):
+        check_policy_dir(policy)
+    monkeypatch.delenv("SEMIRL_VERIFY_ON_LOAD")
+    with (policy / weights).open("ab") as handle:
+        handle.write(b"x")  # a truncated or extended file is caught without hashing
+    with pytest.raises(CheckpointError, match="bytes, manifest says"):
+        check_policy_dir(policy)
+    (policy / weights).unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        checkpoints.check_complete(policy)

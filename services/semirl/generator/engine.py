@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semirl.core.checkpoints import MANIFEST, CheckpointError, verify
+from semirl.core.checkpoints import MANIFEST, CheckpointError, check_complete, verify
 from semirl.generator.prompts import Prompt, PromptError, engine_prompt
 
 log = logging.getLogger(__name__)
@@ -104,13 +104,22 @@ def architecture(path: str | Path) -> dict[str, Any]:
     return {**{name: config.get(name) for name in ARCH_FIELDS}, "tokenizer": tokenizer_digest(path)}
 
 
+VERIFY_ON_LOAD_ENV = "SEMIRL_VERIFY_ON_LOAD"  # "sizes" (default) or "full"
+
+
 def check_policy_dir(path: str | Path) -> None:
-    """Raise CheckpointError unless `path` is a loadable HF directory (manifest verified when present)."""
+    """Raise CheckpointError unless `path` is a loadable HF directory with every file of its manifest (when it has
+    one) present at its size. Generators load only versions the controller committed, and the controller hashed
+    every byte of those before committing (docs/architecture.md, decision 35); a second hash here cost a reload
+    about as much as the load itself. SEMIRL_VERIFY_ON_LOAD=full hashes again."""
     directory = Path(path)
     if not directory.is_dir() or not (directory / "config.json").is_file():
         raise CheckpointError(f"{directory}: not a model directory (no config.json)")
     if (directory / MANIFEST).is_file():
-        verify(directory)
+        if os.environ.get(VERIFY_ON_LOAD_ENV, "sizes") == "full":
+            verify(directory)
+        else:
+            check_complete(directory)
 
 
 def _context_length(path: str, requested: int) -> int:
