@@ -1,0 +1,174 @@
+"""Benchmark: seconds from the command's start to the seed's held-out accuracy + 10 and + 30 points, `semirl demo`
+against TRL's online DPO and GRPO (bench/trl_peer.py) on the same box, model, prompts, reward and evaluation.
+
+    bash bench/trl_env.sh                        # once: TRL's own environment, .venv-trl
+    .venv/bin/python -m bench.time_to_target     # semirl, then TRL online DPO, then TRL GRPO, one after another
+
+semirl: the demo spec (examples/tiny-math-dpo.yaml) on the local stack, as `semirl demo` runs it (the tiny setup,
+then Redis, controller, generator, verifier, trainer), timed from this process's start, so the stack's start-up
+counts. Only eval.every changes: the sync interval, the finest the spec allows (evaluations run on committed
+checkpoints). A point's time is when the evaluated policy version was committed: the controller's receipt of
+that step's report plus the trainer's policy write and commit (reported with the next step). The evaluation
+rounds share the generator with training, so they cost semirl time; TRL's stop its clock (see trl_peer.py).
+
+Targets are each run's own step-0 accuracy + 10 / + 30 points (same protocol: 200 held-out prompts x 4 samples,
+math-verify). Writes one JSON per system and bench/results/time_to_target.json (all three, the table, and the
+ratio semirl / TRL of each time), and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.trl_peer import TARGET_POINTS, TRAINERS, PeerParams, format_seconds, process_start, result
+from semirl.client import ControllerClient
+from semirl.core.redis_server import free_port
+from semirl.local.stack import LocalStack
+from semirl.spec import RunSpec, parse_run_spec
+from semirl.tinymodel.build import build_tiny_setup
+
+DEMO_SPEC = Path("examples/tiny-math-dpo.yaml")
+TRL_PYTHON = Path(".venv-trl/bin/python")
+
+
+def peer_params(spec: RunSpec) -> PeerParams:
+    """What TRL runs: the spec's model, data, sampling, optimizer and evaluation, resolved with its defaults."""
+    eval_set = spec.data.eval[0]
+    limits = [limit for limit in (eval_set.limit, spec.eval.limit) if limit]
+    return PeerParams(
+        model_dir=spec.model.path, train_path=spec.data.train.path, eval_path=eval_set.path,
+        eval_limit=min(limits) if limits else None, prompt_template=spec.data.prompt_template,
+        n=spec.sampling.n, temperature=spec.sampling.temperature, top_p=spec.sampling.top_p,
+        max_tokens=spec.sampling.max_tokens, eval_samples=eval_set.samples_per_prompt or spec.eval.samples_per_prompt,
+        eval_temperature=spec.eval.temperature, eval_top_p=spec.eval.top_p, eval_max_tokens=spec.eval_max_tokens,
+        lr=spec.optim.lr, adam_eps=spec.optim.adam_eps, betas=spec.optim.betas, weight_decay=spec.optim.weight_decay,
+        grad_clip=spec.optim.grad_clip, warmup_steps=spec.optim.warmup_steps, dpo_beta=spec.dpo.beta,
+        batch_prompts=spec.train.batch_prompts, steps=spec.train.steps, seed=spec.train.seed,
+        eval_every=spec.eval.every or spec.train.steps,
+    )
+
+
+def semirl_curve(record: dict[str, Any], metrics: list[dict[str, Any]], started: float) -> list[dict[str, Any]]:
+    """(step, seconds, accuracy) of each evaluation, timed at the commit of the policy version it evaluated."""
+    by_step = {int(m["step"]): m for m in metrics if "step" in m}
+
+    def committed(version: int) -> float:
+        report = by_step[version]
+        after = by_step.get(version + 1, {})
+        return float(report["time"]) + float(after.get("checkpoint_policy_s", 0.0)) + float(
+            after.get("checkpoint_commit_s", 0.0))
+
+    curve = []
+    for evaluation in sorted(record["evals"], key=lambda e: e["step"]):
+        version = int(evaluation["policy_version"])
+        at = float(record["created_at"]) if version == 0 else committed(version)
+        curve.append({"step": int(evaluation["step"]), "policy_version": version,
+                      "seconds": round(at - started, 3), "accuracy": float(evaluation["accuracy"]),
+                      "stderr": evaluation.get("stderr")})
+    return curve
+
+
+def run_semirl(spec_data: dict[str, Any], workdir: Path, started: float) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    build_tiny_setup(Path(".semirl/tiny"), seed=0)
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_path = workdir / "time-to-target.yaml"
+    spec_path.write_text(yaml.safe_dump(spec_data))
+    with LocalStack(workdir=workdir, store=(workdir / "store").resolve(), http_port=free_port()) as stack:
+        client = ControllerClient(stack.url)
+        run_id = client.submit(spec_path)["id"]
+        record = client.wait(run_id, timeout=3600)
+        wall = time.time() - started
+        if record["state"] != "succeeded":
+            raise SystemExit(f"semirl run failed: {record.get('error')}")
+        metrics = client.metrics(run_id)
+    curve = semirl_curve(record, metrics, started)
+    engine_env = {name: value for name, value in os.environ.items() if name.startswith("SEMIRL_VLLM_")}
+    return result("semirl", curve, round(wall, 3), load_before=list(load_before), syncs=record.get("syncs"),
+                  generation="vLLM (CPU build) through the local stack", engine_env=engine_env, spec=spec_data)
+
+
+def run_trl(trainer: str, params_path: Path, out: Path, python: Path) -> dict[str, Any]:
+    if not python.is_file():
+        raise SystemExit(f"{python} is missing: run `bash bench/trl_env.sh` first")
+    load_before = os.getloadavg()
+    subprocess.run([str(python), "-m", "bench.trl_peer", "--trainer", trainer, "--params", str(params_path),
+                    "--out", str(out)], check=True)
+    return {**json.loads(out.read_text()), "load_before": list(load_before)}
+
+
+def table(results: dict[str, dict[str, Any]]) -> list[str]:
+    head = ["system", "seed", *(f"to seed + {p} points" for p in TARGET_POINTS), "final", "wall", "load before"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, res in results.items():
+        cells = [name, f"{res['seed_accuracy']:.1%}",
+                 *(format_seconds(res["targets"][f"seed+{p}"]["seconds"]) for p in TARGET_POINTS),
+                 f"{res['final_accuracy']:.1%}", f"{res['wall_s']:.0f} s",
+                 f"{res.get('load_before', [float('nan')])[0]:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """semirl's seconds / each TRL trainer's, per target (below 1: semirl is faster; None: one never got there)."""
+    ours = results.get("semirl")
+    out: dict[str, dict[str, float | None]] = {}
+    for name, res in results.items():
+        if ours is None or name == "semirl":
+            continue
+        out[f"semirl / {name}"] = {}
+        for p in TARGET_POINTS:
+            a, b = ours["targets"][f"seed+{p}"]["seconds"], res["targets"][f"seed+{p}"]["seconds"]
+            out[f"semirl / {name}"][f"seed+{p}"] = round(a / b, 2) if a is not None and b else None
+    return out
+
+
+def main() -> None:
+    started = process_start()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--systems", nargs="+", default=["semirl", *TRAINERS], choices=["semirl", *TRAINERS])
+    parser.add_argument("--spec", type=Path, default=DEMO_SPEC)
+    parser.add_argument("--steps", type=int, help="train.steps for every system (default: the spec's)")
+    parser.add_argument("--out-dir", type=Path, default=Path("bench/results"))
+    parser.add_argument("--workdir", type=Path, default=Path(".semirl/bench-time-to-target"))
+    parser.add_argument("--trl-python", type=Path, default=TRL_PYTHON)
+    args = parser.parse_args()
+
+    spec_data = yaml.safe_load(args.spec.read_text())
+    if args.steps:
+        spec_data["train"]["steps"] = args.steps
+    interval = spec_data.get("sync", {}).get("interval", 1)
+    spec_data["eval"] = {**spec_data.get("eval", {}), "every": interval if isinstance(interval, int) else 1}
+    spec_data["name"] = "time-to-target"
+    params = peer_params(parse_run_spec(spec_data))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    params_path = args.out_dir / "time_to_target_params.json"
+    params_path.write_text(json.dumps(dataclasses.asdict(params), indent=2))
+
+    results: dict[str, dict[str, Any]] = {}
+    for system in args.systems:
+        out = args.out_dir / f"time_to_target_{system if system == 'semirl' else 'trl_' + system}.json"
+        if system == "semirl":
+            results["semirl"] = run_semirl(spec_data, args.workdir, started)
+            out.write_text(json.dumps(results["semirl"], indent=2))
+        else:
+            results[f"trl-{system.replace('_', '-')}"] = run_trl(system, params_path, out, args.trl_python)
+    lines = table(results)
+    summary = {"date": time.strftime("%Y-%m-%d"), "params": dataclasses.asdict(params), "table": lines,
+               "ratios": ratios(results), "results": results}
+    (args.out_dir / "time_to_target.json").write_text(json.dumps(summary, indent=2))
+    print("\n".join(lines))
+    print(json.dumps(summary["ratios"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
