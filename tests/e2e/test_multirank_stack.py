@@ -15,6 +15,7 @@ import torch
 from stack_audit import assert_nothing_lost_nothing_twice, step_reports
 
 from semirl.client import ControllerClient
+from semirl.core.checkpoints import RunCheckpoints
 from semirl.local.stack import LocalStack
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1200)]
@@ -36,7 +37,10 @@ def test_two_rank_zero3_bf16_run_survives_a_killed_trainer(
                       model={"path": str(tiny_setup.model_dir), "max_model_len": 128, "dtype": "bfloat16"})
     run_id = client.submit(spec)["id"]
     deadline = time.monotonic() + 400
-    while client.run(run_id)["policy_version"] < 2:
+    # The trainer state of step 2 follows v2's commit (decision 32): kill once it is written, so the restart
+    # resumes from it rather than from the seed.
+    checkpoints = RunCheckpoints(stack.store, run_id)
+    while (checkpoints.latest_valid_trainer_step() or 0) < 2:
         assert time.monotonic() < deadline, stack.dump_logs()
         time.sleep(0.2)
     trainer = stack.services["trainer"]
