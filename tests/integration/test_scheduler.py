@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import redis
 from trainer_harness import wait_for  # a sibling module (pytest puts this test's folder on sys.path)
@@ -25,6 +26,7 @@ from semirl.controller.scheduler import Controller
 from semirl.core import keys
 from semirl.core.checkpoints import RunCheckpoints, staged_directory
 from semirl.core.grpc_server import ServiceServer, channel, check_health
+from semirl.core.redis_server import start_redis
 from semirl.core.runstate import load_run, save_run
 from semirl.core.streams import PAYLOAD_FIELD, publish
 from semirl.proto import controller_pb2, controller_pb2_grpc, generator_pb2, generator_pb2_grpc, types_pb2
@@ -557,3 +559,24 @@ def test_loop_counts_failing_ticks_and_recovers(controller: Controller, monkeypa
         assert controller.tick_problem() is None and controller.tick_failures == 0
     finally:
         controller.stop()
+
+
+def test_a_redis_outage_answers_unavailable_so_the_trainer_retries(files: dict[str, Path], tmp_path: Path) -> None:
+    """While Redis is down the controller's RPCs answer UNAVAILABLE (what the trainer retries with backoff), not
+    UNKNOWN (an application error that failed the trainer's attempt at the run: tests/faults found it)."""
+    server = start_redis(tmp_path / "redis", append_only=False)
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=1.0, socket_timeout=1.0)
+    controller = Controller(client, files["store"])
+    run_id = submit(controller, make_spec(files, "outage", interval=1, steps=2))
+    grpc_server = build_grpc_server(controller, "127.0.0.1:0")
+    grpc_server.start()
+    try:
+        with channel(f"127.0.0.1:{grpc_server.port}") as chan:
+            stub = controller_pb2_grpc.ControllerInternalServiceStub(chan)
+            server.stop()
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ReportStep(controller_pb2.StepReport(run_id=run_id, step=1), timeout=30)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "Redis" in err.value.details()
+    finally:
+        grpc_server.stop(0)
+        client.close()

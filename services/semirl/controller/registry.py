@@ -196,26 +196,28 @@ class Registry:
 
     # --- steps and metrics -----------------------------------------------------------------------------
 
-    def append_step(self, report: controller_pb2.StepReport) -> None:
-        metrics = {"step": int(report.step), "time": time.time(), **dict(report.metrics)}
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.rpush(keys.run_steps_key(report.run_id), json_format.MessageToJson(report, indent=None))
-            pipe.rpush(keys.run_metrics_key(report.run_id), json.dumps(metrics))
-            pipe.execute()
+    def reports_from(self, run_id: str, step: int) -> list[controller_pb2.StepReport]:
+        """The stored reports of steps >= `step` (one entry per step, in order): what a replay replaces. Only
+        those are read, so a report costs O(1) in the run's length."""
+        raw = self.client.lrange(keys.run_steps_key(run_id), max(0, step - 1), -1)
+        return [json_format.Parse(r, controller_pb2.StepReport()) for r in raw]
 
-    def drop_steps_from(self, run_id: str, step: int) -> list[controller_pb2.StepReport]:
-        """Forget the reports of steps >= `step` (one entry per step, in order): a resumed trainer replays them.
-        Returns the dropped reports (only those are read: a replay costs what it replays, not the run's length)."""
-        steps, metrics = keys.run_steps_key(run_id), keys.run_metrics_key(run_id)
+    def append_step(self, report: controller_pb2.StepReport, record: RunRecord) -> None:
+        """Store the report (replacing the stored reports of its step and later ones: a resumed trainer replays
+        them) and the record it updated, in one MULTI/EXEC: a report cut off by a Redis outage is all there or
+        not at all, so the trainer's retry neither loses it nor stores or counts it twice."""
+        step = int(report.step)
+        metrics = {"step": step, "time": time.time(), **dict(report.metrics)}
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.lrange(steps, max(0, step - 1), -1)
-            for key in (steps, metrics):
+            for key in (keys.run_steps_key(report.run_id), keys.run_metrics_key(report.run_id)):
                 if step <= 1:
                     pipe.delete(key)  # LTRIM 0 -1 would keep everything
                 else:
                     pipe.ltrim(key, 0, step - 2)
-            dropped = pipe.execute()[0]
-        return [json_format.Parse(r, controller_pb2.StepReport()) for r in dropped]
+            pipe.rpush(keys.run_steps_key(report.run_id), json_format.MessageToJson(report, indent=None))
+            pipe.rpush(keys.run_metrics_key(report.run_id), json.dumps(metrics))
+            save_run(pipe, record)
+            pipe.execute()
 
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
         return [json.loads(r) for r in self.client.lrange(keys.run_metrics_key(run_id), 0, -1)]

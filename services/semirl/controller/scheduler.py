@@ -255,15 +255,14 @@ class Controller:
                 return True
             counters = Counter(record.counters)  # kept incrementally: a report costs O(1) in the run's length
             if report.step <= record.step:  # a resumed trainer replays the steps after its checkpoint
-                for dropped in self.registry.drop_steps_from(report.run_id, int(report.step)):
-                    counters.subtract(_group_outcome(group) for group in dropped.groups)
+                for replaced in self.registry.reports_from(report.run_id, int(report.step)):
+                    counters.subtract(_group_outcome(group) for group in replaced.groups)
             self._add_reload_time(record.spec, report)
-            self.registry.append_step(report)
             counters.update(_group_outcome(group) for group in report.groups)
             record.step = int(report.step)
             record.resumed_from_step = max(record.resumed_from_step, int(report.resumed_from_step))
             record.counters = {name: count for name, count in counters.items() if count}
-            self.registry.save(record)
+            self.registry.append_step(report, record)
             return False
 
     def _add_reload_time(self, spec: RunSpec, report: controller_pb2.StepReport) -> None:

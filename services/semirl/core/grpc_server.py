@@ -58,8 +58,19 @@ class ServiceServer:
         self.server.stop(grace).wait()
 
 
+# A channel whose peer was gone retries the connection with gRPC's exponential backoff, up to 120 s apart by
+# default: a controller back after a long outage would go unseen for up to two minutes while every call still
+# fails at once (tests/faults). Peers here are in-cluster services, so reconnecting every few seconds is cheap.
+_CHANNEL_OPTIONS = [
+    *_OPTIONS,
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+]
+
+
 def channel(target: str) -> grpc.Channel:
-    return grpc.insecure_channel(target, options=_OPTIONS)
+    return grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
 
 
 def check_health(target: str, timeout: float = 2.0, service: str = "") -> bool:
