@@ -143,6 +143,23 @@ def test_generate_returns_n_samples_with_one_logprob_per_token(generator: Genera
     assert Path(status.policy_path) == models.seed.resolve()
 
 
+def test_seeded_prompts_beyond_one_prefill_step_are_generated(generator: Generator, models: Models) -> None:
+    """Evaluation prompts are seeded. 160 of ~60 tokens are more than vLLM's 4,096-token step budget, so with
+    chunked prefill some prefill is split, which vLLM 0.32 on CPU cannot do for a seeded request (the whole batch
+    failed); the generator turns chunking off on CPU. Seeded sampling stays reproducible."""
+    stub = generator.stub()
+    prompts = [f"Add these numbers, step by step: {' '.join(str(i + k) for k in range(24))}" for i in range(160)]
+    request = generator_pb2.GenerateRequest(
+        prompts=prompts, sampling=types_pb2.SamplingParams(n=2, temperature=1.0, top_p=1.0, max_tokens=4, seed=11),
+        policy=types_pb2.PolicyRef(version=0, path=str(models.seed)))
+    first = stub.Generate(request, timeout=600)
+    prompt_tokens = sum(len(g.prompt_token_ids) for g in first.groups)
+    assert len(first.groups) == 160 and prompt_tokens > 4096
+    again = stub.Generate(request, timeout=600)
+    assert [[list(s.token_ids) for s in g.samples] for g in again.groups] == [
+        [list(s.token_ids) for s in g.samples] for g in first.groups]
+
+
 def test_reload_changes_version_and_greedy_output(generator: Generator, models: Models) -> None:
     stub = generator.stub()
     before = _greedy(stub, types_pb2.PolicyRef(version=0, path=str(models.seed)))

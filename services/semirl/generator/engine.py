@@ -132,6 +132,15 @@ def _context_length(path: str, requested: int) -> int:
     return min(requested, int(supported)) if supported else requested
 
 
+def _platform_defaults() -> dict[str, Any]:
+    """vLLM arguments this platform needs. On CPU, a seeded request whose prefill is split by chunked prefill
+    fails ("CPU Generator does not use offset", vLLM 0.32): every batch of seeded evaluation prompts longer than
+    the 4,096-token step budget did. Without chunking the whole prefill runs in one step."""
+    from vllm.platforms import current_platform
+
+    return {"enable_chunked_prefill": False} if current_platform.is_cpu() else {}
+
+
 class GenerationEngine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
@@ -192,6 +201,7 @@ class GenerationEngine:
         # start on 2 cores, and no busy-polling sibling processes competing for the cores).
         if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
             kwargs["distributed_executor_backend"] = "uni"
+        kwargs.update(_platform_defaults())
         kwargs.update(self.config.extra)
         self.llm = LLM(**kwargs)
         self._built_config = self.config
