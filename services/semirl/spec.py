@@ -183,7 +183,11 @@ class SyncSpec(_Section):
         "never for GRPO.",
     )
     max_staleness: int | None = Field(
-        None, ge=0, le=MAX_STEPS, description="Reserved: accept groups up to k versions old instead of strict windows."
+        None, ge=0, le=MAX_STEPS,
+        description="Asynchronous training: generators never wait for a window. Trainer step t accepts a group "
+        "sampled by any committed version at most k syncs older than v(t) (k x s steps); the controller releases a "
+        "window as soon as that holds for its first step, so at most k + 1 windows of prompts are out at once. "
+        "Omitted: strict windows (step t trains on v(t) only). k = 0 with s = 1 is online.",
     )
 
     @field_validator("interval")
@@ -200,16 +204,20 @@ class SyncSpec(_Section):
             raise ValueError(f"sync.ref_interval must be 1..{MAX_STEPS:,}, 'never' or omitted")
         return value
 
-    @field_validator("max_staleness")
-    @classmethod
-    def _staleness_not_yet(cls, value: int | None) -> int | None:
-        if value is not None:
-            raise ValueError("max_staleness (asynchronous windows) is not supported yet; omit it")
-        return value
+    @model_validator(mode="after")
+    def _staleness_needs_syncs(self) -> SyncSpec:
+        if self.max_staleness is not None and self.offline:
+            raise ValueError("sync.max_staleness bounds how far behind the synced policy a group may be; an "
+                             "'offline' run never syncs: omit max_staleness or give sync.interval a number")
+        return self
 
     @property
     def offline(self) -> bool:
         return self.interval == "offline"
+
+    @property
+    def asynchronous(self) -> bool:
+        return self.max_staleness is not None
 
 
 class TrainSpec(_Section):
@@ -221,7 +229,8 @@ class TrainSpec(_Section):
     )
     micro_batch_pairs: int = Field(
         8, gt=0, le=MAX_BATCH,
-        description=f"DPO pairs per forward pass on each rank; the rest is accumulated (at most {MAX_BATCH:,}).",
+        description=f"DPO pairs (GRPO: twice as many samples) per forward pass on each rank; the rest is "
+        f"accumulated (at most {MAX_BATCH:,}).",
     )
     gradient_checkpointing: bool = Field(
         False, description="Activation checkpointing: recompute each layer's activations in the backward pass."
@@ -252,16 +261,32 @@ class DPOSpec(_Section):
         description="Divide the step's summed pair losses by its prompts (the paper's fairseq2 recipe: skipped "
         "prompts count, so a step with few pairs moves the policy less) or by its pairs (TRL's mean).",
     )
+    pair_rule: Literal["random", "group"] = Field(
+        "random",
+        description="'random': one pair per prompt, a random correct x a random wrong sample (the paper's DPO); "
+        "'group': GroupDPO (paper §4.2), every correct x every wrong sample, the prompt's pair losses averaged.",
+    )
     nll_coef: float = Field(0.0, ge=0, description="Weight of an NLL term on the chosen response.")
     length_normalize: bool = False
-    entropy_coef: float = Field(0.0, ge=0)
+    entropy_coef: float = Field(
+        0.0, ge=0, description="Entropy regularizer: subtract coef x the chosen response's mean token entropy.")
 
 
 class GRPOSpec(_Section):
-    kl_beta: float = Field(0.001, ge=0)
-    std_normalize: bool = False
-    length_normalize: bool = False
-    clip_eps: float = Field(0.2, gt=0)
+    kl_beta: float = Field(
+        0.001, ge=0, description="Weight of the per-token k3 KL to the fixed reference (the paper: 0.001; 0 = no "
+        "reference model at all).")
+    std_normalize: bool = Field(
+        False, description="Divide each group's advantages by the std of its rewards (fairseq2, DeepSeekMath); off "
+        "as in Dr. GRPO, because it up-weights nearly solved and nearly hopeless prompts.")
+    length_normalize: bool = Field(
+        False, description="Average each response's token losses instead of summing them (off: Dr. GRPO).")
+    clip_eps: float = Field(
+        0.2, gt=0, lt=1, description="Off-policy steps: PPO's clip range for the per-token importance ratio.")
+    off_policy_loss: Literal["ppo_clip", "truncated_is"] = Field(
+        "ppo_clip", description="Off-policy steps (sync.interval > 1 or sync.max_staleness > 0): PPO's clipped "
+        "ratio against the generator's logprobs, or truncated importance sampling (weight min(ratio, is_cap)).")
+    is_cap: float = Field(2.0, ge=1, le=1000, description="truncated_is: the largest importance weight.")
 
 
 class DeepSpeedSpec(_Section):
@@ -344,13 +369,6 @@ class RunSpec(BaseModel):
             raise ValueError("name must not contain '..'")
         return value
 
-    @field_validator("algorithm")
-    @classmethod
-    def _algorithm_supported(cls, value: str) -> str:
-        if value == "grpo":
-            raise ValueError("algorithm 'grpo' is not available in this release; use 'dpo'")
-        return value
-
     @model_validator(mode="after")
     def _eval_on_committed_versions(self) -> RunSpec:
         """Mid-run evaluations load committed policy versions, so they must fall on checkpoint steps.
@@ -371,10 +389,14 @@ class RunSpec(BaseModel):
 
     @model_validator(mode="after")
     def _window_released_at_once_bounded(self) -> RunSpec:
-        steps = self.train.steps if self.sync.offline else min(int(self.sync.interval), self.train.steps)  # type: ignore[arg-type]
+        if self.sync.offline:
+            steps, window = self.train.steps, "train.steps (offline: one window)"
+        else:
+            ahead = (self.sync.max_staleness or 0) + 1
+            steps = min(int(self.sync.interval) * ahead, self.train.steps)  # type: ignore[arg-type]
+            window = "sync.interval x (max_staleness + 1)" if self.sync.asynchronous else "sync.interval"
         prompts = steps * self.train.batch_prompts
         if prompts > MAX_WINDOW_PROMPTS:
-            window = "train.steps (offline: one window)" if self.sync.offline else "sync.interval"
             raise ValueError(f"train.batch_prompts x {window} = {prompts:,} prompts released at once; at most "
                              f"{MAX_WINDOW_PROMPTS:,}")
         return self
@@ -409,13 +431,32 @@ class RunSpec(BaseModel):
             return 1
         return math.ceil(self.train.steps / int(self.sync.interval))  # type: ignore[arg-type]
 
+    def oldest_accepted_version(self, step: int) -> int:
+        """The oldest policy version trainer step t accepts: v(t) with strict windows, v(t) − k·s with
+        sync.max_staleness = k (k syncs behind the newest version step t can see), never below the seed."""
+        newest = self.policy_version_for_step(step)
+        if not self.sync.asynchronous or self.sync.offline:
+            return newest
+        return max(0, newest - int(self.sync.max_staleness or 0) * int(self.sync.interval))  # type: ignore[arg-type]
+
     def accepts_version(self, step: int, version: int) -> bool:
         """The acceptance rule: may trainer step t train on a group sampled by policy `version`?
 
-        Strict windows: only v(t). (Bounded staleness, sync.max_staleness, will widen this to the k versions
-        before the trainer's; every consumer asks here, never compares versions itself.)
+        Strict windows: only v(t). Bounded staleness (sync.max_staleness = k): any version from
+        `oldest_accepted_version(t)` to v(t). Every consumer asks here, never compares versions itself.
         """
-        return version == self.policy_version_for_step(step)
+        return self.oldest_accepted_version(step) <= version <= self.policy_version_for_step(step)
+
+    def window_due(self, window: int, committed: int) -> bool:
+        """May the controller release window w's prompts once version `committed` is the newest committed one?
+        When every version its first step accepts could exist: strict, v(first step) is committed; asynchronous,
+        the oldest version that step accepts is."""
+        steps = self.window_steps(window)
+        if not steps:
+            return False
+        if self.sync.offline:
+            return window == 0
+        return self.oldest_accepted_version(steps[0]) <= committed
 
     def is_checkpoint_step(self, step: int) -> bool:
         """Steps after which the trainer saves a policy + trainer checkpoint and asks for a commit."""
@@ -443,10 +484,16 @@ class RunSpec(BaseModel):
         return self.eval.max_tokens or self.sampling.max_tokens
 
     @property
+    def grpo_on_policy(self) -> bool:
+        """GRPO trains every group with the policy that sampled it: one update per sync (s = 1) and no staleness.
+        Its importance ratio is then exactly 1 and the generator's logprobs are not needed."""
+        return self.sync.interval == 1 and not self.sync.max_staleness
+
+    @property
     def sample_logprobs(self) -> bool:
-        """Whether the objective reads the generator's logprob of each sampled token (GRPO's importance ratio
-        against the behaviour policy); DPO recomputes every logprob it needs, so generators skip them."""
-        return self.algorithm == "grpo"
+        """Whether the objective reads the generator's logprob of each sampled token (off-policy GRPO's importance
+        ratio); DPO and on-policy GRPO recompute every logprob they need, so generators skip them."""
+        return self.algorithm == "grpo" and not self.grpo_on_policy
 
     def eval_steps(self) -> list[int]:
         """Trainer steps whose policy is evaluated: 0 (the seed), every eval.every steps, and the last."""

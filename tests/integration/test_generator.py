@@ -395,3 +395,27 @@ def test_a_chat_task_for_a_model_without_a_chat_template_yields_an_empty_group(
     assert client.xpending(keys.PROMPTS, keys.GENERATORS_GROUP)["pending"] == 0
     status = generator.stub().Status(generator_pb2.GeneratorStatusRequest(), timeout=10)
     assert status.engine_ready and status.policy_version == 5
+
+
+def test_asynchronous_tasks_are_served_by_any_loaded_version_the_trainer_accepts(
+    generator: Generator, models: Models
+) -> None:
+    """sync.max_staleness: a task names the oldest version its step accepts; a loaded version of the run at or
+    after it serves the task without a reload, an older one is replaced by the task's policy first."""
+    client, stub = generator.client, generator.stub()
+    stub.Reload(generator_pb2.ReloadRequest(run_id="r1", policy=types_pb2.PolicyRef(version=2, path=str(models.v2))),
+                timeout=60)
+    reloads = stub.Status(generator_pb2.GeneratorStatusRequest(), timeout=10).reloads
+
+    behind = _task("async-1", models, version=0)  # released when v0 was the newest; step accepts v0 and later
+    behind.oldest_policy.CopyFrom(types_pb2.PolicyRef(version=0, path=str(models.seed)))
+    publish(client, keys.PROMPTS, behind)
+    assert _groups_for(client, {"async-1"})["async-1"].policy_version == 2  # the loaded v2, no reload
+    assert stub.Status(generator_pb2.GeneratorStatusRequest(), timeout=10).reloads == reloads
+
+    stub.Reload(generator_pb2.ReloadRequest(run_id="r1", policy=types_pb2.PolicyRef(version=0, path=str(models.seed))),
+                timeout=60)
+    ahead = _task("async-2", models, version=2)
+    ahead.oldest_policy.CopyFrom(types_pb2.PolicyRef(version=2, path=str(models.v2)))
+    publish(client, keys.PROMPTS, ahead)
+    assert _groups_for(client, {"async-2"})["async-2"].policy_version == 2  # v0 is too old for the step: reloaded

@@ -1,4 +1,4 @@
-"""A 2-rank DeepSpeed step equals the 1-rank step on the same batch, for ZeRO stages 0-3 (gloo on the CPU).
+"""A 2-rank DeepSpeed step equals the 1-rank step on the same batch (DPO and GRPO), for ZeRO stages 0-3 (gloo, CPU).
 
 Real processes with real DeepSpeed: `rank_step_worker.py` runs as two ranks (launched with the trainer's own
 `rank_environment`) and as one; rank 0 of each writes the updated weights of every stage.
@@ -39,10 +39,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _run(world: int, model: Path, out: Path) -> None:
+def _run(world: int, model: Path, out: Path, algorithm: str) -> None:
     topology = TrainerTopology(cpu_ranks_per_node=world, master_port=free_port())
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(model), str(out)],
+    procs = [subprocess.Popen([sys.executable, str(WORKER), str(model), str(out), algorithm],
                               env={**env, **rank_environment(topology, rank)},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for rank in range(world)]
@@ -51,13 +51,14 @@ def _run(world: int, model: Path, out: Path) -> None:
         assert proc.returncode == 0, output.decode(errors="replace")[-4000:]
 
 
-def test_two_ranks_equal_one_rank_for_every_zero_stage(model_dir: Path, tmp_path: Path) -> None:
-    _run(2, model_dir, tmp_path)
-    _run(1, model_dir, tmp_path)
+@pytest.mark.parametrize("algorithm", ["dpo", "grpo"])
+def test_two_ranks_equal_one_rank_for_every_zero_stage(model_dir: Path, tmp_path: Path, algorithm: str) -> None:
+    _run(2, model_dir, tmp_path, algorithm)
+    _run(1, model_dir, tmp_path, algorithm)
     seed = load_file(str(next(model_dir.glob("*.safetensors"))))
     for stage in (0, 1, 2, 3):
-        one = load_file(str(tmp_path / f"stage{stage}-world1.safetensors"))
-        two = load_file(str(tmp_path / f"stage{stage}-world2.safetensors"))
+        one = load_file(str(tmp_path / f"{algorithm}-stage{stage}-world1.safetensors"))
+        two = load_file(str(tmp_path / f"{algorithm}-stage{stage}-world2.safetensors"))
         assert one.keys() == two.keys()
         assert torch.allclose(one.pop("__loss__"), two.pop("__loss__"), atol=1e-6), stage
         moved = max(float((one[k] - seed[k].float()).abs().max()) for k in one if k in seed)

@@ -226,6 +226,42 @@ def test_semi_online_windows_wait_for_commits_and_fan_out_reloads(
     pubsub.close()
 
 
+def test_asynchronous_windows_run_k_ahead_and_every_commit_is_synced(
+    controller: Controller, stub: Any, generator: RecordingGenerator, redis_client: redis.Redis,
+    files: dict[str, Path],
+) -> None:
+    """max_staleness 1, s = 1: two windows are out from the start, each commit releases the next one and goes to
+    the generators at once; tasks name the newest committed version and, as oldest_policy, what the step accepts."""
+    spec = make_spec(files, "async", interval=1, steps=4, sync={"interval": 1, "max_staleness": 1})
+    run_id = submit(controller, spec)
+    released = tasks(redis_client, run_id)
+    assert sorted(t.prompt_id for t in released) == ["t1-0", "t1-1", "t2-0", "t2-1"]
+    assert {(t.policy.version, t.oldest_policy.version) for t in released} == {(0, 0)}
+    assert all(t.HasField("oldest_policy") and not t.sampling.logprobs for t in released)
+    controller.tick()
+    assert len(tasks(redis_client, run_id)) == 4  # window 2 (step 3) accepts v1 at the oldest: not committed yet
+
+    v1 = write_policy(files["store"], run_id, 1)
+    assert commit(stub, run_id, v1, 1).committed
+    window2 = [t for t in tasks(redis_client, run_id) if t.window == 2]
+    assert {(t.train_step, t.policy.version, t.oldest_policy.version) for t in window2} == {(3, 1, 1)}
+    assert {t.oldest_policy.path for t in window2} == {str(v1)}
+    record = load_run(redis_client, run_id)
+    assert (record.generation_version, record.syncs, record.windows_released) == (1, 1, 3)
+    assert controller.reloads.wait_idle(10)
+    assert [r.policy.version for r in generator.reloads] == [1]
+
+    v2 = write_policy(files["store"], run_id, 2)
+    assert commit(stub, run_id, v2, 2).committed
+    assert {(t.train_step, t.policy.version, t.oldest_policy.version)
+            for t in tasks(redis_client, run_id) if t.window == 3} == {(4, 2, 2)}
+    v3 = write_policy(files["store"], run_id, 3)
+    assert commit(stub, run_id, v3, 3).committed  # every window is out: the commit still reaches the generators
+    assert controller.reloads.wait_idle(10)
+    assert [r.policy.version for r in generator.reloads] == [1, 2, 3]
+    assert len(tasks(redis_client, run_id)) == 8 and load_run(redis_client, run_id).syncs == 3
+
+
 def test_a_frozen_generator_delays_no_commit_and_no_other_generator(
     controller: Controller, stub: Any, generator: RecordingGenerator, redis_client: redis.Redis,
     files: dict[str, Path],

@@ -238,3 +238,62 @@ def test_evaluations_and_prompts_released_at_once_are_bounded() -> None:
         _spec(sync={"interval": 20_000}, train={"steps": 40_000, "batch_prompts": 64})
     # A window longer than the run releases only the run's steps.
     assert _spec(sync={"interval": 20_000}, train={"steps": 100, "batch_prompts": 64}).num_windows == 1
+
+
+@pytest.mark.parametrize(("sync", "accepted"), [
+    # strict windows: step t trains on v(t) only
+    ({"interval": 1}, {1: [0], 2: [1], 5: [4]}),
+    ({"interval": 3}, {1: [0], 3: [0], 4: [3], 7: [6]}),
+    # max_staleness k: v(t) - k*s .. v(t), never below the seed
+    ({"interval": 1, "max_staleness": 0}, {1: [0], 2: [1], 5: [4]}),
+    ({"interval": 1, "max_staleness": 1}, {1: [0], 2: [0, 1], 5: [3, 4]}),
+    ({"interval": 1, "max_staleness": 2}, {2: [0, 1], 5: [2, 3, 4]}),
+    ({"interval": 3, "max_staleness": 1}, {1: [0], 4: [0, 1, 2, 3], 7: [3, 4, 5, 6]}),
+])
+def test_acceptance_rule_is_v_t_or_k_syncs_behind(sync: dict, accepted: dict[int, list[int]]) -> None:
+    spec = _spec(sync=sync)
+    for step, versions in accepted.items():
+        assert [v for v in range(0, 8) if spec.accepts_version(step, v)] == versions, step
+
+
+@pytest.mark.parametrize(("sync", "due_at"), [
+    # the newest committed version at which each window may be released
+    ({"interval": 1}, [0, 1, 2, 3, 4, 5, 6]),
+    ({"interval": 1, "max_staleness": 1}, [0, 0, 1, 2, 3, 4, 5]),
+    ({"interval": 1, "max_staleness": 3}, [0, 0, 0, 0, 1, 2, 3]),
+    ({"interval": 3}, [0, 3, 6]),
+    ({"interval": 3, "max_staleness": 1}, [0, 0, 3]),
+    ({"interval": "offline"}, [0]),
+])
+def test_windows_are_due_when_their_first_step_accepts_the_newest_commit(sync: dict, due_at: list[int]) -> None:
+    spec = _spec(sync=sync)
+    assert spec.num_windows == len(due_at)
+    for window, version in enumerate(due_at):
+        assert spec.window_due(window, version), (window, version)
+        assert version == 0 or not spec.window_due(window, version - 1), (window, version)
+
+
+def test_max_staleness_needs_a_synced_run_and_bounds_the_backlog() -> None:
+    with pytest.raises(ValidationError) as info:
+        _spec(sync={"interval": "offline", "max_staleness": 1})
+    assert "max_staleness" in str(info.value) and _locations(info) == {("sync",)}
+    batch = 50_000  # x (k + 1) windows of s = 5 steps: k = 3 releases exactly MAX_WINDOW_PROMPTS at once
+    assert 4 * 5 * batch == MAX_WINDOW_PROMPTS
+    ok = _spec(sync={"interval": 5, "max_staleness": 3}, train={"steps": 40, "batch_prompts": batch})
+    assert ok.sync.asynchronous
+    with pytest.raises(ValidationError, match="max_staleness"):
+        _spec(sync={"interval": 5, "max_staleness": 4}, train={"steps": 40, "batch_prompts": batch})
+
+
+def test_every_algorithm_and_sync_mode_is_accepted_or_refused_naming_the_field() -> None:
+    """The whole grid of algorithm x sync.interval x max_staleness: accepted ones run (tests/e2e); the only
+    refusal is an offline run with a staleness bound, and it names sync."""
+    for algorithm, interval, staleness in itertools.product(("dpo", "grpo"), (1, 3, "offline"), (None, 0, 2)):
+        sync = {"interval": interval, **({} if staleness is None else {"max_staleness": staleness})}
+        if interval == "offline" and staleness is not None:
+            with pytest.raises(ValidationError) as info:
+                _spec(algorithm=algorithm, sync=sync)
+            assert _locations(info) == {("sync",)}
+            continue
+        spec = _spec(algorithm=algorithm, sync=sync)
+        assert spec.sample_logprobs == (algorithm == "grpo" and not (interval == 1 and not staleness))

@@ -400,27 +400,41 @@ class Controller:
 
     def _due_windows(self, record: RunRecord) -> list[int]:
         spec = record.spec
-        if spec.sync.offline:
-            return [0] if record.windows_released == 0 else []
         due = []
         for window in range(record.windows_released, spec.num_windows):
-            version = spec.policy_version_for_step(spec.window_steps(window)[0])
-            if version > record.policy_version:
+            if not spec.window_due(window, record.policy_version):
                 break
             due.append(window)
         return due
 
+    def _sync_asynchronous(self, record: RunRecord) -> None:
+        """Asynchronous runs: every commit goes to the generators at once (no window waits for it)."""
+        if record.policy_version <= record.generation_version:
+            return
+        record.generation_version = record.policy_version
+        record.syncs += 1
+        self.reloads.request(record.id, types_pb2.PolicyRef(
+            version=record.policy_version, path=self._policy_path(record, record.policy_version)))
+        with self.client.pipeline(transaction=True) as pipe:
+            save_run(pipe, record)
+            pipe.execute()
+
     def _release_windows(self, record: RunRecord) -> None:
         spec = record.spec
+        if spec.sync.asynchronous:
+            self._sync_asynchronous(record)
         for window in self._due_windows(record):
-            version = spec.policy_version_for_step(spec.window_steps(window)[0])
+            if spec.sync.asynchronous:
+                version = record.generation_version
+            else:
+                version = spec.policy_version_for_step(spec.window_steps(window)[0])
             path = self._policy_path(record, version)
             if window > 0 and version != record.generation_version:
                 record.generation_version = version
                 record.syncs += 1
                 self.reloads.request(record.id, types_pb2.PolicyRef(version=version, path=path))
             tasks = build_window_tasks(record.id, spec, window, self._train_problems(record),
-                                       lambda v: self._policy_path(record, v))
+                                       lambda v: self._policy_path(record, v), newest_version=version)
             record.windows_released = window + 1
             with self.client.pipeline(transaction=True) as pipe:
                 for task in tasks:

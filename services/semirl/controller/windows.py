@@ -1,9 +1,11 @@
 """The prompt tasks of a sync window and of an evaluation round (pure functions; no Redis, no I/O).
 
 Window w holds the tasks of trainer steps `spec.window_steps(w)`; every task of step t carries policy version
-v(t) = spec.policy_version_for_step(t) (docs/architecture.md, the sync rule). Task ids are the idempotency
-keys of every stage downstream: "t{step}-{slot}" for training, "e{step}-{set}-{index}" for evaluation (set names
-are unique in a spec, so ids are unique across sets and rounds).
+v(t) = spec.policy_version_for_step(t) (docs/architecture.md, the sync rule). Asynchronous runs
+(sync.max_staleness) instead carry the newest committed version at release and, as `oldest_policy`, the oldest
+version step t accepts: a generator serves them with whatever version of the run it holds within that range.
+Task ids are the idempotency keys of every stage downstream: "t{step}-{slot}" for training,
+"e{step}-{set}-{index}" for evaluation (set names are unique in a spec, so ids are unique across sets and rounds).
 """
 
 from __future__ import annotations
@@ -43,13 +45,21 @@ def build_window_tasks(
     window: int,
     problems: list[Problem],
     policy_path: Callable[[int], str],
+    newest_version: int = 0,
 ) -> list[types_pb2.PromptTask]:
-    """The training tasks of window `window`; `policy_path(v)` gives the directory of committed version v."""
+    """The training tasks of window `window`; `policy_path(v)` gives the directory of committed version v and
+    `newest_version` is the newest committed version (what asynchronous tasks name as their policy)."""
     schedule = ProblemSchedule(problems, spec.train.batch_prompts, spec.data.shuffle_seed)
     reward_source = REWARD_SOURCES[spec.data.train.reward_source]
     tasks: list[types_pb2.PromptTask] = []
     for step in spec.window_steps(window):
-        version = spec.policy_version_for_step(step)
+        oldest = None
+        if spec.sync.asynchronous:
+            version = newest_version
+            first = spec.oldest_accepted_version(step)
+            oldest = types_pb2.PolicyRef(version=first, path=policy_path(first))
+        else:
+            version = spec.policy_version_for_step(step)
         policy = types_pb2.PolicyRef(version=version, path=policy_path(version))
         for slot in range(spec.train.batch_prompts):
             problem = schedule.problem_for(step, slot)
@@ -76,6 +86,7 @@ def build_window_tasks(
                     train_step=step,
                     prompt_format=PROMPT_FORMATS[spec.data.prompt_format],
                     answer_format=ANSWER_FORMATS[spec.data.train.answer_format],
+                    oldest_policy=oldest,
                 )
             )
     return tasks

@@ -364,9 +364,16 @@ class GeneratorService:
 
     def _required_policy(self, task: types_pb2.PromptTask) -> Policy | None:
         version = int(task.policy.version)
+        loaded = self.engine.policy
+        if task.HasField("oldest_policy"):  # asynchronous: any version of the run the trainer still accepts
+            oldest = int(task.oldest_policy.version)
+            if loaded is not None and self.run_id == task.run_id and loaded.version >= oldest:
+                return loaded
+            record = self._record(task.run_id, fresh=True)
+            if record is not None and record.policy_path and record.policy_version > max(version, oldest - 1):
+                return Policy(record.policy_version, str(Path(record.policy_path).resolve()))  # the newest commit
         if task.policy.path:
             return Policy(version, str(Path(task.policy.path).resolve()))
-        loaded = self.engine.policy
         if loaded is not None and loaded.version == version:
             return loaded
         record = self._record(task.run_id, fresh=True)

@@ -24,31 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15semirl/v1/types.proto\x12\tsemirl.v1\"s\n\x0eSamplingParams\x12\t\n\x01n\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x10\n\x08logprobs\x18\x06 \x01(\x08\"*\n\tPolicyRef\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0c\n\x04path\x18\x02 \x01(\t\"\xba\x03\n\nPromptTask\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tprompt_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\'\n\x07purpose\x18\x04 \x01(\x0e\x32\x16.semirl.v1.TaskPurpose\x12\x0e\n\x06prompt\x18\x05 \x01(\t\x12\x13\n\x0bgold_answer\x18\x06 \x01(\t\x12.\n\rreward_source\x18\x07 \x01(\x0e\x32\x17.semirl.v1.RewardSource\x12+\n\x08sampling\x18\x08 \x01(\x0b\x32\x19.semirl.v1.SamplingParams\x12$\n\x06policy\x18\t \x01(\x0b\x32\x14.semirl.v1.PolicyRef\x12\x0e\n\x06window\x18\n \x01(\x04\x12\x11\n\teval_step\x18\x0b \x01(\x04\x12\x12\n\ntrain_step\x18\x0c \x01(\x04\x12\x10\n\x08\x65val_set\x18\r \x01(\t\x12.\n\rprompt_format\x18\x0e \x01(\x0e\x32\x17.semirl.v1.PromptFormat\x12.\n\ranswer_format\x18\x0f \x01(\x0e\x32\x17.semirl.v1.AnswerFormat\"R\n\x06Sample\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x10\n\x08logprobs\x18\x03 \x03(\x02\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\"\xba\x01\n\x0bSampleGroup\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.semirl.v1.PromptTask\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\r\x12\"\n\x07samples\x18\x03 \x03(\x0b\x32\x11.semirl.v1.Sample\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x04\x12\x14\n\x0cgenerator_id\x18\x05 \x01(\t\x12\x1a\n\x12generation_seconds\x18\x06 \x01(\x01\"X\n\x0bScoredGroup\x12%\n\x05group\x18\x01 \x01(\x0b\x32\x16.semirl.v1.SampleGroup\x12\x0f\n\x07rewards\x18\x02 \x03(\x02\x12\x11\n\tscorer_id\x18\x03 \x01(\t*i\n\x0cRewardSource\x12\x1d\n\x19REWARD_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REWARD_SOURCE_VERIFIER\x10\x01\x12\x1e\n\x1aREWARD_SOURCE_REWARD_MODEL\x10\x02*Z\n\x0bTaskPurpose\x12\x1c\n\x18TASK_PURPOSE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_PURPOSE_TRAIN\x10\x01\x12\x15\n\x11TASK_PURPOSE_EVAL\x10\x02*\\\n\x0cPromptFormat\x12\x1d\n\x19PROMPT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12PROMPT_FORMAT_CHAT\x10\x01\x12\x15\n\x11PROMPT_FORMAT_RAW\x10\x02*_\n\x0c\x41nswerFormat\x12\x1d\n\x19\x41NSWER_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41NSWER_FORMAT_LATEX\x10\x01\x12\x17\n\x13\x41NSWER_FORMAT_BOXED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15semirl/v1/types.proto\x12\tsemirl.v1\"s\n\x0eSamplingParams\x12\t\n\x01n\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x10\n\x08logprobs\x18\x06 \x01(\x08\"*\n\tPolicyRef\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0c\n\x04path\x18\x02 \x01(\t\"\xe7\x03\n\nPromptTask\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tprompt_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\'\n\x07purpose\x18\x04 \x01(\x0e\x32\x16.semirl.v1.TaskPurpose\x12\x0e\n\x06prompt\x18\x05 \x01(\t\x12\x13\n\x0bgold_answer\x18\x06 \x01(\t\x12.\n\rreward_source\x18\x07 \x01(\x0e\x32\x17.semirl.v1.RewardSource\x12+\n\x08sampling\x18\x08 \x01(\x0b\x32\x19.semirl.v1.SamplingParams\x12$\n\x06policy\x18\t \x01(\x0b\x32\x14.semirl.v1.PolicyRef\x12\x0e\n\x06window\x18\n \x01(\x04\x12\x11\n\teval_step\x18\x0b \x01(\x04\x12\x12\n\ntrain_step\x18\x0c \x01(\x04\x12\x10\n\x08\x65val_set\x18\r \x01(\t\x12.\n\rprompt_format\x18\x0e \x01(\x0e\x32\x17.semirl.v1.PromptFormat\x12.\n\ranswer_format\x18\x0f \x01(\x0e\x32\x17.semirl.v1.AnswerFormat\x12+\n\roldest_policy\x18\x10 \x01(\x0b\x32\x14.semirl.v1.PolicyRef\"R\n\x06Sample\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x10\n\x08logprobs\x18\x03 \x03(\x02\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\"\xba\x01\n\x0bSampleGroup\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.semirl.v1.PromptTask\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\r\x12\"\n\x07samples\x18\x03 \x03(\x0b\x32\x11.semirl.v1.Sample\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x04\x12\x14\n\x0cgenerator_id\x18\x05 \x01(\t\x12\x1a\n\x12generation_seconds\x18\x06 \x01(\x01\"X\n\x0bScoredGroup\x12%\n\x05group\x18\x01 \x01(\x0b\x32\x16.semirl.v1.SampleGroup\x12\x0f\n\x07rewards\x18\x02 \x03(\x02\x12\x11\n\tscorer_id\x18\x03 \x01(\t*i\n\x0cRewardSource\x12\x1d\n\x19REWARD_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REWARD_SOURCE_VERIFIER\x10\x01\x12\x1e\n\x1aREWARD_SOURCE_REWARD_MODEL\x10\x02*Z\n\x0bTaskPurpose\x12\x1c\n\x18TASK_PURPOSE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_PURPOSE_TRAIN\x10\x01\x12\x15\n\x11TASK_PURPOSE_EVAL\x10\x02*\\\n\x0cPromptFormat\x12\x1d\n\x19PROMPT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12PROMPT_FORMAT_CHAT\x10\x01\x12\x15\n\x11PROMPT_FORMAT_RAW\x10\x02*_\n\x0c\x41nswerFormat\x12\x1d\n\x19\x41NSWER_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41NSWER_FORMAT_LATEX\x10\x01\x12\x17\n\x13\x41NSWER_FORMAT_BOXED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'semirl.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REWARDSOURCE']._serialized_start=1005
-  _globals['_REWARDSOURCE']._serialized_end=1110
-  _globals['_TASKPURPOSE']._serialized_start=1112
-  _globals['_TASKPURPOSE']._serialized_end=1202
-  _globals['_PROMPTFORMAT']._serialized_start=1204
-  _globals['_PROMPTFORMAT']._serialized_end=1296
-  _globals['_ANSWERFORMAT']._serialized_start=1298
-  _globals['_ANSWERFORMAT']._serialized_end=1393
+  _globals['_REWARDSOURCE']._serialized_start=1050
+  _globals['_REWARDSOURCE']._serialized_end=1155
+  _globals['_TASKPURPOSE']._serialized_start=1157
+  _globals['_TASKPURPOSE']._serialized_end=1247
+  _globals['_PROMPTFORMAT']._serialized_start=1249
+  _globals['_PROMPTFORMAT']._serialized_end=1341
+  _globals['_ANSWERFORMAT']._serialized_start=1343
+  _globals['_ANSWERFORMAT']._serialized_end=1438
   _globals['_SAMPLINGPARAMS']._serialized_start=36
   _globals['_SAMPLINGPARAMS']._serialized_end=151
   _globals['_POLICYREF']._serialized_start=153
   _globals['_POLICYREF']._serialized_end=195
   _globals['_PROMPTTASK']._serialized_start=198
-  _globals['_PROMPTTASK']._serialized_end=640
-  _globals['_SAMPLE']._serialized_start=642
-  _globals['_SAMPLE']._serialized_end=724
-  _globals['_SAMPLEGROUP']._serialized_start=727
-  _globals['_SAMPLEGROUP']._serialized_end=913
-  _globals['_SCOREDGROUP']._serialized_start=915
-  _globals['_SCOREDGROUP']._serialized_end=1003
+  _globals['_PROMPTTASK']._serialized_end=685
+  _globals['_SAMPLE']._serialized_start=687
+  _globals['_SAMPLE']._serialized_end=769
+  _globals['_SAMPLEGROUP']._serialized_start=772
+  _globals['_SAMPLEGROUP']._serialized_end=958
+  _globals['_SCOREDGROUP']._serialized_start=960
+  _globals['_SCOREDGROUP']._serialized_end=1048
 # @@protoc_insertion_point(module_scope)

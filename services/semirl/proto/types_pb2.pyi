@@ -68,7 +68,7 @@ class PolicyRef(_message.Message):
     def __init__(self, version: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
 
 class PromptTask(_message.Message):
-    __slots__ = ("run_id", "prompt_id", "attempt", "purpose", "prompt", "gold_answer", "reward_source", "sampling", "policy", "window", "eval_step", "train_step", "eval_set", "prompt_format", "answer_format")
+    __slots__ = ("run_id", "prompt_id", "attempt", "purpose", "prompt", "gold_answer", "reward_source", "sampling", "policy", "window", "eval_step", "train_step", "eval_set", "prompt_format", "answer_format", "oldest_policy")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,7 @@ class PromptTask(_message.Message):
     EVAL_SET_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_POLICY_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     prompt_id: str
     attempt: int
@@ -99,7 +100,8 @@ class PromptTask(_message.Message):
     eval_set: str
     prompt_format: PromptFormat
     answer_format: AnswerFormat
-    def __init__(self, run_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., attempt: _Optional[int] = ..., purpose: _Optional[_Union[TaskPurpose, str]] = ..., prompt: _Optional[str] = ..., gold_answer: _Optional[str] = ..., reward_source: _Optional[_Union[RewardSource, str]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., policy: _Optional[_Union[PolicyRef, _Mapping]] = ..., window: _Optional[int] = ..., eval_step: _Optional[int] = ..., train_step: _Optional[int] = ..., eval_set: _Optional[str] = ..., prompt_format: _Optional[_Union[PromptFormat, str]] = ..., answer_format: _Optional[_Union[AnswerFormat, str]] = ...) -> None: ...
+    oldest_policy: PolicyRef
+    def __init__(self, run_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., attempt: _Optional[int] = ..., purpose: _Optional[_Union[TaskPurpose, str]] = ..., prompt: _Optional[str] = ..., gold_answer: _Optional[str] = ..., reward_source: _Optional[_Union[RewardSource, str]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., policy: _Optional[_Union[PolicyRef, _Mapping]] = ..., window: _Optional[int] = ..., eval_step: _Optional[int] = ..., train_step: _Optional[int] = ..., eval_set: _Optional[str] = ..., prompt_format: _Optional[_Union[PromptFormat, str]] = ..., answer_format: _Optional[_Union[AnswerFormat, str]] = ..., oldest_policy: _Optional[_Union[PolicyRef, _Mapping]] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("text", "token_ids", "logprobs", "finish_reason")

@@ -172,7 +172,7 @@ class TrainingEngine:
 
     def micro_batches(self, examples: Sequence[Any]) -> list[tuple[Sequence[Any], float]]:
         """This rank's micro batches as (examples, weight): the same count on every rank (module docstring)."""
-        micro = self.spec.train.micro_batch_pairs
+        micro = self.objective.micro_batch_examples
         world, rank = self.ranks.world_size, self.ranks.rank
         shard = list(examples[rank::world])
         count = math.ceil(math.ceil(len(examples) / world) / micro)
@@ -192,8 +192,8 @@ class TrainingEngine:
         """One optimizer step on `batch` (no examples: no update, but the step still counts). Besides the
         objective's metrics: this rank's seconds in reference forwards, policy forward + backward, and the
         optimizer step (`time_reference_s`, `time_forward_backward_s`, `time_optimizer_s`)."""
-        names = self.objective.metric_names
-        sums = dict.fromkeys(names, 0.0)
+        sums = dict.fromkeys(self.objective.metric_names, 0.0)
+        maxima = dict.fromkeys(self.objective.max_metric_names, 0.0)
         times = dict.fromkeys(("time_reference_s", "time_forward_backward_s", "time_optimizer_s"), 0.0)
         total = len(batch.examples)
         overflow = False
@@ -216,6 +216,8 @@ class TrainingEngine:
                 if weight:
                     for key, value in result.sums.items():
                         sums[key] += value
+                    for key, value in result.maxima.items():
+                        maxima[key] = max(maxima[key], value)
             before, skipped_before = self.engine.global_steps, self.engine.skipped_steps
             started = self._clock()
             self.engine.step()  # the accumulation boundary: reduce, clip, AdamW (and LR schedule) once
@@ -225,9 +227,11 @@ class TrainingEngine:
             overflow = self.engine.skipped_steps != skipped_before  # fp16 loss scaling skipped the update
             if not overflow:
                 self.updates += 1
-            sums = self._sum_over_ranks(sums)
+            sums = self._reduce_over_ranks(sums, torch.distributed.ReduceOp.SUM)
+            maxima = self._reduce_over_ranks(maxima, torch.distributed.ReduceOp.MAX)
         self.step += 1
         metrics = {key: value / total if total else 0.0 for key, value in sums.items()}
+        metrics.update(maxima)
         grad_norm = self.engine.get_global_grad_norm() if total else None
         metrics["grad_norm"] = float(grad_norm) if grad_norm is not None else 0.0
         metrics["lr"] = float(self.engine.get_lr()[0])
@@ -238,13 +242,13 @@ class TrainingEngine:
             self.sync_ref()
         return metrics
 
-    def _sum_over_ranks(self, sums: dict[str, float]) -> dict[str, float]:
-        if self.ranks.world_size == 1:
-            return sums
-        keys = sorted(sums)
-        values = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
-        torch.distributed.all_reduce(values, group=self.ranks.control)
-        return dict(zip(keys, values.tolist(), strict=True))
+    def _reduce_over_ranks(self, values: dict[str, float], op: Any) -> dict[str, float]:
+        if self.ranks.world_size == 1 or not values:
+            return values
+        keys = sorted(values)
+        tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        torch.distributed.all_reduce(tensor, op=op, group=self.ranks.control)
+        return dict(zip(keys, tensor.tolist(), strict=True))
 
     # --- weights --------------------------------------------------------------------------------------
 

@@ -3,9 +3,10 @@
 Train step t (1-based) takes exactly `train.batch_prompts` groups of the run whose task says `train_step = t` and
 whose policy version the acceptance rule lets t train on (`RunSpec.accepts_version`, beside v(t) in spec.py).
 Everything else is acked at once and counted as dropped — never trained: groups of another run or of an
-evaluation (not reported), a prompt already consumed by a trained step ("duplicate"), a step already trained
-("stale"), a step past the run's end ("out_of_range"), a policy version the rule refuses ("wrong_version"), a
-second group for the same prompt ("duplicate") or more groups than the step takes ("surplus").
+evaluation (not reported), a prompt already consumed by a trained step ("duplicate"), a step already trained or
+a version older than the rule accepts ("stale"), a step past the run's end ("out_of_range"), any other version
+the rule refuses ("wrong_version"), a second group for the same prompt ("duplicate") or more groups than the step
+takes ("surplus").
 
 The entries of the groups a step used stay pending until the checkpoint covering that step is committed (the
 caller acks them). Entries Redis hands back to this same consumer after the visibility timeout are recognized
@@ -109,7 +110,7 @@ class StepIntake:
         if step > self.spec.train.steps:
             return "out_of_range"
         if not self.spec.accepts_version(step, version):
-            return "wrong_version"
+            return "stale" if version < self.spec.oldest_accepted_version(step) else "wrong_version"
         bucket = self.buffers.get(step, {})
         if task.prompt_id in bucket:
             return "duplicate"

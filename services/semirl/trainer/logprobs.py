@@ -45,6 +45,7 @@ class SeqLogps:
     tokens: torch.Tensor       # [B] response tokens (float)
     entropy: torch.Tensor      # [B] mean token entropy over the response
     token_logps: torch.Tensor  # [B, T-1] logprob of token i+1 at column i; 0 where that token is not a response token
+    mask: torch.Tensor | None = None  # [B, T-1] True where column i predicts a response token
 
 
 def build_batch(
@@ -222,5 +223,6 @@ def _per_sequence(
     entropy_sum = token_entropy.new_zeros(predictors.shape).index_put((rows, cols), token_entropy).sum(-1)
     tokens = predictors.to(per_token.dtype).sum(-1)
     return SeqLogps(
-        logps=per_token.sum(-1), tokens=tokens, entropy=entropy_sum / tokens.clamp(min=1), token_logps=per_token
+        logps=per_token.sum(-1), tokens=tokens, entropy=entropy_sum / tokens.clamp(min=1), token_logps=per_token,
+        mask=predictors,
     )

@@ -256,6 +256,9 @@ class RunTrainer:
             "dropped": float(dropped),
             "response_tokens": sum(lengths) / len(lengths) if lengths else 0.0,
             "staleness": float(step - min(versions)) if versions else 0.0,
+            # optimizer updates between the policy that sampled a group and the one that trains on it (0: on-policy)
+            "staleness_mean": sum(step - 1 - v for v in versions) / len(versions) if versions else 0.0,
+            "staleness_max": float(step - 1 - min(versions)) if versions else 0.0,
         }
 
     def _checkpoint(self, step: int) -> None:

@@ -50,7 +50,7 @@ TRAINER_STATES = ("idle", "loading", "waiting", "training", "checkpointing", "do
 
 # Gauges of the last trained step: metric name -> (key in the step report's metrics, help).
 STEP_GAUGES = {
-    "semirl_trainer_loss": ("loss", "DPO loss of the last step"),
+    "semirl_trainer_loss": ("loss", "Loss of the last step (DPO: per pair; GRPO: per sample)"),
     "semirl_trainer_reward_accuracy": ("pref_accuracy", "Pairs whose chosen implicit reward beats the rejected one"),
     "semirl_trainer_reward_margin": ("margin", "Mean implicit reward margin (chosen - rejected) of the last step"),
     "semirl_trainer_grad_norm": ("grad_norm", "Global gradient norm of the last step"),
@@ -59,6 +59,15 @@ STEP_GAUGES = {
     "semirl_trainer_sample_accuracy": ("accuracy", "Share of the last step's samples scored correct"),
     "semirl_trainer_sample_reward_mean": ("reward_mean", "Mean reward of the last step's samples"),
     "semirl_trainer_staleness_steps": ("staleness", "Step minus the oldest policy version in the last step"),
+    "semirl_trainer_staleness_mean": ("staleness_mean", "Mean optimizer updates between the policy that sampled a "
+                                      "group and the one trained on it, last step"),
+    "semirl_trainer_staleness_max": ("staleness_max", "Largest such gap in the last step"),
+    "semirl_trainer_grpo_kl": ("kl", "GRPO: mean per-token k3 KL to the reference, last step"),
+    "semirl_trainer_grpo_advantage_abs": ("advantage_abs", "GRPO: mean |advantage| of the last step's samples"),
+    "semirl_trainer_grpo_clip_fraction": ("clip_fraction", "GRPO: share of tokens whose ratio was clipped"),
+    "semirl_trainer_grpo_ratio_mean": ("ratio_mean", "GRPO: mean token importance ratio (1 on-policy)"),
+    "semirl_trainer_grpo_ratio_max": ("ratio_max", "GRPO: largest token importance ratio of the last step"),
+    "semirl_trainer_response_tokens": ("response_tokens", "Mean response length (tokens) of the last step"),
 }
 
 
@@ -79,7 +88,7 @@ class TrainerMetrics:
         self.commit_seconds = Histogram("semirl_trainer_commit_seconds", "Time from a checkpoint's start to its "
                                         "policy's commit (what generators wait for)", registry=r, buckets=buckets)
         self.checkpoints = PromCounter("semirl_trainer_checkpoints", "Checkpoints written and committed", registry=r)
-        self.pairs = PromCounter("semirl_trainer_pairs", "Preference pairs trained on", registry=r)
+        self.pairs = PromCounter("semirl_trainer_pairs", "Training examples: DPO pairs, GRPO samples", registry=r)
         self.groups_trained = PromCounter("semirl_trainer_groups_trained", "Groups that gave pairs to a step",
                                           registry=r)
         self.groups_skipped = PromCounter("semirl_trainer_groups_skipped", "Groups of a step that gave no pair "

@@ -6,6 +6,10 @@ scores: chosen = highest, rejected = lowest (ties broken at random); a group wit
 
 The randomness comes from a `random.Random` seeded from (train.seed, prompt_id), so the same group always gives
 the same pair — a replayed step after a trainer restart trains on exactly the same data.
+
+`dpo.pair_rule: group` is the paper's GroupDPO (§4.2): every correct × every incorrect sample of a prompt (every
+highest × every lowest for reward-model scores), each pair weighted 1 / (that prompt's pairs), so a prompt's pair
+losses are averaged and it weighs as much as under the one-pair rule.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
+from typing import Literal
 
 from semirl.proto import types_pb2
 
@@ -34,6 +39,10 @@ class Pair:
     rejected_token_ids: tuple[int, ...]
     chosen_index: int
     rejected_index: int
+    weight: float = 1.0  # the pair's share of its prompt's loss (GroupDPO: 1 / the prompt's pairs)
+
+
+PairRule = Literal["random", "group"]
 
 
 @dataclass
@@ -52,52 +61,58 @@ def pair_rng(seed: int, prompt_id: str) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def select_pair(scored: types_pb2.ScoredGroup, seed: int) -> tuple[Pair | None, str]:
-    """The DPO pair of one scored group, or (None, skip reason)."""
+def select_pairs(scored: types_pb2.ScoredGroup, seed: int, rule: PairRule = "random") -> tuple[list[Pair], str]:
+    """The DPO pairs of one scored group (one, or GroupDPO's all), or ([], skip reason)."""
     group = scored.group
     prompt_id = group.task.prompt_id
     rewards = list(scored.rewards)
     if len(rewards) != len(group.samples):
-        return None, SKIP_MALFORMED
+        return [], SKIP_MALFORMED
     # A sample without tokens cannot be scored by the policy: it is never chosen or rejected.
     usable = [i for i, sample in enumerate(group.samples) if len(sample.token_ids) > 0]
     if len(usable) < 2:
-        return None, SKIP_TOO_FEW
-    rng = pair_rng(seed, prompt_id)
+        return [], SKIP_TOO_FEW
     if group.task.reward_source == types_pb2.REWARD_SOURCE_REWARD_MODEL:
         best = max(rewards[i] for i in usable)
         worst = min(rewards[i] for i in usable)
         if best == worst:
-            return None, SKIP_ALL_TIED
-        chosen = rng.choice([i for i in usable if rewards[i] == best])
-        rejected = rng.choice([i for i in usable if rewards[i] == worst])
+            return [], SKIP_ALL_TIED
+        winners = [i for i in usable if rewards[i] == best]
+        losers = [i for i in usable if rewards[i] == worst]
     else:
-        correct = [i for i in usable if rewards[i] > CORRECT_THRESHOLD]
-        wrong = [i for i in usable if rewards[i] <= CORRECT_THRESHOLD]
-        if not wrong:
-            return None, SKIP_ALL_CORRECT
-        if not correct:
-            return None, SKIP_ALL_WRONG
-        chosen = rng.choice(correct)
-        rejected = rng.choice(wrong)
-    pair = Pair(
-        prompt_id=prompt_id,
-        policy_version=int(group.policy_version),
-        prompt_token_ids=tuple(group.prompt_token_ids),
-        chosen_token_ids=tuple(group.samples[chosen].token_ids),
-        rejected_token_ids=tuple(group.samples[rejected].token_ids),
-        chosen_index=chosen,
-        rejected_index=rejected,
-    )
-    return pair, ""
+        winners = [i for i in usable if rewards[i] > CORRECT_THRESHOLD]
+        losers = [i for i in usable if rewards[i] <= CORRECT_THRESHOLD]
+        if not losers:
+            return [], SKIP_ALL_CORRECT
+        if not winners:
+            return [], SKIP_ALL_WRONG
+    if rule == "group":
+        chosen_rejected = [(c, r) for c in winners for r in losers]
+    else:
+        rng = pair_rng(seed, prompt_id)
+        chosen_rejected = [(rng.choice(winners), rng.choice(losers))]
+    weight = 1.0 / len(chosen_rejected)
+    prompt = tuple(group.prompt_token_ids)
+    return [
+        Pair(prompt_id=prompt_id, policy_version=int(group.policy_version), prompt_token_ids=prompt,
+             chosen_token_ids=tuple(group.samples[c].token_ids), rejected_token_ids=tuple(group.samples[r].token_ids),
+             chosen_index=c, rejected_index=r, weight=weight)
+        for c, r in chosen_rejected
+    ], ""
 
 
-def build_pairs(groups: list[types_pb2.ScoredGroup], seed: int) -> PairBatch:
+def select_pair(scored: types_pb2.ScoredGroup, seed: int) -> tuple[Pair | None, str]:
+    """The one DPO pair of a scored group (a random correct and a random wrong sample), or (None, skip reason)."""
+    pairs, reason = select_pairs(scored, seed)
+    return (pairs[0] if pairs else None), reason
+
+
+def build_pairs(groups: list[types_pb2.ScoredGroup], seed: int, rule: PairRule = "random") -> PairBatch:
     batch = PairBatch()
     for scored in groups:
-        pair, reason = select_pair(scored, seed)
-        if pair is None:
+        pairs, reason = select_pairs(scored, seed, rule)
+        if reason:
             batch.skipped[scored.group.task.prompt_id] = reason
         else:
-            batch.pairs.append(pair)
+            batch.pairs.extend(pairs)
     return batch
