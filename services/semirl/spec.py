@@ -22,7 +22,8 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 SAFE_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$"
 
@@ -48,6 +49,12 @@ def _is_file(path: Path) -> bool:
         return path.is_file()
     except (OSError, ValueError):
         return False
+
+
+def field_error(model: str, loc: tuple[str, ...], value: Any, message: str) -> ValidationError:
+    """A cross-field rule's error located at the field it names (a model validator's own would have no loc)."""
+    error = PydanticCustomError("value_error", "{message}", {"message": message})
+    return ValidationError.from_exception_data(model, [InitErrorDetails(type=error, loc=loc, input=value)])
 
 
 def _checking_paths(info: ValidationInfo) -> bool:
@@ -86,6 +93,17 @@ class DatasetSpec(_Section):
     limit: int | None = Field(
         None, gt=0, le=MAX_ROWS, description=f"Use at most this many rows (at most {MAX_ROWS:,})."
     )
+    format: Literal["problems", "preferences"] = Field(
+        "problems",
+        description="'problems': rows of a problem and its answer, sampled by the generators and scored; "
+        "'preferences' (data.train of an offline DPO run only): rows of a prompt, a chosen and a rejected "
+        "response, trained on as they are, with no generation (docs/architecture.md).",
+    )
+    prompt_field: str = Field("prompt", max_length=256, description="Preferences: the prompt's field (text or "
+                              "messages; when absent, the conversation before the chosen response).")
+    chosen_field: str = Field("chosen", max_length=256, description="Preferences: text or messages ending with "
+                              "the assistant's turn.")
+    rejected_field: str = Field("rejected", max_length=256)
     reward_source: Literal["verifier", "reward_model"] = "verifier"
     answer_format: Literal["latex", "boxed"] = Field(
         "latex",
@@ -207,8 +225,9 @@ class SyncSpec(_Section):
     @model_validator(mode="after")
     def _staleness_needs_syncs(self) -> SyncSpec:
         if self.max_staleness is not None and self.offline:
-            raise ValueError("sync.max_staleness bounds how far behind the synced policy a group may be; an "
-                             "'offline' run never syncs: omit max_staleness or give sync.interval a number")
+            raise field_error("SyncSpec", ("max_staleness",), self.max_staleness,
+                              "sync.max_staleness bounds how far behind the synced policy a group may be; an "
+                              "'offline' run never syncs: omit max_staleness or give sync.interval a number")
         return self
 
     @property
@@ -370,6 +389,29 @@ class RunSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _preferences_are_offline_dpo(self) -> RunSpec:
+        """A static preference set is offline DPO: nothing is generated for training, so nothing is synced."""
+        for index, dataset in enumerate(self.data.eval):
+            if dataset.format == "preferences":
+                raise field_error("RunSpec", ("data", "eval", str(index), "format"), dataset.format,
+                                  "evaluation sets are problems scored on samples; format 'preferences' is for "
+                                  "data.train")
+        if self.data.train.format != "preferences":
+            return self
+        if self.algorithm != "dpo":
+            raise field_error("RunSpec", ("algorithm",), self.algorithm, "data.train format 'preferences' trains "
+                              "DPO on the dataset's pairs; algorithm must be 'dpo'")
+        if not self.sync.offline:
+            raise field_error("RunSpec", ("sync", "interval"), self.sync.interval, "data.train format "
+                              "'preferences' is offline DPO (no generation to sync): set sync.interval to 'offline'")
+        return self
+
+    @property
+    def static_preferences(self) -> bool:
+        """Offline DPO on a static preference dataset: the trainer reads its pairs, no generator samples them."""
+        return self.data.train.format == "preferences"
+
+    @model_validator(mode="after")
     def _eval_on_committed_versions(self) -> RunSpec:
         """Mid-run evaluations load committed policy versions, so they must fall on checkpoint steps.
 
@@ -452,7 +494,7 @@ class RunSpec(BaseModel):
         When every version its first step accepts could exist: strict, v(first step) is committed; asynchronous,
         the oldest version that step accepts is."""
         steps = self.window_steps(window)
-        if not steps:
+        if not steps or self.static_preferences:  # a static preference dataset: the trainer reads it itself
             return False
         if self.sync.offline:
             return window == 0

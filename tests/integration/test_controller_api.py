@@ -74,6 +74,26 @@ def test_bad_spec_is_422_naming_the_field_and_queues_nothing(
     assert not files["store"].exists() or not any(files["store"].rglob("*"))
 
 
+def test_a_bad_preference_row_is_422_naming_the_row_and_field(
+    http: TestClient, redis_client: redis.Redis, files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Offline DPO on a static preference set: every row is read at submission; nothing is queued on a bad one."""
+    prefs = tmp_path / "prefs.jsonl"
+    good = {"prompt": "1+1?", "chosen": "2", "rejected": "3"}
+    prefs.write_text("".join(json.dumps(row) + "\n" for row in [good, good, {"prompt": "2+2?", "chosen": "4"}]))
+    body = {**spec_dict(files), "data": {"train": {"path": str(prefs), "format": "preferences"}},
+            "sync": {"interval": "offline"}}
+    response = post_json(http, body)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "data", "train", "path"]
+    assert "row 3: missing field 'rejected'" in error["msg"]
+    assert redis_client.llen(keys.RUN_QUEUE) == 0
+    prefs.write_text(json.dumps(good) + "\n")
+    response = post_json(http, body)
+    assert response.status_code == 201, response.text
+
+
 NON_FINITE = [
     ("optim.lr", "lr", ["body", "optim", "lr"]),
     ("dpo.beta", "beta", ["body", "dpo", "beta"]),

@@ -276,7 +276,7 @@ def test_windows_are_due_when_their_first_step_accepts_the_newest_commit(sync: d
 def test_max_staleness_needs_a_synced_run_and_bounds_the_backlog() -> None:
     with pytest.raises(ValidationError) as info:
         _spec(sync={"interval": "offline", "max_staleness": 1})
-    assert "max_staleness" in str(info.value) and _locations(info) == {("sync",)}
+    assert "max_staleness" in str(info.value) and _locations(info) == {("sync", "max_staleness")}
     batch = 50_000  # x (k + 1) windows of s = 5 steps: k = 3 releases exactly MAX_WINDOW_PROMPTS at once
     assert 4 * 5 * batch == MAX_WINDOW_PROMPTS
     ok = _spec(sync={"interval": 5, "max_staleness": 3}, train={"steps": 40, "batch_prompts": batch})
@@ -287,13 +287,13 @@ def test_max_staleness_needs_a_synced_run_and_bounds_the_backlog() -> None:
 
 def test_every_algorithm_and_sync_mode_is_accepted_or_refused_naming_the_field() -> None:
     """The whole grid of algorithm x sync.interval x max_staleness: accepted ones run (tests/e2e); the only
-    refusal is an offline run with a staleness bound, and it names sync."""
+    refusal is an offline run with a staleness bound, and it names sync.max_staleness."""
     for algorithm, interval, staleness in itertools.product(("dpo", "grpo"), (1, 3, "offline"), (None, 0, 2)):
         sync = {"interval": interval, **({} if staleness is None else {"max_staleness": staleness})}
         if interval == "offline" and staleness is not None:
             with pytest.raises(ValidationError) as info:
                 _spec(algorithm=algorithm, sync=sync)
-            assert _locations(info) == {("sync",)}
+            assert _locations(info) == {("sync", "max_staleness")}
             continue
         spec = _spec(algorithm=algorithm, sync=sync)
         assert spec.sample_logprobs == (algorithm == "grpo" and not (interval == 1 and not staleness))

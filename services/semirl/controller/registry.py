@@ -28,6 +28,7 @@ from semirl.core.streams import backlog
 from semirl.proto import controller_pb2
 from semirl.spec import RunSpec
 from semirl.tasks.dataset import load_problems
+from semirl.tasks.preferences import read_preferences
 
 from . import ownership
 from .evaluation import EvalRound, PromptOutcome
@@ -104,7 +105,10 @@ def validate_spec(data: dict[str, Any], store: Path) -> RunSpec:
     datasets += [(("data", "eval", index, "path"), dataset) for index, dataset in enumerate(spec.data.eval)]
     for loc, dataset in datasets:
         try:
-            load_problems(dataset)
+            if dataset.format == "preferences":
+                read_preferences(dataset)  # every row: a bad one is named by row and field
+            else:
+                load_problems(dataset)
         except (ValueError, OSError) as err:
             problems.append(_error(loc, f"dataset unreadable: {err}"))
     if problems:

@@ -312,7 +312,8 @@ class Controller:
         record.generation_version = 0
         record.windows_released = 0
         try:
-            self._train_problems(record)
+            if not record.spec.static_preferences:  # a preference set is the trainer's to read
+                self._train_problems(record)
             self._eval_problems(record)
         except (OSError, ValueError) as err:
             record.state = "failed"
@@ -408,8 +409,9 @@ class Controller:
         return due
 
     def _sync_asynchronous(self, record: RunRecord) -> None:
-        """Asynchronous runs: every commit goes to the generators at once (no window waits for it)."""
-        if record.policy_version <= record.generation_version:
+        """Asynchronous runs: every commit goes to the generators at once (no window waits for it), but the last:
+        no training sample is left to draw with it (its evaluation loads it like any evaluation)."""
+        if not record.generation_version < record.policy_version < record.spec.train.steps:
             return
         record.generation_version = record.policy_version
         record.syncs += 1

@@ -34,15 +34,15 @@ class Prompt:
     format: PromptFormat = PromptFormat.RAW
 
 
-def chat_token_ids(tokenizer: Any, text: str) -> list[int]:
-    """The token ids of `text` as the user turn of `tokenizer`'s chat template, generation prompt on."""
+def chat_token_ids(tokenizer: Any, text: str | list[dict[str, str]]) -> list[int]:
+    """The token ids of `text` as the user turn of `tokenizer`'s chat template, generation prompt on (or of a whole
+    conversation of {role, content} messages, e.g. a preference dataset's multi-turn prompt)."""
     if not getattr(tokenizer, "chat_template", None):
         raise PromptError("the model's tokenizer has no chat template; a chat prompt needs one "
                           "(set data.prompt_format: raw for a base model)")
     try:
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=False
-        )
+        messages = [{"role": "user", "content": text}] if isinstance(text, str) else text
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
     except (TemplateError, ValueError, TypeError) as err:
         raise PromptError(f"the chat template cannot render this prompt: {err}") from err
     return [int(token_id) for token_id in ids]

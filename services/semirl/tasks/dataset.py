@@ -6,6 +6,7 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -67,10 +68,14 @@ def format_prompt(template: str, problem: Problem) -> str:
     return template.replace("{problem}", problem.problem)
 
 
-class ProblemSchedule:
-    """Which problem goes to training slot (step t, slot j): a seeded shuffle, reshuffled every epoch."""
+Row = TypeVar("Row")
 
-    def __init__(self, problems: list[Problem], batch_prompts: int, seed: int) -> None:
+
+class ProblemSchedule(Generic[Row]):
+    """Which row (a problem, or a preference pair) goes to training slot (step t, slot j): a seeded shuffle,
+    reshuffled every epoch."""
+
+    def __init__(self, problems: list[Row], batch_prompts: int, seed: int) -> None:
         self.problems = problems
         self.batch_prompts = batch_prompts
         self.seed = seed
@@ -83,7 +88,7 @@ class ProblemSchedule:
             self._epochs[epoch] = order
         return self._epochs[epoch]
 
-    def problem_for(self, step: int, slot: int) -> Problem:
+    def problem_for(self, step: int, slot: int) -> Row:
         index = (step - 1) * self.batch_prompts + slot
         epoch, offset = divmod(index, len(self.problems))
         return self.problems[self._order(epoch)[offset]]

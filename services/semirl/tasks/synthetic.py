@@ -89,6 +89,24 @@ def reference_response(row: dict[str, str]) -> str:
     return response_text(expression_of(row["problem"]))
 
 
+def wrong_response(expr: str) -> str:
+    """A worked answer with the mistake a tiny model makes most: the carry forgotten (or, without a carry, the
+    tens digit off by one), in the same format as `response_text` — a preference pair's rejected response."""
+    left, right = (int(x) for x in expr.split("+"))
+    units = left % 10 + right % 10
+    carry = units // 10
+    wrong_carry = 0 if carry else 1
+    tens = left // 10 + right // 10 + wrong_carry
+    total = tens * 10 + units % 10
+    return f" {left % 10}+{right % 10}={units}, {left // 10}+{right // 10}+{wrong_carry}={tens}. \\boxed{{{total}}}"
+
+
+def preference_rows(rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    """Rows {"prompt", "chosen", "rejected"} for problems: the worked answer and the forgotten-carry one."""
+    return [{"prompt": row["problem"], "chosen": reference_response(row),
+             "rejected": wrong_response(expression_of(row["problem"]))} for row in rows]
+
+
 def write_jsonl(rows: Iterable[dict[str, str]], path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,13 +11,14 @@ import torch
 from pydantic import BaseModel
 from transformers import GenerationConfig
 
-from semirl.tasks.synthetic import make_problems, reference_response, write_jsonl
+from semirl.tasks.synthetic import make_problems, preference_rows, reference_response, write_jsonl
 from semirl.tinymodel.model import make_model
 from semirl.tinymodel.sampling import accuracy
 from semirl.tinymodel.sft import SFTConfig, sft
 from semirl.tinymodel.tokenizer import train_tokenizer
 
 STAMP = "tiny_setup.json"
+PREFERENCES = "preferences.jsonl"  # beside train.jsonl: its problems as (prompt, chosen, rejected) rows
 
 
 class TinyParams(BaseModel):
@@ -55,6 +56,7 @@ def build_tiny_setup(out_dir: Path, seed: int = 0, params: TinyParams | None = N
     if stamp.is_file():
         setup = TinySetup.model_validate_json(stamp.read_text())
         if setup.params == params and (setup.model_dir / "config.json").is_file():
+            write_preference_set(setup.train_path)
             return setup
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -87,4 +89,15 @@ def build_tiny_setup(out_dir: Path, seed: int = 0, params: TinyParams | None = N
     setup = TinySetup(model_dir=model_dir, train_path=train_path, eval_path=eval_path, seed_accuracy=seed_accuracy,
                       sft_steps=steps, build_seconds=round(time.perf_counter() - started, 1), params=params)
     stamp.write_text(json.dumps(setup.model_dump(mode="json"), indent=2))
+    write_preference_set(train_path)
     return setup
+
+
+def write_preference_set(train_path: Path) -> Path:
+    """data/preferences.jsonl, the train problems as preference pairs (offline DPO from a static dataset); cheap,
+    so written whenever it is missing rather than being part of the stamped build."""
+    path = Path(train_path).with_name(PREFERENCES)
+    if not path.is_file():
+        rows = [json.loads(line) for line in Path(train_path).read_text().splitlines() if line.strip()]
+        write_jsonl(preference_rows(rows), path)
+    return path

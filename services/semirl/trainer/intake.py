@@ -59,7 +59,7 @@ class StepIntake:
     def mark_trained(self, deliveries: list[Delivery[types_pb2.ScoredGroup]]) -> list[str]:
         for delivery in deliveries:
             self.consumed.add(delivery.message.group.task.prompt_id)
-        return [delivery.entry_id for delivery in deliveries]
+        return [delivery.entry_id for delivery in deliveries if delivery.entry_id]  # "": not from the stream
 
     def released(self, entry_ids: list[str]) -> None:
         """These entries were acked by the caller (their checkpoint is committed)."""

@@ -33,6 +33,7 @@ from semirl.trainer.intake import StepIntake
 from semirl.trainer.metrics import TrainerMetrics, TrainerStatus
 from semirl.trainer.objectives import StepExamples
 from semirl.trainer.pairs import CORRECT_THRESHOLD
+from semirl.trainer.preference_source import PreferenceSource
 from semirl.trainer.ranks import RankDriver
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ class RunTrainer:
                             visibility_timeout_s=VISIBILITY_TIMEOUT_S)
         self.intake = StepIntake(queue, record.id, self.spec,
                                  on_drop=lambda reason: self.metrics.groups_dropped.labels(reason).inc())
+        # Offline DPO on a static preference dataset: steps come from the dataset, not from the scored stream.
+        self.preferences = PreferenceSource(self.spec, record.id) if self.spec.static_preferences else None
         self.unacked: list[str] = []                # entries of trained steps since the last checkpoint
         self._last_checkpoint: dict[str, float] = {}  # its parts' seconds, reported with the next step
         self.resumed_from_step = 0
@@ -196,6 +199,9 @@ class RunTrainer:
             raise RunLeft(f"run {self.run_id} is {record.state if record else 'gone'}")
 
     def _collect(self, step: int) -> list[Delivery[types_pb2.ScoredGroup]]:
+        if self.preferences is not None:
+            self._check_run()
+            return [Delivery(entry_id="", message=group) for group in self.preferences.groups(step)]
         while not self.intake.complete(step):
             self._check_run()
             self._through_outages(lambda: self.intake.poll(step), f"collecting step {step}",
