@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # semirl-reward: the reward-model service on NVIDIA GPUs (skaffold artifact `semirl-reward`): torch + transformers.
-# NOTE: the reward-model service (semirl.reward) is not built yet: the package is a placeholder and the chart ships
-# the component disabled (reward.enabled: false). This image is ready for it; until then its command exits at once.
+# It runs `python -m semirl.reward`, an HF sequence classifier scoring semirl:stream:to_reward; the chart runs it when
+# reward.enabled is true, with the model (reward.model, SEMIRL_REWARD_MODEL) read from the checkpoint claim.
 # torch 2.13 brings the CUDA 13 user-space libraries as wheels, so a Debian python base is enough; the driver comes
 # from the node. Build from the repository root:  docker build -f docker/reward.Dockerfile .
 # Index settings: --build-arg PIP_INDEX_URL / PIP_EXTRA_INDEX_URL (empty by default), --secret id=pipca / id=pipconf.
@@ -32,7 +32,7 @@ RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
     if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
     pip install --no-cache-dir --no-build-isolation . \
-    && python -c "import semirl.reward, semirl.healthcheck, transformers"
+    && python -c "import semirl.reward.__main__, semirl.healthcheck, transformers"
 
 # ---- final: python + the venv ----
 FROM ${BASE_IMAGE}

@@ -63,7 +63,8 @@ def test_component_blocks_share_one_shape() -> None:
     common = set.intersection(*shapes.values())
     for component, keys in shapes.items():
         extra = keys - common
-        own = {"http", "auth", "reloadTimeoutSeconds", "model", "dtype", "maxModelLen", "batchSize", "vllm"}
+        own = {"http", "auth", "reloadTimeoutSeconds", "model", "dtype", "maxModelLen", "batchSize", "vllm",
+               "maxLength", "scoreToken", "promptFormat", "maxBatchTokens"}
         assert extra <= own, (component, extra)
     assert set(values["redis"]) >= {"enabled", "replicaCount", "image", "resources", "podSecurityContext",
                                     "containerSecurityContext", "pdb", "serviceAccount", "extraVolumes"}
@@ -97,6 +98,8 @@ BAD_VALUES = {
     "unknown-vllm-key": ("generator: {vllm: {tensorParallelSize: 2}}", "'tensorParallelSize' not allowed"),
     "zero-reload-timeout": ("controller: {reloadTimeoutSeconds: 0}", "/controller/reloadTimeoutSeconds"),
     "absolute-staging-path": ("modelStaging: {path: /models/x}", "/modelStaging/path"),
+    "bad-reward-dtype": ("reward: {dtype: int8}", "/reward/dtype"),
+    "bad-reward-prompt-format": ("reward: {promptFormat: markdown}", "/reward/promptFormat"),
     "keda-min-above-zero": ("generator: {autoscaling: {keda: {minReplicaCount: -1}}}",
                             "/generator/autoscaling/keda/minReplicaCount"),
 }

@@ -37,9 +37,9 @@ def test_grpc_probes_use_numeric_port_and_health_service_names(scenario: tuple[s
             assert set(container[probe]) & {"httpGet", "tcpSocket", "exec"} == set()
 
 
-def test_long_startup_probe_for_model_loading(default: Manifest) -> None:
-    for component in ("generator", "trainer"):
-        startup = default.container(component)["startupProbe"]
+def test_long_startup_probe_for_model_loading(default: Manifest, autoscaled: Manifest) -> None:
+    for manifest, component in ((default, "generator"), (default, "trainer"), (autoscaled, "reward")):
+        startup = manifest.container(component)["startupProbe"]
         assert startup["failureThreshold"] == 120 and startup["periodSeconds"] == 10  # 20 minutes
     verifier = default.container("verifier")["startupProbe"]
     assert verifier["failureThreshold"] * verifier["periodSeconds"] < 1200
@@ -341,9 +341,14 @@ def test_user_env_replaces_a_chart_variable_in_place() -> None:
     assert env_of(container)["SEMIRL_LOG_LEVEL"]["value"] == "DEBUG"
 
 
-def test_commands(default: Manifest) -> None:
-    for component in ("controller", "generator", "verifier", "trainer"):
-        assert default.container(component)["command"] == ["python", "-m", f"semirl.{component}"]
+def test_commands(default: Manifest, autoscaled: Manifest) -> None:
+    package = Path(__file__).resolve().parents[2] / "services" / "semirl"
+    for component in SERVICES:
+        manifest = default if default.has_workload(component) else autoscaled  # reward is off by default
+        command = manifest.container(component)["command"]
+        assert command == ["python", "-m", f"semirl.{component}"]
+        module = command[2].removeprefix("semirl.")
+        assert (package / module / "__main__.py").is_file(), f"{component}: no entry module {command[2]}"
     manifest = render(sets=("verifier.args[0]=--timeout=5", "verifier.extraArgs[0]=--verbose"))
     assert manifest.container("verifier")["args"] == ["--timeout=5", "--verbose"]
 
@@ -476,5 +481,6 @@ def test_every_semirl_variable_the_chart_sets_is_read_by_the_services(
         for component in SERVICES:
             if manifest.has_workload(component):
                 names |= {n for n in env_of(manifest.container(component)) if n.startswith("SEMIRL_")}
-    names -= {"SEMIRL_REDIS_PASSWORD", "SEMIRL_REWARD_ID"}  # only expanded into SEMIRL_REDIS_URL; reward not built
+    names -= {"SEMIRL_REDIS_PASSWORD"}  # only expanded into SEMIRL_REDIS_URL
+    assert {n for n in names if n.startswith("SEMIRL_REWARD_")} >= {"SEMIRL_REWARD_MODEL", "SEMIRL_REWARD_SCORE_TOKEN"}
     assert names and {n for n in names if f'"{n}"' not in sources} == set()

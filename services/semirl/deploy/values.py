@@ -360,8 +360,34 @@ class Trainer(ServiceComponent):
 
 
 class Reward(ServiceComponent):
-    enabled: bool = False
+    """The reward-model service (`python -m semirl.reward`): an HF sequence classifier that scores the samples of
+    semirl:stream:to_reward (consumer group `rewards`). Off by default; `model` is required when it is on."""
+
+    enabled: bool = Field(False, description="run the reward-model service (needs `model`)")
     image: Image = _image("semirl/semirl-reward")
+    model: str = Field(
+        "", description="the reward model's checkpoint directory as the pod sees it, on the read-only checkpoint "
+                        "claim (e.g. /checkpoints/models/Athene-RM-8B); required when enabled (SEMIRL_REWARD_MODEL)",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "bfloat16", description="dtype the model is loaded in (SEMIRL_REWARD_DTYPE)"
+    )
+    max_length: int = Field(
+        4096, ge=1, description="tokens the model reads per input; longer inputs lose the prompt's left "
+                                "(SEMIRL_REWARD_MAX_LENGTH)",
+    )
+    score_token: str = Field(
+        "", description="a token appended to every input whose output is the score (Athene-RM-8B: "
+                        "<|reserved_special_token_1|>); empty = the last token (SEMIRL_REWARD_SCORE_TOKEN)",
+    )
+    prompt_format: Literal["chat", "raw"] = Field(
+        "chat", description="chat = the reward model's chat template over prompt and response; raw = plain "
+                            "text (SEMIRL_REWARD_PROMPT_FORMAT)",
+    )
+    max_batch_tokens: int = Field(
+        16384, ge=1, description="tokens scored per forward pass; inputs are batched up to it "
+                                 "(SEMIRL_REWARD_MAX_BATCH_TOKENS)",
+    )
     gpus: int = Field(1, ge=0)
     container_security_context: Dict = _gpu_security_context()
     shm_size: OptionalSize = "8Gi"
@@ -372,6 +398,12 @@ class Reward(ServiceComponent):
     autoscaling: Autoscaling = Field(
         default_factory=lambda: Autoscaling(keda=Keda(max_replica_count=4, cooldown_period=900))
     )
+
+    @model_validator(mode="after")
+    def _needs_a_model(self) -> Reward:
+        if self.enabled and not self.model:
+            raise ValueError("reward.model is required when reward.enabled is true")
+        return self
 
 
 class RedisAuth(Model):
