@@ -4,12 +4,15 @@ against TRL's online DPO and GRPO (bench/trl_peer.py) on the same box, model, pr
     bash bench/trl_env.sh                        # once: TRL's own environment, .venv-trl
     .venv/bin/python -m bench.time_to_target     # semirl, then TRL online DPO, then TRL GRPO, one after another
 
-semirl: the demo spec (examples/tiny-math-dpo.yaml) on the local stack, as `semirl demo` runs it (the tiny setup,
-then Redis, controller, generator, verifier, trainer), timed from this process's start, so the stack's start-up
-counts. Only eval.every changes: the sync interval, the finest the spec allows (evaluations run on committed
-checkpoints). A point's time is when the evaluated policy version was committed: the controller's receipt of
-that step's report plus the trainer's policy write and commit (reported with the next step). The evaluation
-rounds share the generator with training, so they cost semirl time; TRL's stop its clock (see trl_peer.py).
+semirl: the demo spec (examples/tiny-math-dpo.yaml, or --spec) on the local stack, as `semirl demo` runs it (the
+tiny setup, then Redis, controller, generator with its engine built at start-up, verifier, trainer), timed from
+this process's start, so the stack's start-up counts. A point's time is when the evaluated policy version was
+committed: the controller's receipt of that step's report plus the trainer's policy write and commit (reported
+with the next step). Evaluation, by default (--semirl-eval after), is TRL's exactly: semirl trains with no
+evaluation rounds, keeps every version, and afterwards the evaluated steps' versions are scored by the peer's own
+evaluator (`bench.trl_peer.held_out_accuracy`: HF sampling, math-verify), so neither clock includes evaluation.
+With --semirl-eval platform, semirl's own evaluation rounds (vLLM, every eval step) run during training, share
+its generator and count on its clock.
 
 Targets are each run's own step-0 accuracy + 10 / + 30 points (same protocol: 200 held-out prompts x 4 samples,
 math-verify). Writes one JSON per system and bench/results/time_to_target.json (all three, the table, and the
@@ -30,6 +33,7 @@ from typing import Any
 import yaml
 
 from bench.trl_peer import TARGET_POINTS, TRAINERS, PeerParams, format_seconds, process_start, result
+from semirl.cli import preload_args
 from semirl.client import ControllerClient
 from semirl.core.redis_server import free_port
 from semirl.local.stack import LocalStack
@@ -77,13 +81,21 @@ def semirl_curve(record: dict[str, Any], metrics: list[dict[str, Any]], started:
     return curve
 
 
-def run_semirl(spec_data: dict[str, Any], workdir: Path, started: float) -> dict[str, Any]:
+def run_semirl(spec_data: dict[str, Any], workdir: Path, started: float, params: PeerParams,
+               eval_after: bool) -> dict[str, Any]:
+    """`eval_after`: train with no evaluation rounds, keep every version, then evaluate the evaluated steps' versions
+    with the peer's own evaluator (HF sampling + math-verify) — TRL's protocol exactly, with the clock stopped."""
     load_before = os.getloadavg()
     build_tiny_setup(Path(".semirl/tiny"), seed=0)
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path = workdir / "time-to-target.yaml"
+    if eval_after:
+        spec_data = {**spec_data, "data": {**spec_data["data"], "eval": []},
+                     "eval": {k: v for k, v in spec_data["eval"].items() if k != "every"},
+                     "checkpoint": {**spec_data.get("checkpoint", {}), "keep": spec_data["train"]["steps"]}}
     spec_path.write_text(yaml.safe_dump(spec_data))
-    with LocalStack(workdir=workdir, store=(workdir / "store").resolve(), http_port=free_port()) as stack:
+    with LocalStack(workdir=workdir, store=(workdir / "store").resolve(), http_port=free_port(),
+                    generator_args=preload_args(spec_path)) as stack:
         client = ControllerClient(stack.url)
         run_id = client.submit(spec_path)["id"]
         record = client.wait(run_id, timeout=3600)
@@ -91,10 +103,32 @@ def run_semirl(spec_data: dict[str, Any], workdir: Path, started: float) -> dict
         if record["state"] != "succeeded":
             raise SystemExit(f"semirl run failed: {record.get('error')}")
         metrics = client.metrics(run_id)
+    if eval_after:
+        record["evals"] = evaluate_versions(record, params)
     curve = semirl_curve(record, metrics, started)
     engine_env = {name: value for name, value in os.environ.items() if name.startswith("SEMIRL_VLLM_")}
     return result("semirl", curve, round(wall, 3), load_before=list(load_before), syncs=record.get("syncs"),
                   generation="vLLM (CPU build) through the local stack", engine_env=engine_env, spec=spec_data)
+
+
+def evaluate_versions(record: dict[str, Any], params: PeerParams) -> list[dict[str, Any]]:
+    """Each evaluated step's committed version (the seed for step 0) scored by the peer's evaluator."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench.trl_peer import _rows, held_out_accuracy
+
+    tokenizer = AutoTokenizer.from_pretrained(params.model_dir)
+    rows = _rows(params.eval_path, params.eval_limit)
+    steps = sorted({0, params.steps, *range(params.eval_every, params.steps, params.eval_every)})
+    evals = []
+    for step in steps:
+        path = params.model_dir if step == 0 else str(Path(record["run_dir"]) / "policy" / f"v{step}")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        evals.append({"step": step, "policy_version": step, "accuracy": held_out_accuracy(model, tokenizer, params,
+                                                                                        rows), "stderr": None})
+        print(f"semirl step {step:>3}: accuracy {evals[-1]['accuracy']:.3f}", flush=True)
+    return evals
 
 
 def run_trl(trainer: str, params_path: Path, out: Path, python: Path) -> dict[str, Any]:
@@ -138,16 +172,23 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=["semirl", *TRAINERS], choices=["semirl", *TRAINERS])
     parser.add_argument("--spec", type=Path, default=DEMO_SPEC)
     parser.add_argument("--steps", type=int, help="train.steps for every system (default: the spec's)")
+    parser.add_argument("--eval-every", type=int,
+                        help="evaluate every k steps, for every system (default: the spec's sync interval, or 1)")
     parser.add_argument("--out-dir", type=Path, default=Path("bench/results"))
     parser.add_argument("--workdir", type=Path, default=Path(".semirl/bench-time-to-target"))
     parser.add_argument("--trl-python", type=Path, default=TRL_PYTHON)
+    parser.add_argument("--semirl-eval", choices=["after", "platform"], default="after",
+                        help="after: semirl trains without evaluation rounds and its saved versions are evaluated "
+                        "afterwards by TRL's evaluator, the clock stopped as TRL's is (the same protocol on both "
+                        "sides); platform: semirl's own evaluation rounds, which share its generator and its clock")
     args = parser.parse_args()
 
     spec_data = yaml.safe_load(args.spec.read_text())
     if args.steps:
         spec_data["train"]["steps"] = args.steps
     interval = spec_data.get("sync", {}).get("interval", 1)
-    spec_data["eval"] = {**spec_data.get("eval", {}), "every": interval if isinstance(interval, int) else 1}
+    every = args.eval_every or (interval if isinstance(interval, int) else 1)
+    spec_data["eval"] = {**spec_data.get("eval", {}), "every": every}
     spec_data["name"] = "time-to-target"
     params = peer_params(parse_run_spec(spec_data))
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +199,7 @@ def main() -> None:
     for system in args.systems:
         out = args.out_dir / f"time_to_target_{system if system == 'semirl' else 'trl_' + system}.json"
         if system == "semirl":
-            results["semirl"] = run_semirl(spec_data, args.workdir, started)
+            results["semirl"] = run_semirl(spec_data, args.workdir, started, params, args.semirl_eval == "after")
             out.write_text(json.dumps(results["semirl"], indent=2))
         else:
             results[f"trl-{system.replace('_', '-')}"] = run_trl(system, params_path, out, args.trl_python)

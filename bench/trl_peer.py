@@ -141,6 +141,25 @@ def _reward(score: Callable[[str, str], float]) -> Callable[..., list[float]]:
     return math_verify_reward
 
 
+def held_out_accuracy(policy: Any, tokenizer: Any, params: PeerParams,  # noqa: ANN401
+                      eval_rows: list[dict[str, str]]) -> float:
+    """The evaluation protocol, with HF sampling (seeded, the RNG state restored after) and math-verify: used for
+    TRL's policies here and, by bench/time_to_target.py's --semirl-eval after, for semirl's saved versions."""
+    import torch
+
+    from semirl.tinymodel.sampling import sample
+    from semirl.verifier.scoring import score_in_process
+
+    with torch.random.fork_rng():
+        groups = sample(policy, tokenizer, [params.prompt_template.replace("{problem}", r["problem"])
+                                            for r in eval_rows],
+                        params.eval_samples, params.eval_temperature, params.eval_top_p,
+                        params.eval_max_tokens, seed=params.seed)
+    scores = [score_in_process(tokenizer.decode(ids, skip_special_tokens=True), row["answer"])
+              for row, group in zip(eval_rows, groups, strict=True) for ids in group]
+    return sum(scores) / (len(eval_rows) * params.eval_samples)
+
+
 def run(trainer_name: str, params: PeerParams, workdir: Path) -> dict[str, Any]:
     started = process_start()
     sys.path.insert(0, str(SERVICES))
@@ -150,7 +169,6 @@ def run(trainer_name: str, params: PeerParams, workdir: Path) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-    from semirl.tinymodel.sampling import sample
     from semirl.verifier.scoring import score_in_process
 
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # a warning per answerless sample, as the verifier
@@ -165,14 +183,7 @@ def run(trainer_name: str, params: PeerParams, workdir: Path) -> dict[str, Any]:
     ])
 
     def evaluate(policy: Any) -> float:
-        with torch.random.fork_rng():
-            groups = sample(policy, tokenizer, [params.prompt_template.replace("{problem}", r["problem"])
-                                                for r in eval_rows],
-                            params.eval_samples, params.eval_temperature, params.eval_top_p,
-                            params.eval_max_tokens, seed=params.seed)
-        scores = [score_in_process(tokenizer.decode(ids, skip_special_tokens=True), row["answer"])
-                  for row, group in zip(eval_rows, groups, strict=True) for ids in group]
-        return sum(scores) / (len(eval_rows) * params.eval_samples)
+        return held_out_accuracy(policy, tokenizer, params, eval_rows)
 
     class EvalClock(TrainerCallback):  # type: ignore[misc]
         """Evaluates at step 0, every eval_every steps and at the end, with the clock stopped meanwhile."""

@@ -24,9 +24,12 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _stack(args: argparse.Namespace, generator_args: list[str] | None = None):  # noqa: ANN202
+def _stack(args: argparse.Namespace, generator_args: list[str] | None = None,
+           reward_args: list[str] | None = None):  # noqa: ANN202
     from semirl.local.stack import LocalStack
 
+    if not reward_args and getattr(args, "reward_model", None):
+        reward_args = ["--model", str(Path(args.reward_model).resolve())]
     return LocalStack(
         workdir=args.state_dir / "local",
         store=(args.state_dir / "store").resolve(),
@@ -35,7 +38,19 @@ def _stack(args: argparse.Namespace, generator_args: list[str] | None = None):  
         verifiers=args.verifiers,
         trainer_ranks=args.trainer_ranks,
         generator_args=generator_args or [],
+        reward_args=reward_args or [],
     )
+
+
+def reward_args_for(spec_path: Path) -> list[str]:
+    """The local reward service a spec needs (its `reward_model` section), or none."""
+    spec = parse_run_spec(spec_path.read_text())
+    rm = spec.reward_model
+    if rm is None:
+        return []
+    args = ["--model", str(Path(rm.path).resolve()), "--dtype", rm.dtype, "--max-length", str(rm.max_length),
+            "--prompt-format", rm.prompt_format]
+    return [*args, "--score-token", rm.score_token] if rm.score_token else args
 
 
 def preload_args(spec_path: Path) -> list[str]:
@@ -95,10 +110,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from semirl.tinymodel.assets import ensure_reward_task
     from semirl.tinymodel.build import build_tiny_setup
 
     setup = build_tiny_setup(args.out, seed=args.seed)
     print(f"model: {setup.model_dir}\ntrain: {setup.train_path}\neval:  {setup.eval_path}")
+    if args.reward_model:
+        reward_model = ensure_reward_task(setup, args.out, seed=args.seed)
+        print(f"reward model: {reward_model.model_dir}")
     return 0
 
 
@@ -109,8 +128,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     signal.signal(signal.SIGTERM, _raise_interrupt)
     print("building the tiny seed model and synthetic task (cached after the first run)…", flush=True)
-    build_tiny_setup(args.state_dir / "tiny", seed=0)
-    stack = _stack(args, preload_args(Path(args.spec)))
+    setup = build_tiny_setup(args.state_dir / "tiny", seed=0)
+    if parse_run_spec(Path(args.spec).read_text()).reward_model is not None:
+        from semirl.tinymodel.assets import ensure_reward_task
+
+        print("building the tiny reward model and its task (cached after the first run)…", flush=True)
+        ensure_reward_task(setup, args.state_dir / "tiny")
+    stack = _stack(args, preload_args(Path(args.spec)), reward_args_for(Path(args.spec)))
     try:
         print("starting redis, controller, generator(s), verifier, trainer…", flush=True)
         stack.start()
@@ -129,7 +153,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="semirl", description="Semi-online RL (DPO) for LLMs.")
+    parser = argparse.ArgumentParser(prog="semirl", description="Semi-online RL (DPO, GRPO) for LLMs.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -140,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--trainer-ranks", type=int, default=1,
                        help="DeepSpeed ranks of the trainer (processes on this machine; gloo on CPU)")
         p.add_argument("--state-dir", type=Path, default=STATE_DIR, help="logs, Redis data, checkpoint store")
+        p.add_argument("--reward-model", help="also start a reward service with this HF sequence-classification "
+                       "model (demo: the spec's reward_model section does it)")
 
     up = sub.add_parser("up", help="start the whole stack locally (Ctrl-C stops it)")
     stack_options(up)
@@ -166,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("tiny-model", help="build the tiny seed model and synthetic task data")
     tiny.add_argument("--out", type=Path, default=STATE_DIR / "tiny")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--reward-model", action="store_true",
+                      help="also the tiny reward model, its non-verifiable task and the mixed task")
     tiny.set_defaults(func=cmd_tiny_model)
     return parser
 

@@ -112,6 +112,13 @@ def eval_lines(record: dict[str, Any]) -> list[str]:
     lines = []
     for name, results in by_set.items():
         seed, final = results[0], results[-1]
+        if seed.get("mean_score") is not None and final.get("mean_score") is not None:
+            lines.append(
+                f"held-out reward-model score on {name}: step {seed['step']} {seed['mean_score']:.3f} "
+                f"({seed['mean_score_per_token']:.4f}/token) -> step {final['step']} {final['mean_score']:.3f} "
+                f"({final['mean_score_per_token']:.4f}/token), {seed['prompts']} prompts x "
+                f"{seed['samples_per_prompt']} samples")
+            continue
         delta = 100 * (final["accuracy"] - seed["accuracy"])
         failed = sum(r["failed_prompts"] for r in results)
         lines.append(
@@ -139,6 +146,10 @@ def summary_lines(record: dict[str, Any], wall_seconds: float) -> list[str]:
     lines.append(f"steps: {steps}   weight syncs: {syncs}   wall time: {wall_seconds:.0f}s")
     if record.get("final_path"):
         lines.append(f"final model: {record['final_path']}")
+    best = record.get("best")
+    if best:
+        lines.append(f"best model: {best['path']} (step {best['step']}, {best['metric']} {best['value']:.4f} on "
+                     f"{best['eval_set']})")
     if record.get("error"):
         lines.append(f"error: {record['error']}")
     return lines

@@ -104,7 +104,11 @@ class DatasetSpec(_Section):
     chosen_field: str = Field("chosen", max_length=256, description="Preferences: text or messages ending with "
                               "the assistant's turn.")
     rejected_field: str = Field("rejected", max_length=256)
-    reward_source: Literal["verifier", "reward_model"] = "verifier"
+    reward_source: Literal["verifier", "reward_model"] = Field(
+        "verifier",
+        description="Who scores this set's samples: the verifier (math-verify against `answer`) or the reward "
+        "model (no answer needed). A row's own `reward_source` field overrides it (mixed tasks in one set).",
+    )
     answer_format: Literal["latex", "boxed"] = Field(
         "latex",
         description="How the verifier reads a response's answer: 'latex' = the paper's math-verify config (the "
@@ -119,13 +123,6 @@ class DatasetSpec(_Section):
         None, gt=0, le=256,
         description="Evaluation sets: samples per prompt for pass@1, 1..256 (default eval.samples_per_prompt).",
     )
-
-    @field_validator("reward_source")
-    @classmethod
-    def _reward_model_not_yet(cls, value: str) -> str:
-        if value == "reward_model":
-            raise ValueError("reward_source 'reward_model' is not available in this release; use 'verifier'")
-        return value
 
     @field_validator("path")
     @classmethod
@@ -308,6 +305,20 @@ class GRPOSpec(_Section):
     is_cap: float = Field(2.0, ge=1, le=1000, description="truncated_is: the largest importance weight.")
 
 
+class RewardModelSpec(_Section):
+    """The reward model a run's reward-model tasks need. On Kubernetes the chart's reward service serves it
+    (`reward.model`); `semirl demo` / `semirl up` start a local reward service from this section."""
+
+    path: str = Field(max_length=MAX_PATH, description="HF sequence-classification checkpoint with one label.")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_length: int = Field(4096, gt=0, le=MAX_TOKENS, description="Tokens the model reads; longer inputs lose "
+                            "the prompt's left (counted).")
+    score_token: str | None = Field(None, max_length=256, description="A token appended to every input whose "
+                                    "output is the score (Athene-RM-8B: <|reserved_special_token_1|>); default: "
+                                    "the last token.")
+    prompt_format: Literal["chat", "raw"] = "chat"
+
+
 class DeepSpeedSpec(_Section):
     zero_stage: Literal[0, 1, 2, 3] = 1
 
@@ -338,6 +349,14 @@ class CheckpointSpec(_Section):
         return value
 
 
+class BestBySpec(_Section):
+    eval_set: str | None = Field(None, pattern=SAFE_NAME, description="Evaluation set whose result decides "
+                                 "(default: the first of data.eval).")
+    metric: Literal["accuracy", "mean_score", "mean_score_per_token"] = Field(
+        "accuracy", description="accuracy (pass@1); for reward-model sets mean_score, or mean_score_per_token (the "
+        "paper's choice: its reward model favours long answers).")
+
+
 class EvalSpec(_Section):
     every: int | None = Field(
         None, gt=0, le=MAX_STEPS,
@@ -353,6 +372,9 @@ class EvalSpec(_Section):
     limit: int | None = Field(
         None, gt=0, le=MAX_ROWS, description=f"Evaluate on at most this many held-out prompts (at most {MAX_ROWS:,})."
     )
+    best_by: BestBySpec | None = Field(
+        None, description="Record the best evaluated checkpoint by this criterion and export it to the run's best/ "
+        "directory beside final/ (hard links where the store allows).")
 
 
 def eval_set_name(path: str) -> str:
@@ -378,6 +400,7 @@ class RunSpec(BaseModel):
     dpo: DPOSpec = DPOSpec()
     grpo: GRPOSpec = GRPOSpec()
     deepspeed: DeepSpeedSpec = DeepSpeedSpec()
+    reward_model: RewardModelSpec | None = None
     checkpoint: CheckpointSpec = CheckpointSpec()
     eval: EvalSpec = EvalSpec()
 
@@ -387,6 +410,26 @@ class RunSpec(BaseModel):
         if ".." in value:
             raise ValueError("name must not contain '..'")
         return value
+
+    @model_validator(mode="after")
+    def _best_by_names_an_eval_set(self) -> RunSpec:
+        best = self.eval.best_by
+        if best is None:
+            return self
+        names = [dataset.name for dataset in self.data.eval]
+        if not names:
+            raise field_error("RunSpec", ("eval", "best_by"), None, "eval.best_by needs an evaluation set in data.eval")
+        if best.eval_set is not None and best.eval_set not in names:
+            raise field_error("RunSpec", ("eval", "best_by", "eval_set"), best.eval_set,
+                              f"eval.best_by.eval_set must name a set of data.eval: {names}")
+        return self
+
+    @property
+    def best_by_set(self) -> str | None:
+        best = self.eval.best_by
+        if best is None or not self.data.eval:
+            return None
+        return best.eval_set or self.data.eval[0].name
 
     @model_validator(mode="after")
     def _preferences_are_offline_dpo(self) -> RunSpec:

@@ -143,3 +143,34 @@ def test_offline_dpo_from_a_static_dataset_calls_no_generator_for_training(
     final = load_file(str(Path(record["final_path"]) / "model.safetensors"))
     assert max(float((final[k].float() - seed[k].float()).abs().max()) for k in seed) > 1e-4  # ~lr per step
     assert all(torch.isfinite(final[k]).all() for k in final)
+
+
+@pytest.mark.parametrize(("algorithm", "sync"), [
+    ("grpo", {"interval": 2}),                         # off-policy inside a window: clipped ratio
+    ("grpo", {"interval": "offline"}),                 # off-policy against the seed's samples
+    ("grpo", {"interval": 2, "max_staleness": 1}),
+    ("dpo", {"interval": 1, "max_staleness": 1}),
+    ("dpo", {"interval": 2, "max_staleness": 0}),
+])
+def test_every_other_accepted_combination_runs_within_its_acceptance_rule(
+    stack: LocalStack, client: ControllerClient, write_spec, algorithm: str, sync: dict  # noqa: ANN001
+) -> None:
+    """The combinations of algorithm x sync.interval x max_staleness the tests above do not run (the refused one
+    is a 422: tests/unit/test_spec.py). Each finishes, trains every step on versions its rule accepts, and loses
+    nothing."""
+    from semirl.spec import parse_run_spec
+
+    name = f"{algorithm}-{sync['interval']}-{sync.get('max_staleness', 'strict')}"
+    path = write_spec(name, interval=sync["interval"], steps=4, algorithm=algorithm, sync=sync)
+    spec = parse_run_spec(path.read_text())
+    record = run(client, stack, path)
+    rc = stack.redis.client()
+    reports = step_reports(rc, record["id"])
+    assert [r.step for r in reports] == [1, 2, 3, 4]
+    for report in reports:
+        used = [g for g in report.groups if not g.skip_reason.startswith("dropped")]
+        assert used and all(spec.accepts_version(report.step, g.policy_version) for g in used), report.step
+    if algorithm == "grpo":
+        trained = [m for m in client.metrics(record["id"]) if m.get("pairs", 0) > 0]
+        assert trained and all(m["ratio_max"] > 0 for m in trained)
+    assert_nothing_lost_nothing_twice(rc, record["id"])

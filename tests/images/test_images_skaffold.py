@@ -270,7 +270,8 @@ def test_rendered_chart_runs_the_images_skaffold_built(
         cmd += ["-f", str(REPO_ROOT / file)]
     for key, template in release["setValueTemplates"].items():
         cmd += ["--set", f"{key}={_expand(template, variables)}"]
-    cmd += ["--set", "reward.enabled=true"]               # the reward service is off by default; render it too
+    cmd += ["--set", "reward.enabled=true",               # the reward service is off by default; render it too
+            "--set", "reward.model=/checkpoints/models/Athene-RM-8B"]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
     rendered = tmp_path / "rendered.yaml"

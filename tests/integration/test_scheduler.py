@@ -375,6 +375,42 @@ def test_retention_spares_versions_an_eval_round_still_needs(
     assert checkpoints.policy_versions() == [5]
 
 
+def test_the_best_evaluated_checkpoint_is_exported_beside_final(
+    controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path]
+) -> None:
+    """eval.best_by: the best result so far (not the last) is recorded and its policy exported to best/ as hard
+    links of the committed version, which then survives that version's retention."""
+    spec = make_spec(files, "best", interval=1, steps=6, evals=True, checkpoint={"keep": 1},
+                     eval={"every": 2, "best_by": {"metric": "accuracy"}})
+    run_id = submit(controller, spec)
+    checkpoints = RunCheckpoints(files["store"], run_id)
+    for version in range(1, 5):
+        assert commit(stub, run_id, write_policy(files["store"], run_id, version), version).committed
+    score_evals(redis_client, run_id, 0, [0, 0, 1])
+    score_evals(redis_client, run_id, 2, [2, 2, 1])   # the best: 5 of 6
+    score_evals(redis_client, run_id, 4, [1, 1, 1])
+    for _ in range(3):
+        controller.tick()
+        controller.consume_evals()
+    record = load_run(redis_client, run_id)
+    assert [e.step for e in record.evals] == [0, 2, 4]
+    assert record.best is not None and (record.best.step, record.best.metric) == (2, "accuracy")
+    assert record.best.value == pytest.approx(5 / 6) and record.best.path == str(checkpoints.best_dir)
+    exported = checkpoints.best_dir / "model.safetensors"
+    assert exported.read_bytes() == bytes([2]) * 64
+    assert exported.stat().st_nlink == 2  # a hard link of v2's file, no copy
+    assert commit(stub, run_id, write_policy(files["store"], run_id, 5), 5).committed
+    assert checkpoints.policy_versions() == [5] and exported.read_bytes() == bytes([2]) * 64  # v2 is gone, best/ stays
+
+
+def test_best_by_must_name_an_evaluation_set(files: dict[str, Path]) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        make_spec(files, "best", interval=1, steps=2, evals=True, eval={"best_by": {"eval_set": "nope"}})
+    assert [tuple(e["loc"]) for e in info.value.errors()] == [("eval", "best_by", "eval_set")]
+
+
 def test_offline_releases_one_window_and_never_reloads(
     controller: Controller, stub: Any, generator: RecordingGenerator, redis_client: redis.Redis,
     files: dict[str, Path],

@@ -77,7 +77,8 @@ def test_wildchat_gives_first_user_turns_without_answers(tmp_path: Path) -> None
     summary = prepare("wildchat", str(source), tmp_path / "prompts.jsonl")
     assert summary.written == 1 and summary.dropped == {"not English": 1, "toxic or redacted": 1}
     (row,) = [json.loads(line) for line in (tmp_path / "prompts.jsonl").read_text().splitlines()]
-    assert row == {"id": "a1", "problem": "Write a haiku about rain.", "answer": "", "source": "wildchat"}
+    assert row == {"id": "a1", "problem": "Write a haiku about rain.", "answer": "", "source": "wildchat",
+                   "reward_source": "reward_model"}
 
 
 def test_the_command_reports_bad_input_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

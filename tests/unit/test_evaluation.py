@@ -66,3 +66,19 @@ def test_standard_error_needs_two_prompts() -> None:
     assert one.accuracy == pytest.approx(0.25) and one.stderr is None
     same = summarize(0, "amc", 0, SetRound(prompts=2, samples_per_prompt=4), _outcomes([1, 1, 0, 0], [0, 0, 1, 1]))
     assert same.stderr == pytest.approx(0.0)
+
+
+def test_reward_model_sets_report_the_mean_score_and_the_score_per_token() -> None:
+    """Scores, not 1/0: the mean over scored samples, and score ÷ response length (the paper's checkpoint pick)."""
+    def rm(rewards: list[float], tokens: int) -> PromptOutcome:
+        scored = _scored(rewards, tokens=tokens)
+        scored.group.task.reward_source = types_pb2.REWARD_SOURCE_REWARD_MODEL
+        return outcome_of(scored)
+
+    result = summarize(2, "chat", 2, SetRound(prompts=2, samples_per_prompt=4),
+                       [rm([2.0, 1.0, 0.5, 0.5], tokens=2), rm([4.0, 4.0], tokens=8)])
+    assert result.mean_score == pytest.approx(12.0 / 6)
+    assert result.mean_score_per_token == pytest.approx((4.0 / 2 + 8.0 / 8) / 6)
+    assert result.accuracy == pytest.approx((4.0 / 4 + 8.0 / 4) / 2)  # a missing sample scores 0
+    verifier = summarize(2, "math", 2, ROUND, _outcomes([1, 1, 1, 1]))
+    assert verifier.mean_score is None and verifier.mean_score_per_token is None

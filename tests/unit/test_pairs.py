@@ -63,3 +63,46 @@ def test_empty_responses_and_malformed_groups_form_no_pair() -> None:
     bad = _group("t1-1", [1.0, 0.0])
     del bad.rewards[:]
     assert select_pair(bad, 0) == (None, "malformed")
+
+
+def test_group_rule_pairs_every_correct_with_every_wrong_and_averages_per_prompt() -> None:
+    """GroupDPO (paper §4.2): 2 correct x 3 wrong = 6 pairs of weight 1/6; reward-model scores: best x worst."""
+    batch = build_pairs([_group("t1-0", [1.0, 0.0, 1.0, 0.0, 0.0]), _group("t1-1", [0.0, 1.0]),
+                         _group("t1-2", [1.0, 1.0])], seed=0, rule="group")
+    first = [p for p in batch.pairs if p.prompt_id == "t1-0"]
+    assert sorted((p.chosen_index, p.rejected_index) for p in first) == [(c, r) for c in (0, 2) for r in (1, 3, 4)]
+    assert all(p.weight == 1 / 6 for p in first)
+    assert [(p.chosen_index, p.rejected_index, p.weight) for p in batch.pairs if p.prompt_id == "t1-1"] == [(1, 0, 1.0)]
+    assert batch.skipped == {"t1-2": "all_correct"}
+    scores = build_pairs([_group("t1-0", [0.2, 0.9, 0.9, 0.1], source=types_pb2.REWARD_SOURCE_REWARD_MODEL)],
+                         seed=0, rule="group")
+    assert sorted((p.chosen_index, p.rejected_index) for p in scores.pairs) == [(1, 3), (2, 3)]
+    assert sum(p.weight for p in scores.pairs) == 1.0
+
+
+def test_group_rule_weights_reach_the_loss_and_the_pairs_normalizer() -> None:
+    import torch
+
+    from semirl.spec import RunSpec
+    from semirl.trainer.logprobs import SeqLogps
+    from semirl.trainer.objectives import DPOObjective
+
+    spec = RunSpec.model_validate({"name": "g", "model": {"path": "m"}, "data": {"train": {"path": "t.jsonl"}},
+                                   "train": {"steps": 2}, "dpo": {"pair_rule": "group", "loss_normalizer": "pairs",
+                                                                  "entropy_coef": 0.5}})
+    objective = DPOObjective(spec)
+    batch = objective.examples([_group("t1-0", [1.0, 0.0, 0.0]), _group("t1-1", [1.0, 0.0])])
+    assert len(batch.examples) == 3 and objective.normalizer(batch) == 2.0  # two prompts gave pairs
+    m = len(batch.examples)
+    logps = torch.tensor([-1.0, -1.0, -2.0, -3.0, -3.0, -2.0])  # chosen rows, then rejected rows
+    entropy = torch.tensor([1.0, 1.0, 1.0, 9.0, 9.0, 9.0])
+    tokens = torch.full((2 * m,), 2.0)
+    policy = SeqLogps(logps=logps, tokens=tokens, entropy=entropy, token_logps=torch.zeros(2 * m, 3))
+    reference = SeqLogps(logps=torch.full((2 * m,), -2.0), tokens=tokens, entropy=entropy,
+                         token_logps=torch.zeros(2 * m, 3))
+    result = objective.loss(batch.examples, policy, reference)
+    margins = 0.1 * ((logps[:m] + 2.0) - (logps[m:] + 2.0))
+    per_pair = -torch.nn.functional.logsigmoid(margins) - 0.5 * entropy[:m]  # the chosen response's entropy only
+    weights = torch.tensor([p.weight for p in batch.examples])
+    assert torch.allclose(weights, torch.tensor([0.5, 0.5, 1.0]))
+    assert torch.allclose(result.loss_sum, (per_pair * weights).sum())

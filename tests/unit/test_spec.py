@@ -71,7 +71,7 @@ def test_paper_defaults() -> None:
         ({"train": {"steps": "abc"}}, "train.steps"),
         ({"sampling": {"n": 1}}, "sampling.n"),
         ({"unknown": 1}, "unknown"),
-        ({"data": {"train": {"path": "t.jsonl", "reward_source": "reward_model"}}}, "data.train.reward_source"),
+        ({"data": {"train": {"path": "t.jsonl", "reward_source": "judge"}}}, "data.train.reward_source"),
     ],
 )
 def test_bad_specs_name_the_field(override: dict, field: str) -> None:

@@ -78,3 +78,22 @@ def test_jsonl_round_trips_through_the_dataset_loader(tmp_path) -> None:
     assert [json.loads(line) for line in path.read_text().splitlines()] == rows
     problems = load_problems(DatasetSpec(path=str(path)))
     assert [(p.problem, p.answer) for p in problems] == [(r["problem"], r["answer"]) for r in rows]
+
+
+def test_a_row_may_name_its_own_reward_source(tmp_path) -> None:
+    """Mixed tasks: a dataset-level default, overridden per row; reward-model rows need no answer."""
+    path = tmp_path / "mixed.jsonl"
+    rows = [{"problem": "1+1?", "answer": "2"}, {"problem": "Write a haiku.", "reward_source": "reward_model"},
+            {"problem": "2+2?", "answer": "4", "reward_source": "verifier"}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    problems = load_problems(DatasetSpec(path=str(path)))
+    assert [(p.reward_source, p.answer) for p in problems] == [("verifier", "2"), ("reward_model", ""),
+                                                               ("verifier", "4")]
+    scored_by_rm = load_problems(DatasetSpec(path=str(path), reward_source="reward_model"))
+    assert [p.reward_source for p in scored_by_rm] == ["reward_model", "reward_model", "verifier"]
+    path.write_text(json.dumps({"problem": "x", "reward_source": "judge"}) + "\n")
+    with pytest.raises(ValueError, match="reward_source"):
+        load_problems(DatasetSpec(path=str(path)))
+    path.write_text(json.dumps({"problem": "x"}) + "\n")
+    with pytest.raises(ValueError, match="needs fields"):
+        load_problems(DatasetSpec(path=str(path)))  # a verifier row without an answer

@@ -42,6 +42,8 @@ class PromptOutcome(BaseModel):
     scored: int              # samples that came back and were scored, at most `asked`
     correct: float           # sum of the rewards of those samples
     tokens: int              # response tokens of those samples
+    reward_model: bool = False       # scored by the reward model (rewards are scores, not 1/0)
+    score_per_token: float = 0.0     # sum over those samples of reward ÷ response tokens
 
 
 def outcome_of(scored: types_pb2.ScoredGroup) -> PromptOutcome:
@@ -57,6 +59,8 @@ def outcome_of(scored: types_pb2.ScoredGroup) -> PromptOutcome:
         scored=len(rewards),
         correct=float(sum(rewards)),
         tokens=sum(len(sample.token_ids) for sample in samples),
+        reward_model=task.reward_source == types_pb2.REWARD_SOURCE_REWARD_MODEL,
+        score_per_token=sum(r / max(1, len(sample.token_ids)) for r, sample in zip(rewards, samples, strict=True)),
     )
 
 
@@ -82,4 +86,16 @@ def summarize(step: int, eval_set: str, policy_version: int, released: SetRound,
         samples_scored=scored,
         failed_prompts=sum(o.scored < k for o in outcomes) + max(0, released.prompts - len(outcomes)),
         mean_response_tokens=sum(o.tokens for o in outcomes) / scored if scored else 0.0,
+        **_reward_model_scores(outcomes, scored),
     )
+
+
+def _reward_model_scores(outcomes: list[PromptOutcome], scored: int) -> dict[str, float | None]:
+    """Sets scored by the reward model: the mean score, and the mean score ÷ response length (the paper picks
+    checkpoints by the latter, since its reward model favours long answers). Over scored samples only."""
+    graded = [o for o in outcomes if o.reward_model]
+    count = sum(o.scored for o in graded)
+    if not graded or not count:
+        return {}
+    return {"mean_score": sum(o.correct for o in graded) / count,
+            "mean_score_per_token": sum(o.score_per_token for o in graded) / count}

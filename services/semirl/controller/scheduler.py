@@ -26,8 +26,8 @@ from typing import Any
 import redis
 
 from semirl.core import keys
-from semirl.core.checkpoints import CheckpointError, verify
-from semirl.core.runstate import RunRecord, RunRecordUnreadable, active_run_id, save_run
+from semirl.core.checkpoints import CheckpointError, staged_copy, verify
+from semirl.core.runstate import BestCheckpoint, EvalResult, RunRecord, RunRecordUnreadable, active_run_id, save_run
 from semirl.core.streams import PAYLOAD_FIELD, StreamQueue, trim_consumed
 from semirl.proto import controller_pb2, types_pb2
 from semirl.spec import DatasetSpec, RunSpec
@@ -536,6 +536,7 @@ class Controller:
                     continue
                 result = summarize(step, name, released.policy_version, expected, got)
                 record.evals.append(result)
+                self._keep_if_best(record, result, released.policy_path)
                 changed = True
                 log.info("run %s: eval of step %d on %s: accuracy %.3f ± %s (%d of %d prompts failed)", run_id,
                          step, name, result.accuracy, "n/a" if result.stderr is None else f"{result.stderr:.3f}",
@@ -544,6 +545,28 @@ class Controller:
             order = {dataset.name: index for index, dataset in enumerate(record.spec.data.eval)}
             record.evals.sort(key=lambda e: (e.step, order.get(e.eval_set, len(order))))
             self.registry.save(record)
+
+    def _keep_if_best(self, record: RunRecord, result: EvalResult, policy_path: str) -> None:
+        """eval.best_by: a better result exports its policy to best/ (while its version is still protected from
+        retention: its evaluation was in flight until now)."""
+        spec = record.spec
+        if spec.eval.best_by is None or result.eval_set != spec.best_by_set:
+            return
+        metric = spec.eval.best_by.metric
+        value = getattr(result, metric)
+        if value is None or (record.best is not None and value <= record.best.value):
+            return
+        target = self.registry.checkpoints(record).best_dir
+        try:
+            staged_copy(Path(policy_path), target, {"run_id": record.id, "step": result.step, metric: value},
+                        link=True)
+        except (OSError, CheckpointError) as err:
+            log.warning("run %s: cannot export the best checkpoint (step %d): %s", record.id, result.step, err)
+            return
+        record.best = BestCheckpoint(step=result.step, eval_set=result.eval_set, metric=metric, value=float(value),
+                                     path=str(target))
+        log.info("run %s: best checkpoint is now step %d (%s %.4f on %s)", record.id, result.step, metric, value,
+                 result.eval_set)
 
     # --- views -----------------------------------------------------------------------------------------
 

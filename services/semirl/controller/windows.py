@@ -50,7 +50,6 @@ def build_window_tasks(
     """The training tasks of window `window`; `policy_path(v)` gives the directory of committed version v and
     `newest_version` is the newest committed version (what asynchronous tasks name as their policy)."""
     schedule = ProblemSchedule(problems, spec.train.batch_prompts, spec.data.shuffle_seed)
-    reward_source = REWARD_SOURCES[spec.data.train.reward_source]
     tasks: list[types_pb2.PromptTask] = []
     for step in spec.window_steps(window):
         oldest = None
@@ -72,7 +71,7 @@ def build_window_tasks(
                     purpose=types_pb2.TASK_PURPOSE_TRAIN,
                     prompt=format_prompt(spec.data.prompt_template, problem),
                     gold_answer=problem.answer,
-                    reward_source=reward_source,
+                    reward_source=REWARD_SOURCES[problem.reward_source],
                     sampling=types_pb2.SamplingParams(
                         n=spec.sampling.n,
                         temperature=spec.sampling.temperature,
@@ -130,7 +129,7 @@ def build_eval_tasks(
                     purpose=types_pb2.TASK_PURPOSE_EVAL,
                     prompt=format_prompt(spec.data.prompt_template, problem),
                     gold_answer=problem.answer,
-                    reward_source=REWARD_SOURCES[eval_set.reward_source],
+                    reward_source=REWARD_SOURCES[problem.reward_source],
                     sampling=types_pb2.SamplingParams(
                         n=n,
                         temperature=spec.eval.temperature,

@@ -229,6 +229,26 @@ def staged_directory(final: Path, extra_manifest: dict | None = None) -> Iterato
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def staged_copy(source: Path, final: Path, extra_manifest: dict | None = None, *, link: bool = False) -> Path:
+    """`final` as a staged copy of the committed directory `source` (its manifest rewritten). With `link`, files
+    are hard links where the filesystem allows (committed files are never modified, and a link outlives the
+    retention of `source`): an 8B export then costs no bytes; otherwise, or across filesystems, they are copied."""
+    with staged_directory(final, extra_manifest) as staging:
+        for path in sorted(source.rglob("*")):
+            if not path.is_file() or path.name == MANIFEST:
+                continue
+            target = staging / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if link:
+                try:
+                    os.link(path, target)
+                    continue
+                except OSError:
+                    pass  # another filesystem, or links not allowed: copy
+            shutil.copy2(path, target)
+    return final
+
+
 def _libc_start_writeback() -> Callable[[int], object] | None:
     """libc's sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE): start writing a file's dirty pages, don't wait.
 
@@ -325,6 +345,11 @@ class RunCheckpoints:
     @property
     def final_dir(self) -> Path:
         return self.run_dir / "final"
+
+    @property
+    def best_dir(self) -> Path:
+        """The best evaluated policy by the run's `eval.best_by` criterion (exported beside final/)."""
+        return self.run_dir / "best"
 
     def policy_dir(self, version: int) -> Path:
         return self.policy_root / f"v{version}"

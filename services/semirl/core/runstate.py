@@ -37,6 +37,21 @@ class EvalResult(BaseModel):
         description="Prompts whose generation failed or came back with fewer samples than asked (an empty group).",
     )
     mean_response_tokens: float = Field(description="Mean response length of the scored samples, in tokens.")
+    mean_score: float | None = Field(None, description="Reward-model prompts of the set: their mean score over "
+                                     "the scored samples (`accuracy` is then the mean reward with a missing sample "
+                                     "scoring 0).")
+    mean_score_per_token: float | None = Field(None, description="Reward-model prompts: the mean of score ÷ "
+                                               "response tokens (the paper's length-normalized checkpoint choice).")
+
+
+class BestCheckpoint(BaseModel):
+    """The best evaluated policy so far by the spec's `eval.best_by`, exported to the run's best/ directory."""
+
+    step: int
+    eval_set: str
+    metric: str
+    value: float
+    path: str
 
 
 class RunRecord(BaseModel):
@@ -56,6 +71,7 @@ class RunRecord(BaseModel):
     syncs: int = 0                 # generator reload fan-outs (weight syncs)
     resumed_from_step: int = 0
     final_path: str | None = None
+    best: BestCheckpoint | None = None
     error: str | None = None
     evals: list[EvalResult] = Field(default_factory=list)
     counters: dict[str, int] = Field(default_factory=dict)

@@ -29,6 +29,7 @@ class PreparedRow(BaseModel):
     problem: str
     answer: str
     source: str
+    reward_source: str = "verifier"  # who scores it: rows of mixed sets keep their own scorer (wildchat: the RM)
 
 
 class Dropped(Exception):  # noqa: N818 - a reason, not an error
@@ -121,7 +122,8 @@ def wildchat(row: dict[str, Any], index: int) -> PreparedRow:
     if first is None:
         raise Dropped("no user turn")
     problem = _problem(first, "content")
-    return PreparedRow(id=str(row.get("conversation_hash", index)), problem=problem, answer="", source="wildchat")
+    return PreparedRow(id=str(row.get("conversation_hash", index)), problem=problem, answer="", source="wildchat",
+                       reward_source="reward_model")
 
 
 SOURCES: dict[str, Callable[[dict[str, Any], int], PreparedRow]] = {

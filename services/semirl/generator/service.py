@@ -34,6 +34,7 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from semirl.core import keys, telemetry
+from semirl.core.group_scoring import scorer_stream
 from semirl.core.grpc_server import ServiceServer
 from semirl.core.redis_client import connect
 from semirl.core.registration import Registration
@@ -431,7 +432,7 @@ class GeneratorService:
         task: types_pb2.PromptTask = delivery.message
         prompt_token_ids, samples = result if result is not None else ([], [])
         group = sample_group(task, prompt_token_ids, samples, version, self.generator_id, seconds)
-        out = keys.TO_REWARD if task.reward_source == types_pb2.REWARD_SOURCE_REWARD_MODEL else keys.TO_VERIFY
+        out = scorer_stream(task)
         written = self.queue.forward(
             delivery, out, group, done_set=keys.done_key(task.run_id, "generate"), member=task.prompt_id
         )

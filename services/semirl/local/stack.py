@@ -103,6 +103,8 @@ class LocalStack:
     trainer_ranks: int = 1
     # e.g. --model/--dtype/--max-model-len of the run to come: the engine is built at start-up, not on its first task
     generator_args: list[str] = field(default_factory=list)
+    # the reward service's arguments (--model PATH, ...): one reward service starts when they are given
+    reward_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
     redis: EmbeddedRedis | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
@@ -147,6 +149,8 @@ class LocalStack:
             self.add_generator(index)
         for index in range(self.verifiers):
             self._add(f"verifier-{index}", "semirl.verifier", ["--verifier-id", f"verifier-{index}"])
+        if self.reward_args:
+            self._add("reward-0", "semirl.reward", ["--reward-id", "reward-0", *self.reward_args])
         trainer = self._add(
             "trainer",
             "semirl.trainer",

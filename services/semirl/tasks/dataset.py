@@ -6,7 +6,7 @@ import json
 import random
 import re
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -15,10 +15,14 @@ from semirl.spec import DatasetSpec
 _GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$")
 
 
+RewardSource = Literal["verifier", "reward_model"]
+
+
 class Problem(BaseModel):
     id: str           # stable id within the dataset (row index unless the row has an id)
     problem: str
-    answer: str       # the gold final answer (what math-verify compares against)
+    answer: str       # the gold final answer (what math-verify compares against); "" for reward-model rows
+    reward_source: RewardSource = "verifier"  # the row's own, else its dataset's (mixed tasks in one set)
 
 
 def gold_answer(raw: object) -> str:
@@ -46,7 +50,10 @@ def load_problems(dataset: DatasetSpec) -> list[Problem]:
             if not isinstance(row, dict):
                 raise ValueError(f"{dataset.path}:{line_no}: a row must be a JSON object")
             problem = row.get(dataset.problem_field, row.get("question"))
-            answer = row.get(dataset.answer_field)
+            source = row.get("reward_source", dataset.reward_source)
+            if source not in ("verifier", "reward_model"):
+                raise ValueError(f"{dataset.path}:{line_no}: reward_source must be 'verifier' or 'reward_model'")
+            answer = row.get(dataset.answer_field, "" if source == "reward_model" else None)
             if problem is None or answer is None:
                 raise ValueError(
                     f"{dataset.path}:{line_no}: needs fields {dataset.problem_field!r} and {dataset.answer_field!r}"
@@ -56,7 +63,8 @@ def load_problems(dataset: DatasetSpec) -> list[Problem]:
                                  "must be text or numbers")
             row_id = row.get("unique_id", row.get("id", line_no - 1))
             row_id = str(row_id) if not isinstance(row_id, dict | list) else str(line_no - 1)
-            problems.append(Problem(id=row_id, problem=str(problem), answer=gold_answer(answer)))
+            problems.append(Problem(id=row_id, problem=str(problem), answer=gold_answer(answer),
+                                    reward_source=source))
             if dataset.limit and len(problems) >= dataset.limit:
                 break
     if not problems:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from semirl.controller.ownership import manifest_run_id, marker_run_id, recorded_run_id
-from semirl.core.checkpoints import MANIFEST, CheckpointError, RunCheckpoints, staged_directory, verify
+from semirl.core.checkpoints import MANIFEST, CheckpointError, RunCheckpoints, staged_copy, staged_directory, verify
 from semirl.trainer.engine import TrainingEngine
 from semirl.trainer.ranks import RankDriver
 
@@ -136,14 +136,7 @@ class TrainerCheckpoints:
 
     def save_final(self, policy_dir: Path) -> Path:
         """The run's final policy: a staged copy of the last policy version."""
-        final = self.paths.final_dir
-        with staged_directory(final, {"run_id": self.run_id, "source": policy_dir.name}) as staging:
-            for path in sorted(policy_dir.rglob("*")):
-                if path.is_file() and path.name != MANIFEST:
-                    target = staging / path.relative_to(policy_dir)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(path, target)
-        return final
+        return staged_copy(policy_dir, self.paths.final_dir, {"run_id": self.run_id, "source": policy_dir.name})
 
 
 def load_trainer_state(engine: TrainingEngine, directory: Path) -> dict[str, Any]:

@@ -265,6 +265,7 @@ class RunTrainer:
             # optimizer updates between the policy that sampled a group and the one that trains on it (0: on-policy)
             "staleness_mean": sum(step - 1 - v for v in versions) / len(versions) if versions else 0.0,
             "staleness_max": float(step - 1 - min(versions)) if versions else 0.0,
+            **_per_source_metrics(groups, batch),
         }
 
     def _checkpoint(self, step: int) -> None:
@@ -295,3 +296,21 @@ class RunTrainer:
         self.metrics.checkpoints.inc()
         log.info("run %s: checkpoint of step %d committed (%.2fs), %d entries acked",
                  self.run_id, step, time.monotonic() - start, acked)
+
+
+SOURCE_NAMES = {types_pb2.REWARD_SOURCE_REWARD_MODEL: "reward_model"}  # everything else is the verifier's
+
+
+def _per_source_metrics(groups: list[types_pb2.ScoredGroup], batch: StepExamples) -> dict[str, float]:
+    """Per reward source present in the step (mixed tasks): groups, examples (pairs or samples), skipped groups
+    and the mean reward, as `<name>_<source>`."""
+    source_of = {g.group.task.prompt_id: SOURCE_NAMES.get(g.group.task.reward_source, "verifier") for g in groups}
+    metrics: dict[str, float] = {}
+    for source in sorted(set(source_of.values())):
+        mine = [g for g in groups if source_of[g.group.task.prompt_id] == source]
+        rewards = [float(r) for g in mine for r in g.rewards]
+        metrics[f"groups_{source}"] = float(len(mine))
+        metrics[f"pairs_{source}"] = float(sum(source_of.get(e.prompt_id) == source for e in batch.examples))
+        metrics[f"skipped_{source}"] = float(sum(source_of.get(p) == source for p in batch.skipped))
+        metrics[f"reward_mean_{source}"] = sum(rewards) / len(rewards) if rewards else 0.0
+    return metrics

@@ -14,22 +14,20 @@ samples scored, scoring time per group, dropped groups and the scoring worker's 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
 
 import grpc
-import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from semirl.core import keys, telemetry
+from semirl.core import telemetry
+from semirl.core.group_scoring import GroupScorer
 from semirl.core.grpc_server import ServiceServer
 from semirl.core.redis_client import connect
 from semirl.core.registration import Registration
-from semirl.core.runstate import StaleRunFilter
-from semirl.core.streams import Delivery, StreamQueue
+from semirl.core.streams import Delivery
 from semirl.proto import types_pb2, verifier_pb2, verifier_pb2_grpc
 from semirl.trainer.pairs import CORRECT_THRESHOLD
 from semirl.verifier.scoring import BOXED_MARKERS, DEFAULT_TIMEOUT_S, AnswerFormat, Scorer
@@ -106,11 +104,9 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         return verifier_pb2.VerifyResponse(rewards=rewards)
 
 
-def output_stream(task: types_pb2.PromptTask) -> str:
-    return keys.EVAL_SCORED if task.purpose == types_pb2.TASK_PURPOSE_EVAL else keys.SCORED
+class VerifierService(GroupScorer):
+    """math-verify over `to_verify` (the shared loop: core/group_scoring.py), plus the Verify RPC."""
 
-
-class VerifierService:
     def __init__(
         self,
         redis_url: str,
@@ -124,72 +120,21 @@ class VerifierService:
     ) -> None:
         self.verifier_id = verifier_id
         self.timeout_s = timeout_s
-        self.batch_size = batch_size
-        self.block_ms = block_ms
-        self.stop = threading.Event()
-        self.client = connect(redis_url)
         self.scorer = Scorer(timeout_s)
-        self.metrics = VerifierMetrics(self.scorer)
-        self.queue: StreamQueue[types_pb2.SampleGroup] = StreamQueue(
-            self.client, keys.TO_VERIFY, keys.VERIFIERS_GROUP, verifier_id, types_pb2.SampleGroup,
-            owner_service="verifier",
-        )
+        client = connect(redis_url)
+        super().__init__(client, types_pb2.REWARD_SOURCE_VERIFIER, verifier_id, VerifierMetrics(self.scorer),
+                         batch_size=batch_size, block_ms=block_ms)
         self.server = ServiceServer(f"0.0.0.0:{grpc_port}", "semirl.v1.VerifierService")
         self.server.add(verifier_pb2_grpc.add_VerifierServiceServicer_to_server,
                         VerifierServicer(self.scorer, timeout_s, self.metrics))
         self.port = self.server.port
         self.registration = Registration(self.client, "verifier", verifier_id, f"{advertise_host}:{self.port}")
-        self.groups_scored = 0
-        self.stale_runs = StaleRunFilter(self.client)
-        self.groups_dropped_stale = 0
 
     def start(self) -> None:
         self.scorer.start()
-        self.server.start()
-        self.registration.start()
-        self.server.set_serving(True)
+        super().start()
 
-    def serve_forever(self) -> None:
-        self.start()
-        log.info("verifier %s serving gRPC on :%d", self.verifier_id, self.port)
-        try:
-            while not self.stop.is_set():
-                self.step()
-        finally:
-            self.shutdown()
-
-    def step(self) -> int:
-        try:
-            deliveries = self.queue.read(count=self.batch_size, block_ms=self.block_ms)
-            self.handle_batch(deliveries)
-            return len(deliveries)
-        except redis.RedisError:
-            self.metrics.redis_errors.inc()
-            log.exception("Redis error; retrying")
-            self.stop.wait(1.0)
-            return 0
-
-    def handle_batch(self, deliveries: list[Delivery[types_pb2.SampleGroup]]) -> list[bool]:
-        """Score every new group of one read in a single batch to the scoring worker, then forward each (at most
-        once per prompt); returns, per delivery, whether its ScoredGroup was written."""
-        accepted = [delivery for delivery in deliveries if self._accept(delivery)]
-        pipe = self.client.pipeline(transaction=False)
-        for delivery in accepted:
-            task = delivery.message.task
-            pipe.sismember(keys.done_key(task.run_id, "verify"), task.prompt_id)
-        already_done = pipe.execute() if accepted else []
-        fresh: dict[tuple[str, str], Delivery[types_pb2.SampleGroup]] = {}  # the first of a prompt's copies
-        for delivery, done in zip(accepted, already_done, strict=True):
-            task = delivery.message.task
-            if not done:
-                fresh.setdefault((task.run_id, task.prompt_id), delivery)
-        rewards = self._score(list(fresh.values()))
-        # A copy of a group already scored gets no rewards: forward acks it and writes nothing.
-        accepted_ids = {delivery.entry_id for delivery in accepted}
-        return [self._forward(delivery, rewards.get(delivery.entry_id, []))
-                if delivery.entry_id in accepted_ids else False for delivery in deliveries]
-
-    def _score(self, groups: list[Delivery[types_pb2.SampleGroup]]) -> dict[str, list[float]]:
+    def score_groups(self, groups: list[Delivery[types_pb2.SampleGroup]]) -> dict[str, list[float]]:
         """Each group's rewards (by entry id), all groups' samples scored in one batch."""
         items = [(sample.text, d.message.task.gold_answer, answer_format(d.message.task))
                  for d in groups for sample in d.message.samples]
@@ -206,43 +151,9 @@ class VerifierService:
                 self.metrics.scoring_seconds.observe(per_item * count)
         return rewards
 
-    def _accept(self, delivery: Delivery[types_pb2.SampleGroup]) -> bool:
-        """False (and the entry acked) for a malformed group or one of a run that is no longer active."""
-        task = delivery.message.task
-        if not task.run_id or not task.prompt_id:
-            log.error("dropping malformed group %s", delivery.entry_id)
-            self.metrics.groups_dropped.labels("malformed").inc()
-            self.queue.ack([delivery.entry_id])
-            return False
-        if self.stale_runs.stale(task.run_id):
-            self.groups_dropped_stale += 1
-            self.metrics.groups_dropped.labels("stale").inc()
-            log.info("dropping group %s/%s of a run that is no longer active (%d dropped so far)",
-                     task.run_id, task.prompt_id, self.groups_dropped_stale)
-            self.queue.ack([delivery.entry_id])
-            return False
-        return True
+    def observe_forwarded(self, group: types_pb2.SampleGroup, rewards: list[float]) -> None:
+        for sample, reward in zip(group.samples, rewards, strict=False):
+            self.metrics.samples_scored.labels(outcome(sample.text, reward)).inc()
 
-    def _forward(self, delivery: Delivery[types_pb2.SampleGroup], rewards: list[float]) -> bool:
-        group = delivery.message
-        task = group.task
-        scored = types_pb2.ScoredGroup(group=group, rewards=rewards, scorer_id=self.verifier_id)
-        written = self.queue.forward(delivery, output_stream(task), scored,
-                                     done_set=keys.done_key(task.run_id, "verify"), member=task.prompt_id)
-        if written:
-            self.groups_scored += 1
-            purpose = "eval" if task.purpose == types_pb2.TASK_PURPOSE_EVAL else "train"
-            self.metrics.groups_scored.labels(purpose).inc()
-            for sample, reward in zip(group.samples, rewards, strict=False):
-                self.metrics.samples_scored.labels(outcome(sample.text, reward)).inc()
-        else:
-            self.metrics.groups_dropped.labels("duplicate").inc()
-        return written
-
-    def shutdown(self) -> None:
-        self.stop.set()
-        self.server.set_serving(False)
-        self.registration.stop()
-        self.server.stop()
+    def close(self) -> None:
         self.scorer.close()
-        self.client.close()
