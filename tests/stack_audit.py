@@ -25,10 +25,11 @@ from semirl.core.runstate import RunRecord, load_run
 from semirl.core.streams import PAYLOAD_FIELD
 from semirl.proto import controller_pb2, types_pb2
 
-STAGES = ("generate", "verify")  # the done sets: keys.done_key(run, stage)
+STAGES = (("generate",), ("verify", "reward"))  # the done sets (keys.done_key(run, stage)), scorers together
 TASK_OF_ENTRY: dict[str, Callable[[bytes], types_pb2.PromptTask]] = {
     keys.PROMPTS: types_pb2.PromptTask.FromString,
     keys.TO_VERIFY: lambda raw: types_pb2.SampleGroup.FromString(raw).task,
+    keys.TO_REWARD: lambda raw: types_pb2.SampleGroup.FromString(raw).task,
     keys.SCORED: lambda raw: types_pb2.ScoredGroup.FromString(raw).group.task,
     keys.EVAL_SCORED: lambda raw: types_pb2.ScoredGroup.FromString(raw).group.task,
 }
@@ -76,9 +77,9 @@ def assert_nothing_lost_nothing_twice(client: redis.Redis, run_id: str) -> RunRe
     assert counters.get("groups_trained", 0) == sum(g.trained for g in uses)
     assert counters.get("groups_trained", 0) + counters.get("groups_skipped", 0) == len(released)
     assert counters.get("groups_dropped", 0) == len(dropped)
-    for stage in STAGES:
-        done = {m.decode() for m in client.smembers(keys.done_key(run_id, stage))}
-        assert set(released) <= done, f"{stage} never forwarded {sorted(set(released) - done)}"
+    for stages in STAGES:  # each prompt is scored by its own scorer: the verifier or the reward model
+        done = {m.decode() for stage in stages for m in client.smembers(keys.done_key(run_id, stage))}
+        assert set(released) <= done, f"{'/'.join(stages)} never forwarded {sorted(set(released) - done)}"
     for stream in TASK_OF_ENTRY:
         counts = stream_prompt_ids(client, stream, run_id)
         repeated = {prompt: count for prompt, count in counts.items() if count > 1}
