@@ -520,7 +520,7 @@ class RunSpec(BaseModel):
         """The oldest policy version trainer step t accepts: v(t) with strict windows, v(t) − k·s with
         sync.max_staleness = k (k syncs behind the newest version step t can see), never below the seed."""
         newest = self.policy_version_for_step(step)
-        if not self.sync.asynchronous or self.sync.offline:
+        if not self.sync.asynchronous:  # (an offline run cannot be asynchronous: SyncSpec refuses it)
             return newest
         return max(0, newest - int(self.sync.max_staleness or 0) * int(self.sync.interval))  # type: ignore[arg-type]
 
@@ -539,8 +539,6 @@ class RunSpec(BaseModel):
         steps = self.window_steps(window)
         if not steps or self.static_preferences:  # a static preference dataset: the trainer reads it itself
             return False
-        if self.sync.offline:
-            return window == 0
         return self.oldest_accepted_version(steps[0]) <= committed
 
     def is_checkpoint_step(self, step: int) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,19 +26,6 @@ PROMPT = "What is 12+30?"
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_model_dir(tmp_path_factory.mktemp("rm"))
-
-
-@pytest.fixture(scope="module")
-def engine(model_dir: Path) -> RewardEngine:
-    return RewardEngine(RewardEngineConfig(model_path=str(model_dir), device="cpu"))
-
-
-@pytest.fixture
-def client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    client.flushall()
-    yield client
-    client.close()
 
 
 def _group(prompt_id: str, texts: list[str], purpose: int = types_pb2.TASK_PURPOSE_TRAIN) -> types_pb2.SampleGroup:
@@ -65,17 +51,18 @@ def _wait(predicate, timeout: float = 60.0, what: str = "") -> None:  # noqa: AN
 
 
 def test_groups_are_scored_by_the_model_once_and_the_rpc_agrees(
-    redis_server: EmbeddedRedis, client: redis.Redis, model_dir: Path, engine: RewardEngine, tmp_path: Path
+    redis_server: EmbeddedRedis, redis_client: redis.Redis, model_dir: Path, tmp_path: Path
 ) -> None:
     texts = ["\\boxed{42}", "It is 42, since 12+30=42.", "", "x" * 3000]
     args = ["--reward-id", "rm-a", "--model", str(model_dir), "--max-length", "64"]
     with running_service("reward", redis_server.url, tmp_path, args, start_timeout_s=120) as service:
-        publish(client, keys.TO_REWARD, _group("t1-0", texts))
-        publish(client, keys.TO_REWARD, _group("e0-chat-0", texts[:2], purpose=types_pb2.TASK_PURPOSE_EVAL))
-        publish(client, keys.TO_REWARD, _group("t1-0", texts))  # a redelivered copy: scored once
-        _wait(lambda: client.xlen(keys.SCORED) >= 1 and client.xlen(keys.EVAL_SCORED) >= 1, what=service.tail())
+        publish(redis_client, keys.TO_REWARD, _group("t1-0", texts))
+        publish(redis_client, keys.TO_REWARD, _group("e0-chat-0", texts[:2], purpose=types_pb2.TASK_PURPOSE_EVAL))
+        publish(redis_client, keys.TO_REWARD, _group("t1-0", texts))  # a redelivered copy: scored once
+        _wait(lambda: redis_client.xlen(keys.SCORED) >= 1 and redis_client.xlen(keys.EVAL_SCORED) >= 1,
+              what=service.tail())
         time.sleep(1.0)
-        train, evals = _scored(client, keys.SCORED), _scored(client, keys.EVAL_SCORED)
+        train, evals = _scored(redis_client, keys.SCORED), _scored(redis_client, keys.EVAL_SCORED)
         assert list(train) == ["t1-0"] and len(train["t1-0"]) == 1 and list(evals) == ["e0-chat-0"]
         direct = RewardEngine(RewardEngineConfig(model_path=str(model_dir), device="cpu", max_length=64))
         expected = [r.score for r in direct.score([(PROMPT, t) for t in texts])]
@@ -86,11 +73,11 @@ def test_groups_are_scored_by_the_model_once_and_the_rpc_agrees(
         response = stub.Score(reward_pb2.ScoreRequest(prompt=PROMPT, responses=texts), timeout=60)
         assert list(response.scores) == pytest.approx(expected, abs=1e-5)
         assert list(response.truncated) == [False, False, False, True]  # the 3,000-character one is cut
-        assert client.smembers(keys.done_key("r1", "reward")) == {b"t1-0", b"e0-chat-0"}
+        assert redis_client.smembers(keys.done_key("r1", "reward")) == {b"t1-0", b"e0-chat-0"}
 
 
 def test_a_killed_services_pending_groups_are_taken_over_and_scored_once(
-    redis_server: EmbeddedRedis, client: redis.Redis, model_dir: Path, tmp_path: Path
+    redis_server: EmbeddedRedis, redis_client: redis.Redis, model_dir: Path, tmp_path: Path
 ) -> None:
     """SIGKILL after it read but before it forwarded: the entries stay pending under the dead consumer; a second
     service takes them over once the first one's registration is gone, and each prompt is scored exactly once."""
@@ -98,21 +85,22 @@ def test_a_killed_services_pending_groups_are_taken_over_and_scored_once(
     with running_service("reward", redis_server.url, tmp_path, ["--reward-id", "rm-dead", *args],
                          start_timeout_s=120) as dead:
         dead.process.send_signal(signal.SIGSTOP)  # frozen: it cannot forward what it reads next
-        client.xgroup_createconsumer(keys.TO_REWARD, keys.REWARDS_GROUP, "rm-dead")
+        redis_client.xgroup_createconsumer(keys.TO_REWARD, keys.REWARDS_GROUP, "rm-dead")
         for index in range(6):
-            publish(client, keys.TO_REWARD, _group(f"t1-{index}", ["a", "bb", "ccc"]))
+            publish(redis_client, keys.TO_REWARD, _group(f"t1-{index}", ["a", "bb", "ccc"]))
         # Hand the entries to the frozen consumer, as its own read would have.
-        client.xreadgroup(keys.REWARDS_GROUP, "rm-dead", {keys.TO_REWARD: ">"}, count=6)
-        assert client.xpending(keys.TO_REWARD, keys.REWARDS_GROUP)["pending"] == 6
+        redis_client.xreadgroup(keys.REWARDS_GROUP, "rm-dead", {keys.TO_REWARD: ">"}, count=6)
+        assert redis_client.xpending(keys.TO_REWARD, keys.REWARDS_GROUP)["pending"] == 6
         dead.process.kill()
         dead.process.wait()
         dead.process.returncode = 0  # killed on purpose: the fixture's clean-exit check does not apply
-        client.delete(keys.service_registration_key("reward", "rm-dead"))  # its registration's TTL, run out
+        redis_client.delete(keys.service_registration_key("reward", "rm-dead"))  # its registration's TTL, run out
         (tmp_path / "b").mkdir()
         with running_service("reward", redis_server.url, tmp_path / "b", ["--reward-id", "rm-live", *args],
                              start_timeout_s=120) as live:
-            _wait(lambda: len(_scored(client, keys.SCORED)) == 6, what=live.tail())
+            _wait(lambda: len(_scored(redis_client, keys.SCORED)) == 6, what=live.tail())
             time.sleep(1.0)
-            scored = _scored(client, keys.SCORED)
+            scored = _scored(redis_client, keys.SCORED)
             assert all(len(copies) == 1 and copies[0].scorer_id == "rm-live" for copies in scored.values())
-            _wait(lambda: client.xpending(keys.TO_REWARD, keys.REWARDS_GROUP)["pending"] == 0, what="left pending")
+            _wait(lambda: redis_client.xpending(keys.TO_REWARD, keys.REWARDS_GROUP)["pending"] == 0,
+                  what="left pending")

@@ -408,24 +408,27 @@ class Controller:
             due.append(window)
         return due
 
-    def _sync_asynchronous(self, record: RunRecord) -> None:
+    def _sync_asynchronous(self, record: RunRecord) -> bool:
         """Asynchronous runs: every commit goes to the generators at once (no window waits for it), but the last:
-        no training sample is left to draw with it (its evaluation loads it like any evaluation)."""
+        no training sample is left to draw with it (its evaluation loads it like any evaluation). True when the
+        record changed (the caller saves it)."""
         if not record.generation_version < record.policy_version < record.spec.train.steps:
-            return
+            return False
         record.generation_version = record.policy_version
         record.syncs += 1
         self.reloads.request(record.id, types_pb2.PolicyRef(
             version=record.policy_version, path=self._policy_path(record, record.policy_version)))
-        with self.client.pipeline(transaction=True) as pipe:
-            save_run(pipe, record)
-            pipe.execute()
+        return True
 
     def _release_windows(self, record: RunRecord) -> None:
         spec = record.spec
-        if spec.sync.asynchronous:
-            self._sync_asynchronous(record)
-        for window in self._due_windows(record):
+        synced = spec.sync.asynchronous and self._sync_asynchronous(record)
+        due = self._due_windows(record)
+        if synced and not due:  # a due window's release saves the record with its tasks
+            with self.client.pipeline(transaction=True) as pipe:
+                save_run(pipe, record)
+                pipe.execute()
+        for window in due:
             if spec.sync.asynchronous:
                 version = record.generation_version
             else:

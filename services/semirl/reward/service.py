@@ -23,7 +23,7 @@ from semirl.core.redis_client import connect
 from semirl.core.registration import Registration
 from semirl.core.streams import Delivery
 from semirl.proto import reward_pb2, reward_pb2_grpc, types_pb2
-from semirl.reward.engine import RewardEngine, RewardEngineConfig
+from semirl.reward.engine import RewardEngine, RewardEngineConfig, RewardScore
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class RewardService(GroupScorer):
         self.port = self.server.port
         self.registration = Registration(self.client, "reward", reward_id, f"{advertise_host}:{self.port}")
 
-    def score_pairs(self, pairs: list[tuple[str, str]]) -> list:  # noqa: ANN401 - RewardScore list
+    def score_pairs(self, pairs: list[tuple[str, str]]) -> list[RewardScore]:
         with self.lock:
             results = self.engine.score(pairs)
         self.metrics.samples_scored.inc(len(results))

@@ -53,6 +53,7 @@ from transformers import (
 
 from semirl.tasks.synthetic import Split, expression_of, make_problems, reference_response, write_jsonl, wrong_response
 from semirl.tinymodel.sampling import sample
+from semirl.tinymodel.sft import epoch_batches
 
 STAMP = "tiny_reward_model.json"
 MODEL_DIR = "reward_model"
@@ -311,14 +312,9 @@ def _train(model: LlamaForSequenceClassification, tokenizer: PreTrainedTokenizer
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_scale)
     model.train()
     losses: list[float] = []
-    order: list[int] = []
+    batches = epoch_batches(len(data), params.batch_size, rng)
     for _ in range(params.steps):
-        if len(order) < params.batch_size:
-            fresh = list(range(len(data)))
-            rng.shuffle(fresh)
-            order += fresh
-        batch = [data[i] for i in order[:params.batch_size]]
-        del order[:params.batch_size]
+        batch = [data[i] for i in next(batches)]
         input_ids, attention = _batch([ids for ids, _ in batch], tokenizer.pad_token_id)
         targets = torch.tensor([t for _, t in batch])
         scores = model(input_ids=input_ids, attention_mask=attention).logits.squeeze(-1)

@@ -7,7 +7,7 @@ the token ids it will be prompted with.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +51,19 @@ def _batch(items: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tenso
     return input_ids, attention, labels
 
 
+def epoch_batches(count: int, batch_size: int, rng: random.Random) -> Iterator[list[int]]:
+    """Indices of batches of `batch_size` drawn without replacement, the order reshuffled whenever fewer than a
+    batch are left (the remainder carries over into the next epoch); endless."""
+    order: list[int] = []
+    while True:
+        if len(order) < batch_size:
+            fresh = list(range(count))
+            rng.shuffle(fresh)
+            order += fresh
+        yield order[:batch_size]
+        del order[:batch_size]
+
+
 def sft(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, pairs: list[tuple[str, str]],
         config: SFTConfig, stop_when: Callable[[int], bool] | None = None) -> int:
     """Train in place; returns the number of steps taken. `stop_when(step)` may end training early."""
@@ -61,15 +74,10 @@ def sft(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, pairs: list
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
     model.train()
-    order: list[int] = []
+    batches = epoch_batches(len(data), config.batch_size, rng)
     step = 0
     while step < config.max_steps:
-        if len(order) < config.batch_size:
-            fresh = list(range(len(data)))
-            rng.shuffle(fresh)
-            order += fresh
-        batch = [data[i] for i in order[:config.batch_size]]
-        del order[:config.batch_size]
+        batch = [data[i] for i in next(batches)]
         input_ids, attention, labels = _batch(batch, tokenizer.pad_token_id)
         loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)

@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import redis
 
+from semirl.controller.windows import REWARD_SOURCES
 from semirl.core import keys
 from semirl.core.runstate import RunRecord, active_run_id, load_run
 from semirl.core.streams import Delivery, StreamQueue
@@ -298,7 +299,7 @@ class RunTrainer:
                  self.run_id, step, time.monotonic() - start, acked)
 
 
-SOURCE_NAMES = {types_pb2.REWARD_SOURCE_REWARD_MODEL: "reward_model"}  # everything else is the verifier's
+SOURCE_NAMES = {source: name for name, source in REWARD_SOURCES.items()}  # spec names; unknown: the verifier's
 
 
 def _per_source_metrics(groups: list[types_pb2.ScoredGroup], batch: StepExamples) -> dict[str, float]:
