@@ -1,4 +1,4 @@
-"""`semirl up | run | status | demo | tiny-model`."""
+"""`semirl up | run | status | sweep | demo | tiny-model`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from semirl.client import ControllerClient, eval_table_lines, summary_lines
+from semirl.client import ControllerClient, eval_table_lines, status_lines, summary_lines
 from semirl.spec import parse_run_spec
 
 DEFAULT_URL = os.environ.get("SEMIRL_CONTROLLER_URL", "http://127.0.0.1:8080")
@@ -25,7 +25,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _stack(args: argparse.Namespace, generator_args: list[str] | None = None,
-           reward_args: list[str] | None = None):  # noqa: ANN202
+           reward_args: list[str] | None = None, *, metrics: bool = False):  # noqa: ANN202
     from semirl.local.stack import LocalStack
 
     if not reward_args and getattr(args, "reward_model", None):
@@ -39,6 +39,7 @@ def _stack(args: argparse.Namespace, generator_args: list[str] | None = None,
         trainer_ranks=args.trainer_ranks,
         generator_args=generator_args or [],
         reward_args=reward_args or [],
+        metrics=metrics,
     )
 
 
@@ -89,11 +90,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ValueError, PermissionError) as err:
         print(err, file=sys.stderr)
         return 2
-    print(f"submitted run {created['id']}")
     if args.detach:
+        print(json.dumps(created) if args.json else f"submitted run {created['id']}")
         return 0
-    record = client.wait(created["id"], progress=True)
-    print("\n".join(summary_lines(record, time.monotonic() - started)))
+    if not args.json:
+        print(f"submitted run {created['id']}")
+    record = client.wait(created["id"], progress=not args.json)
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print("\n".join([*summary_lines(record, time.monotonic() - started), "", *eval_table_lines(record)]))
     return 0 if record["state"] == "succeeded" else 1
 
 
@@ -101,12 +107,78 @@ def cmd_status(args: argparse.Namespace) -> int:
     client = ControllerClient(args.url)
     if args.run:
         record = client.run(args.run)
-        print("\n".join(eval_table_lines(record)) if args.evals else json.dumps(record, indent=2))
+        if args.json:
+            print(json.dumps(record, indent=2))
+        else:
+            print("\n".join(eval_table_lines(record) if args.evals else status_lines(record)))
         return 0
-    for run in client.runs():
+    runs = client.runs()
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return 0
+    for run in runs:
         step, version = run.get("step", 0), run.get("policy_version", 0)
         print(f"{run['id']:<32} {run['state']:<10} step {step:>5}  policy v{version}")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import yaml
+
+    from semirl.sweep.grid import build_grid
+    from semirl.sweep.runner import SweepDirectory, SweepPlan
+
+    try:
+        settings, constants = build_grid(args.set or [], args.seeds)
+        base = yaml.safe_load(Path(args.spec).read_text())
+        plan = SweepPlan(base_spec=base, constants=constants, settings=settings, seeds=args.seeds)
+        plan.specs()
+        SweepDirectory(args.out).claim(plan)
+    except (OSError, ValueError) as err:
+        print(f"semirl sweep: {err}", file=sys.stderr)
+        return 2
+    print(f"sweep: {len(settings)} settings x {args.seeds} seeds = {len(plan.cells())} runs into {args.out}/",
+          flush=True)
+    if args.url:
+        return _sweep_on(plan, args, ControllerClient(args.url), args.generator_metrics)
+    from semirl.tinymodel.build import build_tiny_setup
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    build_tiny_setup(args.state_dir / "tiny", seed=0)
+    stack = _stack(args, preload_args(Path(args.spec)), reward_args_for(Path(args.spec)), metrics=True)
+    try:
+        print("starting a local stack (redis, controller, generators, verifier, trainer)…", flush=True)
+        stack.start()
+        print(f"controller at {stack.url}; logs in {stack.logs}/", flush=True)
+        return _sweep_on(plan, args, ControllerClient(stack.url), stack.metrics_urls("generator-"))
+    except KeyboardInterrupt:
+        print(f"interrupted; run `semirl sweep` again with the same options to resume {args.out}/", file=sys.stderr)
+        return 130
+    finally:
+        stack.stop()
+
+
+def _sweep_on(plan, args: argparse.Namespace, client: ControllerClient,  # noqa: ANN001
+              generator_metrics: list[str]) -> int:
+    from semirl.sweep.report import write_report
+    from semirl.sweep.results import CellResult, GeneratorClock
+    from semirl.sweep.runner import SweepDirectory, run_sweep
+
+    started = time.monotonic()
+    cells = len(plan.cells())
+
+    def report(result: CellResult) -> None:
+        done = len(SweepDirectory(args.out).results())
+        accuracy = "; ".join(f"{e.eval_set} {100 * e.accuracy:.1f}%" for e in result.evals if e.step == result.steps)
+        print(f"[{done}/{cells}] {result.setting}, seed {result.seed}: {result.state}, {accuracy or 'no evaluation'}"
+              f", {result.wall_s:.0f}s", flush=True)
+
+    results = run_sweep(plan, SweepDirectory(args.out), client, GeneratorClock(generator_metrics),
+                        generators=len(generator_metrics), progress=not args.quiet, on_result=report)
+    paths = write_report(args.out, plan.settings, results)
+    print((args.out / "table.md").read_text())
+    print(f"sweep done in {time.monotonic() - started:.0f}s: " + ", ".join(str(p) for p in paths))
+    return 0 if all(r.state == "succeeded" for r in results) else 1
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
@@ -175,14 +247,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec")
     run.add_argument("--url", default=DEFAULT_URL, help="controller URL (the API token comes from $SEMIRL_API_TOKEN)")
     run.add_argument("--detach", action="store_true", help="submit and return")
+    run.add_argument("--json", action="store_true", help="no progress bar; print the finished run's record as JSON")
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="list runs, or show one")
     status.add_argument("run", nargs="?")
     status.add_argument("--evals", action="store_true",
                         help="with a run: its evaluations as a table (accuracy ± standard error per set and step)")
+    status.add_argument("--json", action="store_true", help="the run's record (or the run list) as JSON")
     status.add_argument("--url", default=DEFAULT_URL)
     status.set_defaults(func=cmd_status)
+
+    sweep = sub.add_parser(
+        "sweep", help="run a spec at several settings and seeds; write a table and plots (resumable)",
+        description="Without a multi-valued --set, the default grid: offline DPO, semi-online DPO (s=10, s=4), "
+        "online DPO, GRPO, each 40 steps with an evaluation every 10. Without --url, a local stack is started.")
+    stack_options(sweep)
+    sweep.add_argument("--spec", default=str(DEMO_SPEC), help="the base spec every setting overrides")
+    sweep.add_argument("--set", action="append", metavar="KEY=V1[,V2...]",
+                       help="a dotted spec key and its values: several values make settings (several such keys: "
+                       "their product); one value applies to every setting (e.g. --set train.steps=20)")
+    sweep.add_argument("--seeds", type=int, default=3, help="seeds per setting (train.seed and data.shuffle_seed)")
+    sweep.add_argument("--out", type=Path, default=Path("sweep-results"),
+                       help="results directory (a re-run with the same options resumes it)")
+    sweep.add_argument("--url", help="a running controller to submit to, instead of starting a local stack")
+    sweep.add_argument("--generator-metrics", action="append", default=[], metavar="URL",
+                       help="with --url: each generator's /metrics URL, for the generator idle fraction")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar per run")
+    sweep.set_defaults(func=cmd_sweep)
 
     demo = sub.add_parser("demo", help="tiny model + synthetic task, semi-online DPO end to end")
     stack_options(demo)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -24,7 +25,13 @@ class ControllerClient:
 
     def submit(self, spec_path: Path) -> dict[str, Any]:
         content_type = "application/json" if spec_path.suffix == ".json" else "application/yaml"
-        response = self.http.post("/v1/runs", content=spec_path.read_bytes(), headers={"Content-Type": content_type})
+        return self.submit_body(spec_path.read_bytes(), content_type)
+
+    def submit_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.submit_body(json.dumps(spec).encode(), "application/json")
+
+    def submit_body(self, body: bytes, content_type: str) -> dict[str, Any]:
+        response = self.http.post("/v1/runs", content=body, headers={"Content-Type": content_type})
         if response.status_code == 422:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
@@ -87,15 +94,51 @@ def _update_bar(bar: tqdm | None, record: dict[str, Any]) -> tqdm:
         bar = tqdm(total=total, desc=record["name"], unit="step", dynamic_ncols=True)
     metrics = record.get("latest_metrics") or {}
     bar.n = record.get("step", 0)
+    held_out = latest_eval(record)
     bar.set_postfix(
         state=record["state"],
         policy=f"v{record.get('policy_version', 0)}",
         reward=f"{metrics.get('reward_mean', float('nan')):.2f}",
-        acc=f"{metrics.get('accuracy', float('nan')):.2f}",
+        held_out=f"{_percent(held_out)}@{held_out['step']}" if held_out else "-",
         refresh=False,
     )
     bar.refresh()
     return bar
+
+
+def latest_eval(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest evaluation of the run's first evaluation set."""
+    evals = record.get("evals") or []
+    if not evals:
+        return None
+    first_set = evals[0]["eval_set"]
+    return max((e for e in evals if e["eval_set"] == first_set), key=lambda e: e["step"])
+
+
+def status_lines(record: dict[str, Any]) -> list[str]:
+    """A run at a glance: state and progress, the newest step's figures, queues, replicas, evaluations."""
+    steps = record["spec"]["train"]["steps"]
+    step = record.get("step", 0)
+    done = int(30 * step / steps) if steps else 0
+    lines = [f"{record['id']}  {record['state']}  [{'#' * done}{'.' * (30 - done)}] step {step}/{steps}  "
+             f"policy v{record.get('policy_version', 0)}  syncs {record.get('syncs', 0)}"]
+    metrics = record.get("latest_metrics") or {}
+    shown = [f"{name} {metrics[name]:.4g}" for name in ("reward_mean", "loss", "margin", "kl", "response_tokens",
+                                                        "staleness", "step_seconds", "wait_seconds")
+             if isinstance(metrics.get(name), int | float)]
+    if shown:
+        lines.append("latest step: " + "  ".join(shown))
+    queues = record.get("queues") or {}
+    if queues:
+        lines.append("queues (lag/pending): " + "  ".join(f"{name} {q['lag']}/{q['pending']}"
+                                                          for name, q in queues.items()))
+    replicas = record.get("replicas") or {}
+    if replicas:
+        lines.append("replicas (ready/total): " + "  ".join(f"{name} {r['ready']}/{r['total']}"
+                                                           for name, r in replicas.items()))
+    if record.get("error"):
+        lines.append(f"error: {record['error']}")
+    return [*lines, "", *eval_table_lines(record)]
 
 
 def _percent(result: dict[str, Any]) -> str:

@@ -46,6 +46,11 @@ class ServiceProcess:
     log_path: Path
     process: subprocess.Popen | None = None
     extra_env: dict[str, str] = field(default_factory=dict)  # this service's own settings, over the stack's
+    metrics_port: int | None = None  # its Prometheus exporter, when the stack was started with `metrics`
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else None
 
     @property
     def grpc_target(self) -> str:
@@ -106,6 +111,8 @@ class LocalStack:
     # the reward service's arguments (--model PATH, ...): one reward service starts when they are given
     reward_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # every service exports Prometheus metrics on a free port of its own (`semirl sweep` reads the generators')
+    metrics: bool = False
     redis: EmbeddedRedis | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
@@ -167,9 +174,17 @@ class LocalStack:
 
     def _add(self, name: str, module: str, args: list[str], grpc_port: int | None = None) -> ServiceProcess:
         port = grpc_port or free_port()
-        service = ServiceProcess(name, module, [*args, "--grpc-port", str(port)], port, self.logs / f"{name}.log")
+        metrics_port = free_port() if self.metrics else None
+        metrics_args = ["--metrics-port", str(metrics_port)] if metrics_port else []
+        service = ServiceProcess(name, module, [*args, "--grpc-port", str(port), *metrics_args], port,
+                                 self.logs / f"{name}.log", metrics_port=metrics_port)
         self.services[name] = service
         return service
+
+    def metrics_urls(self, prefix: str) -> list[str]:
+        """The /metrics URLs of the services whose names start with `prefix` (e.g. "generator-")."""
+        return [url for name, service in self.services.items()
+                if name.startswith(prefix) and (url := service.metrics_url) is not None]
 
     def add_generator(self, index: int | None = None, *, start: bool = False) -> ServiceProcess:
         index = index if index is not None else sum(1 for n in self.services if n.startswith("generator-"))
