@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser(
         "sweep", help="run a spec at several settings and seeds; write a table and plots (resumable)",
-        description="Without a multi-valued --set, the default grid: offline DPO, semi-online DPO (s=10, s=4), "
+        description="Without a multi-valued --set, the default grid: offline DPO, semi-online DPO (s=10, s=5), "
         "online DPO, GRPO, each 40 steps with an evaluation every 10. Without --url, a local stack is started.")
     stack_options(sweep)
     sweep.add_argument("--spec", default=str(DEMO_SPEC), help="the base spec every setting overrides")

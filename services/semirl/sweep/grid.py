@@ -34,7 +34,7 @@ class Setting(BaseModel):
 DEFAULT_GRID: list[Setting] = [
     Setting(name="offline DPO", overrides={"algorithm": "dpo", "sync.interval": "offline"}),
     Setting(name="semi-online DPO s=10", overrides={"algorithm": "dpo", "sync.interval": 10}),
-    Setting(name="semi-online DPO s=4", overrides={"algorithm": "dpo", "sync.interval": 4}),
+    Setting(name="semi-online DPO s=5", overrides={"algorithm": "dpo", "sync.interval": 5}),
     Setting(name="online DPO s=1", overrides={"algorithm": "dpo", "sync.interval": 1}),
     Setting(name="GRPO s=1", overrides={"algorithm": "grpo", "sync.interval": 1}),
 ]

@@ -1,0 +1,80 @@
+"""`semirl sweep` end to end on the real stack (controller, vLLM generator exporting Prometheus metrics, math-verify
+verifier, DeepSpeed trainer): a two-setting, one-seed, few-step grid writes its table and plots, and a re-run
+resumes — finished cells are not run again and a cell left in flight is followed, not submitted twice."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from semirl.cli import main
+from semirl.client import ControllerClient
+from semirl.local.stack import LocalStack
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
+
+MATPLOTLIB_FIRST_LINE = (31, 119, 180)  # "C0", the first setting's line colour
+
+
+@pytest.fixture(scope="module")
+def stack(start_stack: Callable[..., AbstractContextManager[LocalStack]]) -> Iterator[LocalStack]:
+    with start_stack("sweep", generators=1, verifiers=1, metrics=True) as local:
+        yield local
+
+
+def line_pixels(path: Path, colour: tuple[int, int, int] = MATPLOTLIB_FIRST_LINE) -> int:
+    image = Image.open(path).convert("RGB")
+    return sum(1 for pixel in image.getdata() if all(abs(a - b) <= 12 for a, b in zip(pixel, colour, strict=True)))
+
+
+def test_a_small_sweep_writes_its_table_and_plots_and_resumes(stack: LocalStack, tmp_path: Path,
+                                                             write_spec: Callable[..., Path]) -> None:
+    base = write_spec("sweep", interval=1, steps=2)
+    out = tmp_path / "results"
+    args = ["sweep", "--url", stack.url, "--spec", str(base), "--set", "sync.interval=1,offline",
+            "--set", "train.steps=2", "--seeds", "1", "--out", str(out), "--quiet",
+            *(arg for url in stack.metrics_urls("generator-") for arg in ("--generator-metrics", url))]
+    client = ControllerClient(stack.url)
+
+    assert main(args) == 0
+    table = (out / "table.md").read_text()
+    assert "| sync.interval=1 | 1 |" in table and "| sync.interval=offline | 1 |" in table
+    rows = json.loads((out / "table.json").read_text())["rows"]
+    assert [r["setting"] for r in rows] == ["sync.interval=1", "sync.interval=offline"]
+    for row in rows:
+        (eval_set,) = row["eval_sets"]
+        assert 0.0 <= eval_set["accuracy"]["mean"] <= 1.0
+        assert 0.0 <= row["generator_idle_fraction"]["mean"] <= 1.0
+        assert row["samples_per_s"]["mean"] > 0
+    assert rows[0]["syncs"]["mean"] >= 1 and rows[1]["syncs"]["mean"] == 0
+    for plot in ("accuracy_vs_step.png", "accuracy_vs_time.png", "length_entropy.png"):
+        assert line_pixels(out / plot) > 50, f"{plot} has no line of the first setting"
+    assert len(client.runs()) == 2
+
+    # A re-run of a finished sweep runs nothing.
+    online = out / "runs" / "sync-interval-1-seed0.json"
+    offline = out / "runs" / "sync-interval-offline-seed0.json"
+    before = online.read_text()
+    assert main(args) == 0
+    assert len(client.runs()) == 2 and online.read_text() == before
+
+    # Stopped while following a run: the run is followed again, not submitted again.
+    run_id = json.loads(online.read_text())["run_id"]
+    online.unlink()
+    (out / "runs" / "sync-interval-1-seed0.submitted").write_text(run_id)
+    # A cell that never started is submitted.
+    offline_run = json.loads(offline.read_text())["run_id"]
+    offline.unlink()
+    assert main(args) == 0
+    assert json.loads(online.read_text())["run_id"] == run_id
+    assert json.loads(offline.read_text())["run_id"] != offline_run
+    assert len(client.runs()) == 3
+
+    # Another plan into the same directory is refused before anything runs.
+    assert main([*args, "--seeds", "2"]) == 2
+    assert len(client.runs()) == 3
