@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 import redis
+from dashboard_metrics import PROMETHEUS_SERIES, load_dashboard, panel_exprs, selected_components, selectors
 from prometheus_client.parser import text_string_to_metric_families
 from service_process import ServiceProcess, running_service
 
@@ -102,3 +103,13 @@ def test_verifier_metrics_move_with_the_work(verifier: Verifier, save_ended_run)
     stub.Verify(verifier_pb2.VerifyRequest(items=[verifier_pb2.VerifyItem(response="\\boxed{7}", gold_answer="7")]),
                 timeout=60)
     assert verifier.scrape()[("semirl_verifier_rpc_items_scored_total", ())] == 1.0
+
+
+def test_the_dashboard_asks_the_verifier_for_what_it_serves(verifier: Verifier) -> None:
+    """The chart's Grafana dashboard against a real verifier's /metrics page: every metric a panel selects from the
+    verifier is on it (tests/chart/test_grafana_dashboard.py checks all services against their registries)."""
+    served = {name for name, _ in verifier.scrape()}
+    asked = {selector.name for expr in panel_exprs(load_dashboard()) for selector in selectors(expr)
+             if "verifier" in selected_components(selector)} - PROMETHEUS_SERIES
+    assert "semirl_verifier_samples_scored_total" in asked and "process_resident_memory_bytes" in asked
+    assert asked <= served, sorted(asked - served)

@@ -540,6 +540,35 @@ class NetworkPolicy(Model):
     extra_egress: list[Dict] = Field(default_factory=list, description="NetworkPolicyEgressRules (tight mode)")
 
 
+LABEL_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+
+
+class GrafanaDashboard(Model):
+    """A ConfigMap holding the chart's Grafana dashboard (dashboards/semirl.json) for Grafana's dashboard sidecar,
+    which loads every ConfigMap carrying its label (kube-prometheus-stack: grafana_dashboard="1", searched in every
+    namespace). It shows what the ServiceMonitors scrape, so it is off, like them, until monitoring is set up."""
+
+    enabled: bool = Field(False, description="render the dashboard's ConfigMap")
+    namespace: str = Field(
+        "", max_length=63, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        description="namespace of the ConfigMap; empty = the release's (a sidecar that searches only Grafana's own "
+                    "namespace needs that one)",
+    )
+    label: str = Field(
+        "grafana_dashboard", pattern=LABEL_NAME_PATTERN,
+        description="label the sidecar selects (kube-prometheus-stack: grafana.sidecar.dashboards.label)",
+    )
+    label_value: Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=63)] | int = Field(
+        "1", description="its value (grafana.sidecar.dashboards.labelValue)"
+    )
+    additional_labels: StrDict = Field(default_factory=dict)
+    annotations: StrDict = Field(
+        default_factory=dict,
+        description="e.g. grafana_folder: semirl, for a sidecar whose folderAnnotation is grafana_folder",
+    )
+
+
 class Rbac(Model):
     create: bool = Field(True, description="the controller's Role: get/list/watch pods and endpointslices")
 
@@ -565,6 +594,7 @@ class ChartValues(Model):
     external_redis: ExternalRedis = Field(default_factory=ExternalRedis)
     network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy)
     rbac: Rbac = Field(default_factory=Rbac)
+    grafana_dashboard: GrafanaDashboard = Field(default_factory=GrafanaDashboard)
     tests: Tests = Field(default_factory=Tests)
 
     @model_validator(mode="after")
