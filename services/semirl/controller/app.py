@@ -5,6 +5,8 @@ With an API token configured (SEMIRL_API_TOKEN; the chart fills it from a Secret
 
 A run whose stored record does not load is listed as failed with the reason in `error`; its own view answers
 409 and cancelling it answers its state, failed. It never makes the list or any other run answer 500.
+
+`/` lists the runs and `/runs/{id}` follows one in a browser (static/; docs/architecture.md, decision 44).
 """
 
 from __future__ import annotations
@@ -12,21 +14,23 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match, Route
 
 from semirl.core import keys
 from semirl.core.runstate import RunRecord, RunRecordUnreadable
-from semirl.spec import RunSpec
+from semirl.spec import MAX_STEPS, RunSpec
 
 from .registry import SpecRejected, decode_body, validate_spec
 from .scheduler import Controller
-from .views import Health, NotReady, Problem, RunList, RunStatus, RunView, ServicesView, SpecErrors
+from .views import Health, NotReady, Problem, RunList, RunStatus, RunView, ServicesView, SpecErrors, WeightSync
 
 # The demo's spec (examples/tiny-math-dpo.yaml) cut to what a spec needs; paths are the controller's.
 RUN_SPEC_EXAMPLE = {
@@ -56,6 +60,16 @@ MAX_BODY_BYTES = 1 << 20
 MAX_ERRORS = 50
 MAX_ERROR_CHARS = 500
 RUN_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")  # what registry.create makes: <name>-<hex>
+STATIC = Path(__file__).with_name("static")
+# The pages load only their own scripts and styles and read only this origin's API.
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                "connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+                "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+
+
+def since_query(what: str) -> Any:
+    return Query(ge=0, le=MAX_STEPS, description=f"Skip the first `since` {what}: a client following a run asks "
+                 f"only for what it has not seen (0, the default: all).")
 
 
 class BodyTooLarge(Exception):  # noqa: N818
@@ -189,13 +203,24 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
         """The run: state, step, policy versions, evaluations per set and step, latest metrics, queues, services."""
         return controller.view(found(run_id))
 
-    @app.get("/v1/runs/{run_id}/metrics", responses=UNKNOWN_RUN)
-    def get_metrics(run_id: str) -> list[dict[str, Any]]:
-        # The metrics are stored apart from the record, so they stay readable when the record is not.
+    def stored(run_id: str) -> str:
+        """A run whose record exists, loadable or not: what is stored apart from the record stays readable."""
         known_form(run_id)
         if not controller.client.exists(keys.run_key(run_id)):
             raise HTTPException(status_code=404, detail=f"unknown run {run_id}")
-        return controller.registry.metrics(run_id)
+        return run_id
+
+    @app.get("/v1/runs/{run_id}/metrics", responses=UNKNOWN_RUN)
+    def get_metrics(run_id: str, since: Annotated[int, since_query("steps' entries")] = 0) -> list[dict[str, Any]]:
+        """The trainer's metrics of every step, in step order (entry i is step i + 1; a resumed trainer's replay
+        replaces the entries of the steps it trains again)."""
+        return controller.registry.metrics(stored(run_id), since)
+
+    @app.get("/v1/runs/{run_id}/syncs", response_model=list[WeightSync], responses=UNKNOWN_RUN)
+    def get_syncs(run_id: str, since: Annotated[int, since_query("syncs")] = 0) -> list[dict[str, Any]]:
+        """The run's weight syncs, oldest first: each version sent to the generators and how its Reload went
+        (filled in once every generator has answered, so a client following the run re-reads the newest few)."""
+        return controller.registry.syncs(stored(run_id), since)
 
     @app.post("/v1/runs/{run_id}/cancel", response_model=RunStatus, responses={**needs_token, **UNKNOWN_RUN},
               **guarded)
@@ -211,7 +236,23 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
             raise HTTPException(status_code=404, detail=f"unknown run {run_id}")
         return {"id": record.id, "state": record.state}
 
+    add_pages(app, known_form)
     return app
+
+
+def add_pages(app: FastAPI, known_form: Callable[[str], None]) -> None:
+    """The run list (/) and the run page (/runs/{id}): static files that read the open GET endpoints above, so they
+    need no token. Not in the OpenAPI schema: they are for browsers, not clients."""
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def run_list_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    @app.get("/runs/{run_id}", include_in_schema=False)
+    def run_page(run_id: str) -> FileResponse:
+        known_form(run_id)
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)  # the page's script tells the two apart
 
 
 async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:

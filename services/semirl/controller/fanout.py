@@ -49,11 +49,26 @@ def _reload_one(generator_id: str, endpoint: str, request: generator_pb2.ReloadR
         return ReloadOutcome(generator_id, endpoint, False, str(code), request.run_id, int(request.policy.version))
 
 
+FanoutDone = Callable[[list[ReloadOutcome]], None]
+
+
+def _report(done: FanoutDone | None, outcomes: list[ReloadOutcome]) -> None:
+    if done is None:
+        return
+    try:
+        done(outcomes)
+    except Exception:  # noqa: BLE001 - a failed report must not strand the generator's call slot
+        log.exception("recording a reload fan-out failed")
+
+
 class ReloadDispatcher:
     """Sends Reloads in the background: `request` returns at once; a dispatcher thread publishes the notice,
     asks `endpoints()` for the generators and gives each its own call. A generator has at most one Reload in
     flight; a newer request for it waits behind that call and replaces any older one waiting, so a frozen
-    generator collects one pending request, not a queue, and holds up no other generator."""
+    generator collects one pending request, not a queue, and holds up no other generator.
+
+    A request's `on_done` gets every generator's outcome once all have answered or timed out (from a call's
+    thread); it is never called for a request that a newer one replaced before that."""
 
     def __init__(self, client: redis.Redis, endpoints: Callable[[], dict[str, str]], *, timeout_s: float) -> None:
         self.client = client
@@ -62,7 +77,10 @@ class ReloadDispatcher:
         self.last_outcomes: list[ReloadOutcome] = []  # of the newest request; replaced whole, never mutated
         self._changed = threading.Condition()
         self._requested: generator_pb2.ReloadRequest | None = None  # not yet dispatched
+        self._requested_done: FanoutDone | None = None
         self._current: generator_pb2.ReloadRequest | None = None  # the newest dispatched request
+        self._current_done: FanoutDone | None = None
+        self._asked: frozenset[str] = frozenset()  # the generators the current request went to
         self._dispatching = False  # a request taken but its calls not started yet
         self._in_flight: set[str] = set()
         self._waiting: dict[str, tuple[str, generator_pb2.ReloadRequest]] = {}
@@ -70,10 +88,11 @@ class ReloadDispatcher:
         self._stopped = False
         self._thread: threading.Thread | None = None
 
-    def request(self, run_id: str, policy: types_pb2.PolicyRef) -> None:
+    def request(self, run_id: str, policy: types_pb2.PolicyRef, on_done: FanoutDone | None = None) -> None:
         """Ask every generator to load `policy` (replaces a request not yet dispatched)."""
         with self._changed:
             self._requested = generator_pb2.ReloadRequest(run_id=run_id, policy=policy)
+            self._requested_done = on_done
             if self._thread is None or not self._thread.is_alive():
                 self._stopped = False
                 self._thread = threading.Thread(target=self._dispatch_loop, name="reload-dispatcher", daemon=True)
@@ -99,7 +118,7 @@ class ReloadDispatcher:
                     return
                 request, self._requested = self._requested, None
                 self._dispatching = True
-                self._current = request
+                self._current, self._current_done = request, self._requested_done
                 self._outcomes = {}
                 self.last_outcomes = []
             assert request is not None
@@ -115,13 +134,24 @@ class ReloadDispatcher:
             log.info("reload v%d of %s: asking %d generators", request.policy.version, request.run_id,
                      len(endpoints))
             with self._changed:
+                self._asked = frozenset(endpoints)
                 for generator_id, endpoint in sorted(endpoints.items()):
                     if generator_id in self._in_flight:
                         self._waiting[generator_id] = (endpoint, request)
                     else:
                         self._start_call(generator_id, endpoint, request)
+                done = self._completed(request)
+            _report(done, [])  # no generator to ask, or None
+            with self._changed:
                 self._dispatching = False
                 self._changed.notify_all()
+
+    def _completed(self, request: generator_pb2.ReloadRequest) -> FanoutDone | None:
+        """The on_done to call now that `request` has every answer (once); under `_changed`."""
+        if request is not self._current or set(self._outcomes) != self._asked or self._current_done is None:
+            return None
+        done, self._current_done = self._current_done, None
+        return done
 
     def _start_call(self, generator_id: str, endpoint: str, request: generator_pb2.ReloadRequest) -> None:
         self._in_flight.add(generator_id)
@@ -134,6 +164,9 @@ class ReloadDispatcher:
             if request is self._current:
                 self._outcomes[generator_id] = outcome
                 self.last_outcomes = [self._outcomes[g] for g in sorted(self._outcomes)]
+            done, outcomes = self._completed(request), self.last_outcomes
+        _report(done, outcomes)  # before the call counts as ended, so that wait_idle waits for it too
+        with self._changed:
             self._in_flight.discard(generator_id)
             waiting = self._waiting.pop(generator_id, None)
             if waiting is not None:

@@ -32,6 +32,7 @@ from semirl.tasks.preferences import read_preferences
 
 from . import ownership
 from .evaluation import EvalRound, PromptOutcome
+from .views import ReloadSummary, WeightSync
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
@@ -223,12 +224,34 @@ class Registry:
             save_run(pipe, record)
             pipe.execute()
 
-    def metrics(self, run_id: str) -> list[dict[str, Any]]:
-        return [json.loads(r) for r in self.client.lrange(keys.run_metrics_key(run_id), 0, -1)]
+    def metrics(self, run_id: str, since: int = 0) -> list[dict[str, Any]]:
+        """The step metrics after the first `since` entries (entry i is step i + 1)."""
+        return [json.loads(r) for r in self.client.lrange(keys.run_metrics_key(run_id), since, -1)]
 
     def latest_metrics(self, run_id: str) -> dict[str, Any]:
         raw = self.client.lindex(keys.run_metrics_key(run_id), -1)
         return json.loads(raw) if raw else {}
+
+    # --- weight syncs ----------------------------------------------------------------------------------
+
+    def push_syncs(self, pipe: redis.client.Pipeline, run_id: str, syncs: list[WeightSync]) -> None:
+        """Append syncs inside the caller's MULTI/EXEC, the one that saves the record counting them."""
+        if syncs:
+            pipe.rpush(keys.run_syncs_key(run_id), *(sync.model_dump_json() for sync in syncs))
+
+    def syncs(self, run_id: str, since: int = 0) -> list[dict[str, Any]]:
+        """The run's weight syncs after the first `since`, oldest first."""
+        return [json.loads(r) for r in self.client.lrange(keys.run_syncs_key(run_id), since, -1)]
+
+    def set_sync_reload(self, run_id: str, sync: WeightSync, reload: ReloadSummary) -> bool:
+        """Fill in how a stored sync's fan-out went; False when the sync is not (or no longer) stored as given."""
+        key, index = keys.run_syncs_key(run_id), sync.sync - 1
+        raw = self.client.lindex(key, index)
+        stored = WeightSync.model_validate_json(raw) if raw is not None else None
+        if stored is None or (stored.sync, stored.policy_version) != (sync.sync, sync.policy_version):
+            return False
+        self.client.lset(key, index, stored.model_copy(update={"reload": reload}).model_dump_json())
+        return True
 
     # --- eval rounds -----------------------------------------------------------------------------------
 

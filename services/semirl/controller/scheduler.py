@@ -37,6 +37,7 @@ from .discovery import Discovery, RedisDiscovery
 from .evaluation import EvalRound, SetRound, outcome_of, summarize
 from .fanout import ReloadDispatcher, ReloadOutcome
 from .registry import Registry
+from .views import ReloadSummary, WeightSync
 from .windows import build_eval_tasks, build_window_tasks
 
 log = logging.getLogger(__name__)
@@ -408,36 +409,54 @@ class Controller:
             due.append(window)
         return due
 
-    def _sync_asynchronous(self, record: RunRecord) -> bool:
+    def _sync_asynchronous(self, record: RunRecord) -> WeightSync | None:
         """Asynchronous runs: every commit goes to the generators at once (no window waits for it), but the last:
-        no training sample is left to draw with it (its evaluation loads it like any evaluation). True when the
-        record changed (the caller saves it)."""
+        no training sample is left to draw with it (its evaluation loads it like any evaluation). The sync, when
+        there is one: the record changed, and the caller saves both."""
         if not record.generation_version < record.policy_version < record.spec.train.steps:
-            return False
-        record.generation_version = record.policy_version
-        record.syncs += 1
-        self.reloads.request(record.id, types_pb2.PolicyRef(
-            version=record.policy_version, path=self._policy_path(record, record.policy_version)))
-        return True
+            return None
+        return self._sync(record, record.policy_version, window=None)
+
+    def _sync(self, record: RunRecord, version: int, window: int | None) -> WeightSync:
+        """Send the generators `version`; the history entry is for the caller to store with the record."""
+        sync = WeightSync(sync=record.syncs + 1, policy_version=version, previous_version=record.generation_version,
+                          trainer_step=record.step, window=window, at=time.time())
+        record.generation_version = version
+        record.syncs = sync.sync
+        self.reloads.request(record.id, types_pb2.PolicyRef(version=version, path=self._policy_path(record, version)),
+                             on_done=lambda outcomes: self._fanout_done(record.id, sync, outcomes))
+        return sync
+
+    def _fanout_done(self, run_id: str, sync: WeightSync, outcomes: list[ReloadOutcome]) -> None:
+        """Store how the sync's fan-out went. Under the lock: the caller of _sync may not have stored it yet."""
+        loads = [o.seconds for o in outcomes if o.ok]
+        summary = ReloadSummary(generators=len(outcomes), ok=len(loads), load_seconds=max(loads, default=None),
+                                failed=[f"{o.generator_id}: {o.detail}" for o in outcomes if not o.ok],
+                                finished_at=time.time())
+        try:
+            with self.lock:
+                self.registry.set_sync_reload(run_id, sync, summary)
+        except redis.RedisError as err:
+            log.warning("run %s: cannot store how sync %d went: %s", run_id, sync.sync, err)
 
     def _release_windows(self, record: RunRecord) -> None:
         spec = record.spec
-        synced = spec.sync.asynchronous and self._sync_asynchronous(record)
+        synced: list[WeightSync] = []
+        if spec.sync.asynchronous and (sync := self._sync_asynchronous(record)) is not None:
+            synced.append(sync)
         due = self._due_windows(record)
         if synced and not due:  # a due window's release saves the record with its tasks
             with self.client.pipeline(transaction=True) as pipe:
                 save_run(pipe, record)
+                self.registry.push_syncs(pipe, record.id, synced)
                 pipe.execute()
         for window in due:
             if spec.sync.asynchronous:
                 version = record.generation_version
             else:
                 version = spec.policy_version_for_step(spec.window_steps(window)[0])
-            path = self._policy_path(record, version)
             if window > 0 and version != record.generation_version:
-                record.generation_version = version
-                record.syncs += 1
-                self.reloads.request(record.id, types_pb2.PolicyRef(version=version, path=path))
+                synced.append(self._sync(record, version, window))
             tasks = build_window_tasks(record.id, spec, window, self._train_problems(record),
                                        lambda v: self._policy_path(record, v), newest_version=version)
             record.windows_released = window + 1
@@ -445,7 +464,9 @@ class Controller:
                 for task in tasks:
                     pipe.xadd(keys.PROMPTS, {PAYLOAD_FIELD: task.SerializeToString()})
                 save_run(pipe, record)
+                self.registry.push_syncs(pipe, record.id, synced)
                 pipe.execute()
+            synced = []
             log.info("run %s: window %d released (%d tasks, policy v%d)", record.id, window, len(tasks), version)
 
     def _release_eval_rounds(self, record: RunRecord) -> None:

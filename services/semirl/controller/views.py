@@ -35,6 +35,31 @@ class ServicesView(BaseModel):
     last_reload: list[ReloadView] = Field(default_factory=list, description="How the last Reload fan-out went.")
 
 
+class ReloadSummary(BaseModel):
+    """How one sync's Reload fan-out went, once every generator asked has answered or timed out."""
+
+    generators: int = Field(description="Generators asked (0: discovery found none; the pub/sub notice still went).")
+    ok: int = Field(description="Generators that loaded the version.")
+    load_seconds: float | None = Field(description="The slowest successful load, in seconds; null when none loaded.")
+    failed: list[str] = Field(default_factory=list, description="'<generator>: <why>' of each that did not.")
+    finished_at: float = Field(description="Unix time the last answer came in.")
+
+
+class WeightSync(BaseModel):
+    """One weight sync: the controller told the generators to load a committed policy version."""
+
+    sync: int = Field(description="1-based: the n-th sync of the run (the record's `syncs` counts them).")
+    policy_version: int = Field(description="The version sent: the policy after trainer step `policy_version`.")
+    previous_version: int = Field(description="The version the generators were asked for before this sync.")
+    trainer_step: int = Field(description="The trainer's last reported step when the sync went out.")
+    window: int | None = Field(description="The sync window this sync released (0-based); null for an asynchronous "
+                                           "run (sync.max_staleness), whose commits are synced as they come.")
+    at: float = Field(description="Unix time the sync went out.")
+    reload: ReloadSummary | None = Field(None, description="How the Reload fan-out went; null until every "
+                                         "generator asked has answered, and for good when a newer sync replaced it "
+                                         "before it went out.")
+
+
 class RunView(RunRecord, ServicesView):
     """A run as GET /v1/runs/{id} shows it."""
 

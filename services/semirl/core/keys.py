@@ -45,6 +45,11 @@ def run_steps_key(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:steps"
 
 
+def run_syncs_key(run_id: str) -> str:
+    """List of the run's weight syncs (controller.views.WeightSync JSON), one per sync, oldest first."""
+    return f"{PREFIX}:run:{run_id}:syncs"
+
+
 def run_eval_key(run_id: str) -> str:
     """Hash of the run's released eval rounds."""
     return f"{PREFIX}:run:{run_id}:eval"
