@@ -1,8 +1,8 @@
 "use strict";
-/* The run list (/) and the run page (/runs/{id}), two modes of index.html. They read only the open GET endpoints, so they work unchanged
-   when the controller has an API token, and poll while something can still change: the run page every 2 s until
-   its run has ended, asking only for the metrics and syncs it has not seen (docs/architecture.md, decision 44).
-   Nothing here writes HTML from data: every value goes in as text. */
+/* The run list (/) and the run page (/runs/{id}), two modes of index.html. They read only the open GET endpoints,
+   so they work unchanged when the controller has an API token, and poll while something can still change: the run
+   page every 2 s until its run has ended, asking only for the metrics and syncs it has not seen
+   (docs/architecture.md, decision 44). Nothing here writes HTML from data: every value goes in as text. */
 (() => {
   const ROOT = new URL("..", document.currentScript.src);  // the controller's base URL, also behind a path prefix
   const RUN_POLL_MS = 2000;
@@ -139,19 +139,24 @@
     return fresh.length > 0;
   }
 
+  /* True when a sync was added or one's Reload outcome came in. */
   async function followSyncs() {
     const since = Math.max(0, data.syncs.length - SYNCS_REREAD);
     const got = await getJSON(`v1/runs/${encodeURIComponent(runId)}/syncs?since=${since}`);
+    const changed = JSON.stringify(got) !== JSON.stringify(data.syncs.slice(since));
     data.syncs.splice(since, Infinity, ...got);
+    return changed;
   }
 
   async function pollRun() {
     const run = await getJSON(`v1/runs/${encodeURIComponent(runId)}`);
     const before = data.run;
     const stepsChanged = await followMetrics();
-    await followSyncs();
+    const syncsChanged = await followSyncs();
     data.run = run;
-    renderRun(run, stepsChanged || !before || before.state !== run.state || before.evals.length !== run.evals.length);
+    const first = !before;
+    const evals = first || before.evals.length !== run.evals.length;
+    renderRun(run, {plots: stepsChanged || evals || before.state !== run.state, evals, syncs: syncsChanged || first});
     return !TERMINAL.has(run.state);
   }
 
@@ -269,8 +274,8 @@
     {label: "policy", num: true, value: e => `v${e.policy_version}`},
     {label: "accuracy", num: true, value: e => `${(100 * e.accuracy).toFixed(1)}%` +
       (e.stderr === null ? "" : ` ± ${(100 * e.stderr).toFixed(1)}`)},
-    {label: "RM score", num: true, value: e => (e.mean_score === null ? "–" : fmt(e.mean_score))},
-    {label: "per token", num: true, value: e => (e.mean_score_per_token === null ? "–" : fmt(e.mean_score_per_token))},
+    {label: "RM score", num: true, value: e => fmt(e.mean_score)},  // "–" for a set the verifier scores
+    {label: "per token", num: true, value: e => fmt(e.mean_score_per_token)},
     {label: "prompts", num: true, value: e => e.prompts},
     {label: "samples scored", num: true, value: e => `${e.samples_scored} / ${e.samples_expected}`},
     {label: "failed prompts", num: true, value: e => e.failed_prompts},
@@ -310,16 +315,17 @@
     ], run.last_reload || [], "none yet");
   }
 
-  function renderRun(run, plotsChanged) {
+  /* changed: {plots, evals, syncs}, what needs drawing again (the tables of a long run have thousands of rows). */
+  function renderRun(run, changed) {
     document.title = `${run.name} · semirl`;
     byId("name").textContent = run.name;
     byId("run-id").textContent = run.id;
     stateBadge(byId("state"), run.state);
     byId("error").textContent = run.error || "";
     facts(run);
-    if (plotsChanged) drawPlots(run);
-    fillTable(byId("evals"), EVAL_COLUMNS, run.evals, "no evaluation yet");
-    fillTable(byId("syncs"), SYNC_COLUMNS, data.syncs.slice().reverse(), "no sync yet");
+    if (changed.plots) drawPlots(run);
+    if (changed.evals) fillTable(byId("evals"), EVAL_COLUMNS, run.evals, "no evaluation yet");
+    if (changed.syncs) fillTable(byId("syncs"), SYNC_COLUMNS, data.syncs.slice().reverse(), "no sync yet");
     services(run);
     Object.assign(document.body.dataset, {state: run.state, steps: String(data.metrics.length)});
   }

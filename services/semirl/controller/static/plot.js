@@ -9,7 +9,7 @@
 const SemirlPlot = (() => {
   const NS = "http://www.w3.org/2000/svg";
   const W = 520, H = 210;
-  const M = {left: 54, right: 12, top: 10, bottom: 24};
+  const M = {left: 54, right: 20, top: 10, bottom: 24};
   const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                   "#bcbd22", "#7f7f7f"];
   const MARKERS_UP_TO = 40;  // points per series; beyond that the line alone reads better
