@@ -4,20 +4,41 @@ OpenAPI schema and open with an API token set. The page in a browser: tests/e2e/
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from test_scheduler import generator, make_spec, write_policy  # noqa: F401 - sibling module; generator: a fixture
+from test_scheduler import (  # noqa: F401 - a sibling module; generator is a fixture
+    FrozenGenerator,
+    generator,
+    make_spec,
+    write_policy,
+)
 from trainer_harness import wait_for
 
 from semirl.controller.app import create_app
 from semirl.controller.scheduler import Controller
 from semirl.core import keys
-from semirl.proto import controller_pb2
+from semirl.core.grpc_server import ServiceServer
+from semirl.proto import controller_pb2, generator_pb2_grpc
 from semirl.spec import MAX_STEPS
+
+
+@contextlib.contextmanager
+def serving(servicer: FrozenGenerator) -> Iterator[int]:
+    """A generator's gRPC server on a free port; its port."""
+    server = ServiceServer("127.0.0.1:0", "semirl.v1.GeneratorService")
+    server.add(generator_pb2_grpc.add_GeneratorServiceServicer_to_server, servicer)
+    server.start()
+    try:
+        yield server.port
+    finally:
+        servicer.thaw.set()
+        server.stop(0)
 
 
 def start(controller: Controller, files: dict[str, Path], name: str, **options: Any) -> str:
@@ -98,6 +119,26 @@ def test_an_asynchronous_run_stores_every_synced_commit(
         (1, 0, None), (2, 1, None), (3, 2, None)]
     assert {(s["reload"]["generators"], s["reload"]["ok"], s["reload"]["load_seconds"]) for s in syncs} == {
         (0, 0, None)}
+
+
+@pytest.mark.usefixtures("generator")
+def test_a_sync_replaced_before_its_fan_out_ended_keeps_no_outcome(
+    http: TestClient, controller: Controller, files: dict[str, Path], redis_client: redis.Redis
+) -> None:
+    """A generator stuck in its Reload: the newer syncs replace the older ones' fan-outs, whose outcome stays null;
+    the newest one's is stored once the stuck generator answers."""
+    frozen = FrozenGenerator()
+    with serving(frozen) as port:
+        redis_client.set(keys.service_registration_key("generator", "gen-frozen"), f"127.0.0.1:{port}")
+        run_id = start(controller, files, "replaced", interval=1, steps=4, sync={"interval": 1, "max_staleness": 1})
+        for version in (1, 2, 3):
+            commit(controller, files, run_id, version)
+        assert [s["reload"] for s in http.get(f"/v1/runs/{run_id}/syncs").json()] == [None] * 3
+        frozen.thaw.set()
+        wait_for(lambda: http.get(f"/v1/runs/{run_id}/syncs").json()[-1]["reload"] is not None, timeout=20)
+    *replaced, newest = http.get(f"/v1/runs/{run_id}/syncs").json()
+    assert [s["reload"] for s in replaced] == [None, None]
+    assert (newest["reload"]["generators"], newest["reload"]["ok"]) == (3, 2)
 
 
 def test_syncs_of_an_unknown_run_are_404_and_documented(http: TestClient) -> None:

@@ -5,6 +5,8 @@ Eval bookkeeping lives in two hashes: `run_eval_key(run_id)` field `round:<step>
 (`EvalRound`: policy version, path, prompts and samples per set), read on every scheduler round, and
 `run_eval_results_key(run_id)` field `<prompt_id>` = one scored eval prompt (`PromptOutcome`, idempotent on
 redelivery; thousands per run), read only when scored groups arrive and dropped when the run ends.
+Weight syncs are a list, `run_syncs_key(run_id)`, appended in the MULTI/EXEC that saves the record counting them
+and kept, like the record and the step metrics, as the run's history.
 """
 
 from __future__ import annotations
