@@ -78,3 +78,21 @@ def test_a_small_sweep_writes_its_table_and_plots_and_resumes(stack: LocalStack,
     # Another plan into the same directory is refused before anything runs.
     assert main([*args, "--seeds", "2"]) == 2
     assert len(client.runs()) == 3
+
+
+def test_run_and_status_show_the_essentials_and_json_for_scripts(
+        stack: LocalStack, write_spec: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec("cli-json", interval=1, steps=2)
+    assert main(["run", str(spec), "--url", stack.url, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["state"] == "succeeded" and record["step"] == 2 and record["evals"]
+
+    assert main(["status", record["id"], "--url", stack.url]) == 0
+    shown = capsys.readouterr().out
+    assert f"{record['id']}  succeeded  [{'#' * 30}] step 2/2  policy v2" in shown
+    assert "latest step: reward_mean" in shown
+    assert shown.count("\n") >= 4 + len(record["evals"])  # the evaluations table, a row per set and step
+
+    assert main(["status", "--url", stack.url, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert record["id"] in [run["id"] for run in listed]
