@@ -175,3 +175,15 @@ def test_a_results_directory_of_another_sweep_is_refused(tmp_path: Path) -> None
     SweepDirectory(tmp_path).claim(plan)  # the same plan resumes
     with pytest.raises(ValueError, match="holds another sweep"):
         SweepDirectory(tmp_path).claim(plan.model_copy(update={"seeds": 2}))
+
+
+def test_a_set_the_reward_model_scores_gets_its_score_and_score_per_token_columns() -> None:
+    scored = [{"eval_set": "chat", "step": step, "accuracy": 0.0, "mean_score": score, "mean_score_per_token": per,
+               "mean_response_tokens": 20.0} for step, score, per in ((0, 0.5, 0.02), (2, 0.75, 0.03))]
+    math_set = [{"eval_set": "addition", "step": 2, "accuracy": 0.5, "mean_response_tokens": 20.0}]
+    result = collect("a0", "rm", 0, _record(evals=scored + math_set), METRICS, None, 1)
+    table = markdown_table(setting_rows([Setting(name="rm")], [result]))
+    header = table.splitlines()[0]
+    assert "chat: RM score | chat: score / token" in header
+    assert "addition: RM score" not in header
+    assert "| rm | 1 | 0.0 | 0.0 | 0.750 | 0.0300 | 50.0 | 0.0 |" in table
