@@ -126,15 +126,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import yaml
 
     from semirl.sweep.grid import build_grid
-    from semirl.sweep.runner import SweepDirectory, SweepPlan
+    from semirl.sweep.runner import SweepDirectory, SweepPlan, prepare
 
     try:
         settings, constants = build_grid(args.set or [], args.seeds)
         base = yaml.safe_load(Path(args.spec).read_text())
+        if not isinstance(base, dict):
+            raise ValueError(f"{args.spec} is not a run spec (a YAML mapping)")
         plan = SweepPlan(base_spec=base, constants=constants, settings=settings, seeds=args.seeds)
-        plan.specs()
-        SweepDirectory(args.out).claim(plan)
-    except (OSError, ValueError) as err:
+        prepare(plan, SweepDirectory(args.out))
+    except (OSError, ValueError, yaml.YAMLError) as err:
         print(f"semirl sweep: {err}", file=sys.stderr)
         return 2
     print(f"sweep: {len(settings)} settings x {args.seeds} seeds = {len(plan.cells())} runs into {args.out}/",
@@ -160,6 +161,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _sweep_on(plan, args: argparse.Namespace, client: ControllerClient,  # noqa: ANN001
               generator_metrics: list[str]) -> int:
+    import httpx
+
+    try:
+        return _sweep_cells(plan, args, client, generator_metrics)
+    except (httpx.HTTPError, TimeoutError) as err:
+        print(f"semirl sweep: {err}; what finished is kept: run the same command again to resume {args.out}/",
+              file=sys.stderr)
+        return 1
+
+
+def _sweep_cells(plan, args: argparse.Namespace, client: ControllerClient,  # noqa: ANN001
+                 generator_metrics: list[str]) -> int:
     from semirl.sweep.report import write_report
     from semirl.sweep.results import CellResult, GeneratorClock
     from semirl.sweep.runner import SweepDirectory, run_sweep
@@ -258,10 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--url", default=DEFAULT_URL)
     status.set_defaults(func=cmd_status)
 
+    from semirl.sweep.grid import DEFAULT_CONSTANTS, DEFAULT_GRID
+
     sweep = sub.add_parser(
         "sweep", help="run a spec at several settings and seeds; write a table and plots (resumable)",
-        description="Without a multi-valued --set, the default grid: offline DPO, semi-online DPO (s=10, s=5), "
-        "online DPO, GRPO, each 40 steps with an evaluation every 10. Without --url, a local stack is started.")
+        description="Without a multi-valued --set, the default grid: "
+        + "; ".join(s.name for s in DEFAULT_GRID) + ", each with "
+        + ", ".join(f"{k}={v}" for k, v in DEFAULT_CONSTANTS.items()) + ". Without --url, a local stack is started.")
     stack_options(sweep)
     sweep.add_argument("--spec", default=str(DEMO_SPEC), help="the base spec every setting overrides")
     sweep.add_argument("--set", action="append", metavar="KEY=V1[,V2...]",

@@ -48,6 +48,14 @@ class ControllerClient:
         response.raise_for_status()
         return response.json()
 
+    def find_run(self, run_id: str) -> dict[str, Any] | None:
+        """The run, or None when the controller has no such run (any other failure raises)."""
+        response = self.http.get(f"/v1/runs/{run_id}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
     def runs(self) -> list[dict[str, Any]]:
         response = self.http.get("/v1/runs")
         response.raise_for_status()

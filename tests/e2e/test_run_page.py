@@ -1,4 +1,4 @@
-"""The run page in headless Chromium against a real stack run (docs/architecture.md, decision 44).
+"""The run page in headless Chromium against a real stack run (docs/architecture.md, decision 45).
 
 The controller has an API token; a short DPO run (6 steps, s = 2: two syncs, three evaluations) is submitted with
 it, and one page, opened before the run starts, is watched until the run ends. The trainer is paused (SIGSTOP)
@@ -11,7 +11,6 @@ queues. A screenshot of it must have each plot's lines in their colours. Debian'
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import signal
 import time
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from headless_chromium import CHROMIUM, Page, chromium
-from PIL import Image
+from png_pixels import colour_pixels
 
 from semirl.client import ControllerClient
 from semirl.local.stack import LocalStack, ServiceProcess
@@ -118,14 +117,6 @@ def watch_until_ended(page: Page, timeout: float = 300) -> list[tuple[str, int]]
     return seen
 
 
-def line_pixels(png: bytes, rect: list[float], colour: str) -> int:
-    """Pixels of `colour` (#rrggbb, give or take antialiasing) inside `rect` (x, y, width, height) of the PNG."""
-    x, y, width, height = (round(v) for v in rect)
-    target = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
-    area = Image.open(io.BytesIO(png)).convert("RGB").crop((x, y, x + width, y + height))
-    return sum(1 for pixel in area.getdata() if sum(abs(a - b) for a, b in zip(pixel, target, strict=True)) <= 30)
-
-
 def check_plots(summary: dict[str, Any], png: bytes, evals: int) -> None:
     plots = summary["plots"]
     expected = {**{name: (series, STEPS) for name, series in STEP_PLOTS.items()}, "heldout": ({"eval:eval"}, evals)}
@@ -138,7 +129,7 @@ def check_plots(summary: dict[str, Any], png: bytes, evals: int) -> None:
         # The screenshot check: the line drawn last (on top: lines with equal values hide the ones before them)
         # is there, in its colour, inside the plot's area.
         top = plot["lines"][-1]
-        pixels = line_pixels(png, plot["rect"], top["stroke"])
+        pixels = colour_pixels(png, top["stroke"], plot["rect"])
         assert pixels >= 40, f"{name}: {pixels} pixels of {top['series']}'s colour {top['stroke']}"
 
 

@@ -158,10 +158,12 @@ def test_the_pages_are_served_open_and_outside_the_schema(
 ) -> None:
     with TestClient(create_app(controller, api_token=api_token)) as http:
         run_id = start(controller, files, "paged", interval=2, steps=4)
-        for path in ("/", f"/runs/{run_id}"):
+        # Assets relative to each route, so both pages also work behind a proxy's path prefix.
+        for path, assets in (("/", "static/"), (f"/runs/{run_id}", "../static/")):
             page = http.get(path)
             assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-            assert 'id="run-page"' in page.text and 'src="../static/pages.js"' in page.text
+            assert 'id="run-page"' in page.text and f'src="{assets}pages.js"' in page.text
+            assert "{assets}" not in page.text
             assert "script-src 'self'" in page.headers["content-security-policy"]
         for asset, kind in (("plot.js", "javascript"), ("pages.js", "javascript"), ("semirl.css", "text/css")):
             response = http.get(f"/static/{asset}")

@@ -17,7 +17,7 @@ from semirl.core.telemetry import serve_metrics
 from semirl.sweep.grid import DEFAULT_CONSTANTS, DEFAULT_GRID, Cell, Setting, build_grid, cell_spec, split_values
 from semirl.sweep.report import Estimate, markdown_table, ordering, setting_rows
 from semirl.sweep.results import GeneratorClock, collect
-from semirl.sweep.runner import SweepDirectory, SweepPlan
+from semirl.sweep.runner import SweepDirectory, SweepPlan, prepare
 
 DEMO_SPEC = Path(__file__).resolve().parents[2] / "examples" / "tiny-math-dpo.yaml"
 
@@ -41,7 +41,13 @@ def test_without_a_multi_valued_key_the_default_grid_runs_with_the_constants_on_
     assert constants == {**DEFAULT_CONSTANTS, "train.steps": 12}
 
 
-@pytest.mark.parametrize("bad", ["sync.interval", "=1,2", "sync..interval=1", "sync.interval=1,,2"])
+def test_one_value_for_a_key_the_default_grid_varies_is_refused_not_ignored() -> None:
+    with pytest.raises(ValueError, match="--set sync.interval: the default grid varies this key"):
+        build_grid(["sync.interval=4"], seeds=1)
+
+
+@pytest.mark.parametrize("bad", ["sync.interval", "=1,2", "sync..interval=1", "sync.interval=1,,2",
+                                 "sync.interval=[1,2"])
 def test_a_malformed_assignment_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="--set"):
         build_grid([bad], seeds=1)
@@ -55,7 +61,7 @@ def test_zero_seeds_is_refused() -> None:
 def test_every_cell_of_the_default_grid_is_a_valid_spec_with_its_seed_and_a_run_name_of_its_own() -> None:
     settings, constants = build_grid([], seeds=3)
     plan = SweepPlan(base_spec=yaml.safe_load(DEMO_SPEC.read_text()), constants=constants, settings=settings, seeds=3)
-    specs = plan.specs()
+    specs = plan.specs("a1b2c3")
     assert len(specs) == 15
     grpo = specs["grpo-s-1-seed2"]
     assert grpo["algorithm"] == "grpo" and grpo["sync"]["interval"] == 1
@@ -63,22 +69,24 @@ def test_every_cell_of_the_default_grid_is_a_valid_spec_with_its_seed_and_a_run_
     assert grpo["train"]["steps"] == 40 and grpo["eval"]["every"] == 10
     assert specs["offline-dpo-seed0"]["sync"]["interval"] == "offline"
     assert len({s["name"] for s in specs.values()}) == 15
+    assert grpo["name"] == "sweep-a1b2c3-014-grpo-s-1-seed2"
     # Seed-major order: a sweep cut short has compared every setting at seed 0 first.
     assert [c.seed for c in plan.cells()[:5]] == [0] * 5
 
 
-def test_an_override_the_spec_refuses_names_the_setting() -> None:
+def test_an_override_the_spec_refuses_names_the_setting_and_the_field_and_writes_nothing(tmp_path: Path) -> None:
     base = yaml.safe_load(DEMO_SPEC.read_text())
     plan = SweepPlan(base_spec=base, constants={}, settings=[Setting(name="bad", overrides={"sync.interval": 0})],
                      seeds=1)
-    with pytest.raises(ValueError, match="setting 'bad', seed 0"):
-        plan.specs()
+    with pytest.raises(ValueError, match="setting 'bad', seed 0: sync.interval: .*must be 1"):
+        prepare(plan, SweepDirectory(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()  # so the corrected command is not refused as another sweep
 
 
 def test_an_override_through_a_scalar_is_refused() -> None:
     cell = Cell(setting=Setting(name="x", overrides={"name.part": 1}), seed=0)
     with pytest.raises(ValueError, match="name is not a mapping"):
-        cell_spec({"name": "run"}, {}, cell)
+        cell_spec({"name": "run"}, {}, cell, "run-x")
 
 
 def _record(**overrides: Any) -> dict[str, Any]:
@@ -95,24 +103,28 @@ def _record(**overrides: Any) -> dict[str, Any]:
 
 
 METRICS = [
-    {"step": 1, "time": 110.0, "wait_seconds": 4.0, "reward_mean": 0.5, "response_tokens": 20.0, "entropy": 0.2},
-    {"step": 2, "time": 120.0, "wait_seconds": 1.0, "reward_mean": 0.6, "response_tokens": 19.0,
-     "entropy": float("nan")},
+    {"step": 1, "time": 110.0, "wait_seconds": 4.0, "step_seconds": 2.0, "samples_per_s": 16.0, "reward_mean": 0.5,
+     "response_tokens": 20.0, "entropy": 0.2},
+    {"step": 2, "time": 120.0, "wait_seconds": 1.0, "step_seconds": 4.0, "samples_per_s": 6.0, "reward_mean": 0.6,
+     "response_tokens": 19.0, "entropy": float("nan")},
 ]
 
 
 def test_a_run_is_kept_with_its_efficiency_figures() -> None:
-    result = collect("k", "s", 0, _record(), METRICS, busy_seconds=24.0, generators=2)
-    # Training ran 20 s (start to the last step's report) and produced 2 steps x 4 prompts x 8 samples.
-    assert result.samples_per_s == pytest.approx(64 / 20)
+    result = collect("k", "s", 0, _record(), METRICS, busy_seconds=24.0, observed_s=40.0, generators=2)
+    # Training ran 20 s (start to the last step's report); the steps trained 16 x 2 + 6 x 4 samples.
+    assert result.train_samples_per_s == pytest.approx(56 / 20)
     assert result.trainer_wait_fraction == pytest.approx(5 / 20)
-    # 24 busy seconds of 30 s x 2 generators.
-    assert result.generator_idle_fraction == pytest.approx(1 - 24 / 60)
+    # 24 busy seconds of the 40 s observed x 2 generators.
+    assert result.generator_idle_fraction == pytest.approx(1 - 24 / 80)
     assert result.wall_s == 30.0
     assert [(e.step, e.elapsed_s) for e in result.evals] == [(0, 0.0), (2, 20.0)]
     # A metric that is not finite is left out of the curve, not kept as NaN.
     assert result.curve[1].values == {"reward_mean": 0.6, "response_tokens": 19.0}
-    assert collect("k", "s", 0, _record(), METRICS, busy_seconds=None, generators=2).generator_idle_fraction is None
+    unmeasured = collect("k", "s", 0, _record(), METRICS, busy_seconds=None, observed_s=40.0, generators=2)
+    assert unmeasured.generator_idle_fraction is None
+    # An evaluated step with no step report has no time, rather than time 0.
+    assert collect("k", "s", 0, _record(), METRICS[:1], None, 40.0, 1).evals[1].elapsed_s is None
 
 
 def test_the_estimate_is_the_mean_and_its_standard_error() -> None:
@@ -130,12 +142,14 @@ def test_the_table_averages_seeds_per_setting_and_orders_by_final_accuracy() -> 
     results = [
         collect("a0", "offline", 0, _record(evals=[
             {"eval_set": "addition", "step": 0, "accuracy": 0.5, "mean_response_tokens": 20.0},
-            {"eval_set": "addition", "step": 2, "accuracy": 0.55, "mean_response_tokens": 20.0}]), METRICS, None, 1),
-        collect("b0", "online", 0, _record(), METRICS, None, 1),
+            {"eval_set": "addition", "step": 2, "accuracy": 0.55, "mean_response_tokens": 20.0}]),
+            METRICS, None, 40.0, 1),
+        collect("b0", "online", 0, _record(), METRICS, None, 40.0, 1),
         collect("b1", "online", 1, _record(evals=[
             {"eval_set": "addition", "step": 0, "accuracy": 0.5, "mean_response_tokens": 20.0},
-            {"eval_set": "addition", "step": 2, "accuracy": 0.85, "mean_response_tokens": 20.0}]), METRICS, None, 1),
-        collect("b2", "online", 2, _record(state="failed"), METRICS, None, 1),
+            {"eval_set": "addition", "step": 2, "accuracy": 0.85, "mean_response_tokens": 20.0}]),
+            METRICS, None, 40.0, 1),
+        collect("b2", "online", 2, _record(state="failed"), METRICS, None, 40.0, 1),
     ]
     rows = setting_rows(settings, results)
     online = rows[1]
@@ -181,9 +195,10 @@ def test_a_set_the_reward_model_scores_gets_its_score_and_score_per_token_column
     scored = [{"eval_set": "chat", "step": step, "accuracy": 0.0, "mean_score": score, "mean_score_per_token": per,
                "mean_response_tokens": 20.0} for step, score, per in ((0, 0.5, 0.02), (2, 0.75, 0.03))]
     math_set = [{"eval_set": "addition", "step": 2, "accuracy": 0.5, "mean_response_tokens": 20.0}]
-    result = collect("a0", "rm", 0, _record(evals=scored + math_set), METRICS, None, 1)
+    result = collect("a0", "rm", 0, _record(evals=scored + math_set), METRICS, None, 40.0, 1)
     table = markdown_table(setting_rows([Setting(name="rm")], [result]))
     header = table.splitlines()[0]
     assert "chat: RM score | chat: score / token" in header
     assert "addition: RM score" not in header
-    assert "| rm | 1 | 0.0 | 0.0 | 0.750 | 0.0300 | 50.0 | 0.0 |" in table
+    # The math set was evaluated at step 2 only: no gain over a seed it never measured.
+    assert "| rm | 1 | 0.0 | 0.0 | 0.750 | 0.0300 | 50.0 | – |" in table

@@ -6,7 +6,7 @@ With an API token configured (SEMIRL_API_TOKEN; the chart fills it from a Secret
 A run whose stored record does not load is listed as failed with the reason in `error`; its own view answers
 409 and cancelling it answers its state, failed. It never makes the list or any other run answer 500.
 
-`/` lists the runs and `/runs/{id}` follows one in a browser (static/; docs/architecture.md, decision 44).
+`/` lists the runs and `/runs/{id}` follows one in a browser (static/; docs/architecture.md, decision 45).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -61,6 +61,7 @@ MAX_ERRORS = 50
 MAX_ERROR_CHARS = 500
 RUN_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")  # what registry.create makes: <name>-<hex>
 STATIC = Path(__file__).with_name("static")
+ASSETS_PLACEHOLDER = "{assets}"  # in index.html: where its CSS and scripts are, relative to the page's route
 # The pages load only their own scripts and styles and read only this origin's API.
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
                 "connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -244,15 +245,20 @@ def add_pages(app: FastAPI, known_form: Callable[[str], None]) -> None:
     """The run list (/) and the run page (/runs/{id}): static files that read the open GET endpoints above, so they
     need no token. Not in the OpenAPI schema: they are for browsers, not clients."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    page = (STATIC / "index.html").read_text()
+
+    def served(assets: str) -> HTMLResponse:
+        """The page with its assets relative to the route, so it also works behind a proxy's path prefix."""
+        return HTMLResponse(page.replace(ASSETS_PLACEHOLDER, assets), headers=PAGE_HEADERS)
 
     @app.get("/", include_in_schema=False)
-    def run_list_page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+    def run_list_page() -> HTMLResponse:
+        return served("static/")
 
     @app.get("/runs/{run_id}", include_in_schema=False)
-    def run_page(run_id: str) -> FileResponse:
+    def run_page(run_id: str) -> HTMLResponse:
         known_form(run_id)
-        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)  # the page's script tells the two apart
+        return served("../static/")  # the page's script tells the two apart
 
 
 async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:

@@ -428,14 +428,16 @@ class Controller:
         return sync
 
     def _fanout_done(self, run_id: str, sync: WeightSync, outcomes: list[ReloadOutcome]) -> None:
-        """Store how the sync's fan-out went. Under the lock: the caller of _sync may not have stored it yet."""
+        """Store how the sync's fan-out went. The generator's next Reload waits for this, so the controller's lock
+        is taken only when the sync is not stored yet (its caller may still be saving it)."""
         loads = [o.seconds for o in outcomes if o.ok]
         summary = ReloadSummary(generators=len(outcomes), ok=len(loads), load_seconds=max(loads, default=None),
                                 failed=[f"{o.generator_id}: {o.detail}" for o in outcomes if not o.ok],
                                 finished_at=time.time())
         try:
-            with self.lock:
-                self.registry.set_sync_reload(run_id, sync, summary)
+            if not self.registry.set_sync_reload(run_id, sync, summary):
+                with self.lock:
+                    self.registry.set_sync_reload(run_id, sync, summary)
         except redis.RedisError as err:
             log.warning("run %s: cannot store how sync %d went: %s", run_id, sync.sync, err)
 

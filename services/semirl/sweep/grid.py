@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from semirl.spec import RunSpec, parse_run_spec
 
@@ -74,7 +74,11 @@ def parse_assignment(text: str) -> tuple[str, list[Any]]:
     key = key.strip()
     if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
         raise ValueError(f"--set wants KEY=VALUE[,VALUE...] with a dotted spec key, got {text!r}")
-    values = [yaml.safe_load(v) if v else None for v in split_values(raw)]
+    try:
+        values = [yaml.safe_load(v) if v else None for v in split_values(raw)]
+    except yaml.YAMLError as err:
+        raise ValueError(f"--set {key}: {raw!r} is not a YAML value ({err.problem if hasattr(err, 'problem') else err})"
+                         ) from err
     if any(v is None for v in values):
         raise ValueError(f"--set {key}: an empty value in {raw!r}")
     return key, values
@@ -88,6 +92,10 @@ def build_grid(assignments: list[str], seeds: int) -> tuple[list[Setting], dict[
     constants = {key: values[0] for key, values in parsed if len(values) == 1}
     varied = [(key, values) for key, values in parsed if len(values) > 1]
     if not varied:
+        clashes = sorted({key for s in DEFAULT_GRID for key in s.overrides} & set(constants))
+        if clashes:
+            raise ValueError(f"--set {', '.join(clashes)}: the default grid varies this key; give several values to "
+                             "sweep it yourself")
         return [s.model_copy(deep=True) for s in DEFAULT_GRID], {**DEFAULT_CONSTANTS, **constants}
     settings = []
     for combo in itertools.product(*(values for _, values in varied)):
@@ -112,15 +120,15 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def cell_spec(base: dict[str, Any], constants: dict[str, Any], cell: Cell) -> dict[str, Any]:
-    """The spec a cell submits: the base, the shared overrides, the setting's, then the seed (the trainer's seed
-    and the prompt order), named after the cell so the controller's run ids say which cell they are."""
+def cell_spec(base: dict[str, Any], constants: dict[str, Any], cell: Cell, name: str) -> dict[str, Any]:
+    """The spec a cell submits as run `name`: the base, the shared overrides, the setting's, then the seed (the
+    trainer's seed and the prompt order)."""
     spec = copy.deepcopy(base)
     for key, value in {**constants, **cell.setting.overrides}.items():
         set_dotted(spec, key, value)
     set_dotted(spec, "train.seed", cell.seed)
     set_dotted(spec, "data.shuffle_seed", cell.seed)
-    spec["name"] = f"{spec.get('name', 'sweep')}-{cell.key}"[:63].rstrip("-")
+    spec["name"] = name
     return spec
 
 
@@ -128,5 +136,8 @@ def validated(spec: dict[str, Any], cell: Cell) -> RunSpec:
     """The cell's spec as the controller will read it; a bad override fails here, before anything runs."""
     try:
         return parse_run_spec(spec)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"setting {cell.setting.name!r}, seed {cell.seed}: {problems}") from err
     except ValueError as err:
         raise ValueError(f"setting {cell.setting.name!r}, seed {cell.seed}: {err}") from err

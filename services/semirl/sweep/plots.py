@@ -8,12 +8,12 @@
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 
 from semirl.sweep.grid import Setting
+from semirl.sweep.report import Estimate
 from semirl.sweep.results import CellResult, EvalPoint
 
 PLOTS = ("accuracy_vs_step.png", "accuracy_vs_time.png", "length_entropy.png")
@@ -28,20 +28,17 @@ def _pyplot():  # noqa: ANN202 - matplotlib is the `sweep` extra: imported only 
     return plt
 
 
-def _band(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    return mean, statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-
-
 def _series(points_by_seed: list[dict[int, tuple[float, float]]]) -> tuple[list[float], list[float], list[float]]:
     """Per step present in every seed: (mean x, mean y, stderr y); each seed maps step -> (x, y)."""
     steps = sorted(set.intersection(*(set(p) for p in points_by_seed))) if points_by_seed else []
     xs, ys, errs = [], [], []
     for step in steps:
+        y = Estimate.of([p[step][1] for p in points_by_seed])
+        if y is None:
+            continue
         xs.append(statistics.fmean(p[step][0] for p in points_by_seed))
-        mean, err = _band([p[step][1] for p in points_by_seed])
-        ys.append(mean)
-        errs.append(err)
+        ys.append(y.mean)
+        errs.append(y.stderr or 0.0)
     return xs, ys, errs
 
 
@@ -56,15 +53,17 @@ def _eval_value(point: EvalPoint) -> float:
 
 
 def _eval_plot(path: Path, settings: list[Setting], results: list[CellResult],
-               x_of: Callable[[EvalPoint], float], xlabel: str) -> None:
+               x_of: Callable[[EvalPoint], float | None], xlabel: str) -> None:
     plt = _pyplot()
     eval_sets = list(dict.fromkeys(e.eval_set for r in results for e in r.evals))
     fig, axes = plt.subplots(1, max(1, len(eval_sets)), figsize=(6.5 * max(1, len(eval_sets)), 4.2), squeeze=False)
     for ax, eval_set in zip(axes[0], eval_sets, strict=False):
         scored = any(e.mean_score is not None for r in results for e in r.evals if e.eval_set == eval_set)
         for setting in settings:
-            seeds = [{e.step: (x_of(e), _eval_value(e)) for e in r.evals if e.eval_set == eval_set}
+            seeds = [{e.step: (x, _eval_value(e)) for e in r.evals if e.eval_set == eval_set
+                      and (x := x_of(e)) is not None}
                      for r in results if r.setting == setting.name and r.state == "succeeded"]
+            seeds = [s for s in seeds if s]
             if seeds:
                 _draw(ax, *_series(seeds), label=setting.name)
         ax.set_title(f"held-out {'reward-model score' if scored else 'accuracy'}: {eval_set}")

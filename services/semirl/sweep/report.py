@@ -36,7 +36,8 @@ class EvalSetRow(BaseModel):
     eval_set: str
     accuracy: Estimate | None = Field(description="Held-out accuracy at the last evaluated step (a fraction).")
     seed_accuracy: Estimate | None = Field(description="The seed model's (step 0).")
-    gain: Estimate | None = Field(description="Last minus step 0, per seed, then averaged (a fraction).")
+    gain: Estimate | None = Field(description="Last minus step 0, per seed, then averaged (a fraction); null when "
+                                  "the seed model was not evaluated.")
     mean_score: Estimate | None = None
     mean_score_per_token: Estimate | None = None
 
@@ -50,16 +51,19 @@ class SettingRow(BaseModel):
     syncs: Estimate | None
     generator_idle_fraction: Estimate | None
     trainer_wait_fraction: Estimate | None
-    samples_per_s: Estimate | None
+    train_samples_per_s: Estimate | None
 
 
-def _last_and_first(evals: list[EvalPoint], eval_set: str) -> tuple[EvalPoint, EvalPoint] | None:
+def _last_and_seed(evals: list[EvalPoint], eval_set: str) -> tuple[EvalPoint, EvalPoint | None] | None:
+    """The set's last evaluation and its step-0 one (None when the seed was not evaluated)."""
     points = sorted((e for e in evals if e.eval_set == eval_set), key=lambda e: e.step)
-    return (points[-1], points[0]) if points else None
+    if not points:
+        return None
+    return points[-1], points[0] if points[0].step == 0 else None
 
 
 def eval_set_row(eval_set: str, results: list[CellResult]) -> EvalSetRow:
-    ends = [pair for r in results if (pair := _last_and_first(r.evals, eval_set)) is not None]
+    ends = [pair for r in results if (pair := _last_and_seed(r.evals, eval_set)) is not None]
 
     def over(value: Callable[[EvalPoint], float | None]) -> Estimate | None:
         return Estimate.of([v for last, _ in ends if (v := value(last)) is not None])
@@ -67,8 +71,8 @@ def eval_set_row(eval_set: str, results: list[CellResult]) -> EvalSetRow:
     return EvalSetRow(
         eval_set=eval_set,
         accuracy=over(lambda e: e.accuracy),
-        seed_accuracy=Estimate.of([first.accuracy for _, first in ends]),
-        gain=Estimate.of([last.accuracy - first.accuracy for last, first in ends]),
+        seed_accuracy=Estimate.of([seed.accuracy for _, seed in ends if seed is not None]),
+        gain=Estimate.of([last.accuracy - seed.accuracy for last, seed in ends if seed is not None]),
         mean_score=over(lambda e: e.mean_score),
         mean_score_per_token=over(lambda e: e.mean_score_per_token),
     )
@@ -88,7 +92,7 @@ def setting_rows(settings: list[Setting], results: list[CellResult]) -> list[Set
             generator_idle_fraction=Estimate.of(
                 [r.generator_idle_fraction for r in ok if r.generator_idle_fraction is not None]),
             trainer_wait_fraction=Estimate.of([r.trainer_wait_fraction for r in ok]),
-            samples_per_s=Estimate.of([r.samples_per_s for r in ok]),
+            train_samples_per_s=Estimate.of([r.train_samples_per_s for r in ok]),
         ))
     return rows
 
@@ -105,7 +109,7 @@ def markdown_table(rows: list[SettingRow]) -> str:
         header += [f"{name}: accuracy %", f"{name}: gain (points)"]
         if name in scored:
             header += [f"{name}: RM score", f"{name}: score / token"]
-    header += ["wall s", "syncs", "generator idle", "trainer wait", "samples/s"]
+    header += ["wall s", "syncs", "generator idle", "trainer wait", "train samples/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         by_set = {s.eval_set: s for s in row.eval_sets}
@@ -118,7 +122,7 @@ def markdown_table(rows: list[SettingRow]) -> str:
                           _cell(s.mean_score_per_token if s else None, digits=4)]
         cells += [_cell(row.wall_s, digits=0), _cell(row.syncs, digits=0),
                   _cell(row.generator_idle_fraction, digits=2), _cell(row.trainer_wait_fraction, digits=2),
-                  _cell(row.samples_per_s, digits=0)]
+                  _cell(row.train_samples_per_s, digits=0)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -3,12 +3,16 @@
 The directory is the sweep's memory, so a re-run resumes: `sweep.json` holds the plan (base spec, shared
 overrides, settings, seeds) and a re-run with another plan is refused rather than mixed in; `runs/<cell>.json`
 holds a finished cell (a succeeded one is never run again); `runs/<cell>.submitted` holds the run id of a cell
-in flight, so a sweep stopped while a run went on follows that run instead of submitting it twice.
+in flight, so a sweep stopped while a run went on follows that run instead of submitting it twice. Run names
+carry `sweep.id` and the cell's place, so even a run submitted just before the stop (its id not yet noted) is
+found on the controller by name.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,14 +37,19 @@ class SweepPlan(BaseModel):
         every setting."""
         return [Cell(setting=s, seed=seed) for seed in range(self.seeds) for s in self.settings]
 
-    def specs(self) -> dict[str, dict[str, Any]]:
-        """Every cell's spec, validated before the first run starts."""
+    def specs(self, sweep_id: str) -> dict[str, dict[str, Any]]:
+        """Every cell's spec, validated before the first run starts; run names carry the sweep's id and the cell's
+        place, so a run this sweep submitted is found by name on the controller."""
         specs = {}
-        for cell in self.cells():
-            spec = cell_spec(self.base_spec, self.constants, cell)
+        for index, cell in enumerate(self.cells()):
+            spec = cell_spec(self.base_spec, self.constants, cell, run_name(sweep_id, index, cell))
             validated(spec, cell)
             specs[cell.key] = spec
         return specs
+
+
+def run_name(sweep_id: str, index: int, cell: Cell) -> str:
+    return f"sweep-{sweep_id}-{index:03d}-{cell.key}"[:63].rstrip("-._")
 
 
 class SweepDirectory:
@@ -48,16 +57,19 @@ class SweepDirectory:
         self.root = root
         self.runs = root / "runs"
 
-    def claim(self, plan: SweepPlan) -> None:
-        """Start a results directory, or resume one holding the same plan."""
-        path = self.root / "sweep.json"
+    def claim(self, plan: SweepPlan) -> str:
+        """Start a results directory, or resume one holding the same plan; returns the sweep's id."""
+        path, id_path = self.root / "sweep.json", self.root / "sweep.id"
         if path.exists():
             stored = SweepPlan.model_validate_json(path.read_text())
             if stored != plan:
                 raise ValueError(f"{self.root} holds another sweep (its sweep.json differs): resume it with the same "
                                  "spec and options, or give another --out")
         self.runs.mkdir(parents=True, exist_ok=True)
-        path.write_text(plan.model_dump_json(indent=2))
+        if not id_path.exists():
+            _write_atomically(id_path, secrets.token_hex(3))
+        _write_atomically(path, plan.model_dump_json(indent=2))
+        return id_path.read_text().strip()
 
     def result(self, cell: Cell) -> CellResult | None:
         path = self.runs / f"{cell.key}.json"
@@ -78,6 +90,13 @@ class SweepDirectory:
         _write_atomically(self.runs / f"{cell.key}.submitted", run_id)
 
 
+def prepare(plan: SweepPlan, directory: SweepDirectory) -> dict[str, dict[str, Any]]:
+    """Validate every cell's spec, then claim the directory: a bad setting fails here, before anything runs or
+    the directory is written (a corrected command must not be refused as another sweep)."""
+    plan.specs("000000")
+    return plan.specs(directory.claim(plan))
+
+
 def run_sweep(
     plan: SweepPlan,
     directory: SweepDirectory,
@@ -90,47 +109,62 @@ def run_sweep(
     on_result: Callable[[CellResult], None] | None = None,
 ) -> list[CellResult]:
     """Run every cell without a succeeded result; return the directory's results."""
-    specs = plan.specs()
-    directory.claim(plan)
+    specs = prepare(plan, directory)
     for cell in plan.cells():
         done = directory.result(cell)
         if done is not None and done.state == "succeeded":
             continue
-        run_id = _resumable(client, directory.submitted(cell))
+        spec = specs[cell.key]
+        run_id = _resumable(client, directory.submitted(cell)) or _submitted_by_name(client, spec["name"])
         resumed = run_id is not None
         if run_id is None:
-            run_id = client.submit_spec(specs[cell.key])["id"]
-            directory.mark_submitted(cell, run_id)
+            run_id = client.submit_spec(spec)["id"]
             log.info("sweep: %s submitted as %s", cell.key, run_id)
-        busy_before = clock.busy_seconds()
-        record = client.wait(run_id, timeout=run_timeout_s, progress=progress)
-        busy_after = clock.busy_seconds()
-        busy = None
+        directory.mark_submitted(cell, run_id)
+        busy, observed_s = _followed(client, clock, run_id, run_timeout_s, progress=progress)
+        record = client.run(run_id)
         # A run followed after a restart was partly outside the clock's readings: no idle fraction for it.
-        if not resumed and busy_before is not None and busy_after is not None:
-            busy = busy_after - busy_before
-        result = collect(cell.key, cell.setting.name, cell.seed, record, client.metrics(run_id), busy, generators)
+        result = collect(cell.key, cell.setting.name, cell.seed, record, client.metrics(run_id),
+                         None if resumed else busy, observed_s, generators)
         directory.save(result)
         if on_result is not None:
             on_result(result)
     return directory.results()
 
 
+def _followed(client: ControllerClient, clock: GeneratorClock, run_id: str, timeout_s: float, *,
+              progress: bool) -> tuple[float | None, float]:
+    """Follow the run to its end; the generators' busy seconds and the seconds observed, from when the run left
+    the queue (generation for runs ahead of it is not its own)."""
+    deadline = time.monotonic() + timeout_s
+    while client.run(run_id)["state"] == "queued":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} still queued after {timeout_s:.0f}s")
+        time.sleep(0.2)
+    before, started = clock.busy_seconds(), time.monotonic()
+    client.wait(run_id, timeout=max(1.0, deadline - time.monotonic()), progress=progress)
+    after, observed_s = clock.busy_seconds(), time.monotonic() - started
+    return (after - before if before is not None and after is not None else None), observed_s
+
+
 def _resumable(client: ControllerClient, run_id: str | None) -> str | None:
-    """The run a stopped sweep left in flight, when the controller still has it and it did not fail."""
-    if run_id is None:
-        return None
-    try:
-        record = client.run(run_id)
-    except Exception:  # noqa: BLE001 - any answer but the run itself means "submit again"
-        return None
-    if record["state"] in TERMINAL and record["state"] != "succeeded":
+    """The run a stopped sweep left in flight, when the controller still has it and it did not fail. Only "no
+    such run" means submit again: a controller that does not answer is an error, not a licence to run twice."""
+    record = client.find_run(run_id) if run_id is not None else None
+    if record is None or record["state"] in TERMINAL and record["state"] != "succeeded":
         return None
     return run_id
+
+
+def _submitted_by_name(client: ControllerClient, name: str) -> str | None:
+    """A run of this cell that the sweep submitted but was stopped before it noted the id."""
+    for run in reversed(client.runs()):
+        if run["name"] == name and run["state"] not in ("failed", "cancelled"):
+            return str(run["id"])
+    return None
 
 
 def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
-

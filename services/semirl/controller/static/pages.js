@@ -2,7 +2,7 @@
 /* The run list (/) and the run page (/runs/{id}), two modes of index.html. They read only the open GET endpoints,
    so they work unchanged when the controller has an API token, and poll while something can still change: the run
    page every 2 s until its run has ended, asking only for the metrics and syncs it has not seen
-   (docs/architecture.md, decision 44). Nothing here writes HTML from data: every value goes in as text. */
+   (docs/architecture.md, decision 45). Nothing here writes HTML from data: every value goes in as text. */
 (() => {
   const ROOT = new URL("..", document.currentScript.src);  // the controller's base URL, also behind a path prefix
   const RUN_POLL_MS = 2000;
@@ -282,8 +282,17 @@
     {label: "response tokens", num: true, value: e => fmt(e.mean_response_tokens)},
   ];
 
-  const reloadOutcome = s => (s.reload === null ? "pending" : `${s.reload.ok} / ${s.reload.generators} loaded` +
-    (s.reload.failed.length ? ` (${s.reload.failed.join("; ")})` : ""));
+  /* A sync with no outcome is pending while it is the newest of a live run; after that none will come (a newer
+     sync replaced its fan-out, or the controller restarted meanwhile). */
+  function reloadOutcome(s) {
+    if (s.reload !== null) {
+      return `${s.reload.ok} / ${s.reload.generators} loaded` +
+        (s.reload.failed.length ? ` (${s.reload.failed.join("; ")})` : "");
+    }
+    const newest = data.syncs.length ? data.syncs[data.syncs.length - 1].sync : s.sync;
+    return s.sync < newest || (data.run && TERMINAL.has(data.run.state)) ? "superseded or not recorded" : "pending";
+  }
+  const SYNC_ROWS = 200;  // the newest; an online run of thousands of steps has as many syncs
 
   const SYNC_COLUMNS = [
     {label: "sync", num: true, value: s => s.sync},
@@ -325,7 +334,7 @@
     facts(run);
     if (changed.plots) drawPlots(run);
     if (changed.evals) fillTable(byId("evals"), EVAL_COLUMNS, run.evals, "no evaluation yet");
-    if (changed.syncs) fillTable(byId("syncs"), SYNC_COLUMNS, data.syncs.slice().reverse(), "no sync yet");
+    if (changed.syncs) fillTable(byId("syncs"), SYNC_COLUMNS, data.syncs.slice(-SYNC_ROWS).reverse(), "no sync yet");
     services(run);
     Object.assign(document.body.dataset, {state: run.state, steps: String(data.metrics.length)});
   }
