@@ -185,10 +185,13 @@ def test_the_generator_clock_sums_generate_and_reload_seconds_over_generators() 
 def test_a_results_directory_of_another_sweep_is_refused(tmp_path: Path) -> None:
     base = yaml.safe_load(DEMO_SPEC.read_text())
     plan = SweepPlan(base_spec=base, constants={}, settings=[Setting(name="a")], seeds=1)
-    SweepDirectory(tmp_path).claim(plan)
-    SweepDirectory(tmp_path).claim(plan)  # the same plan resumes
+    directory = SweepDirectory(tmp_path)
+    sweep_id = directory.sweep_id()
+    directory.claim(plan, sweep_id)
+    assert SweepDirectory(tmp_path).sweep_id() == sweep_id  # the same plan resumes under the same id
+    SweepDirectory(tmp_path).claim(plan, sweep_id)
     with pytest.raises(ValueError, match="holds another sweep"):
-        SweepDirectory(tmp_path).claim(plan.model_copy(update={"seeds": 2}))
+        SweepDirectory(tmp_path).claim(plan.model_copy(update={"seeds": 2}), sweep_id)
 
 
 def test_a_set_the_reward_model_scores_gets_its_score_and_score_per_token_columns() -> None:

@@ -5,9 +5,7 @@ JSONL a run spec's `data.train` / `data.eval` reads (`id`, `problem`, `answer`, 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator
@@ -16,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from semirl.core.files import atomic_writer
 from semirl.data.sources import SOURCES, Dropped, PreparedRow
 
 HUB_PREFIX = "hub:"
@@ -127,15 +126,6 @@ def prepare(source: str, location: str, out: Path, *, split: str = "train", excl
 
 
 def _write_atomically(out: Path, rows: list[PreparedRow]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            for row in rows:
-                handle.write(row.model_dump_json() + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_writer(out) as handle:
+        for row in rows:
+            handle.write(row.model_dump_json() + "\n")

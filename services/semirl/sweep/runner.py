@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from semirl.client import TERMINAL, ControllerClient
+from semirl.core.files import write_text_atomically
 from semirl.sweep.grid import Cell, Setting, cell_spec, validated
 from semirl.sweep.results import CellResult, GeneratorClock, collect
 
@@ -57,19 +58,22 @@ class SweepDirectory:
         self.root = root
         self.runs = root / "runs"
 
-    def claim(self, plan: SweepPlan) -> str:
-        """Start a results directory, or resume one holding the same plan; returns the sweep's id."""
-        path, id_path = self.root / "sweep.json", self.root / "sweep.id"
+    def sweep_id(self) -> str:
+        """The id a resumed directory holds, or a new one (written by `claim`)."""
+        path = self.root / "sweep.id"
+        return path.read_text().strip() if path.exists() else secrets.token_hex(3)
+
+    def claim(self, plan: SweepPlan, sweep_id: str) -> None:
+        """Start a results directory, or resume one holding the same plan."""
+        path = self.root / "sweep.json"
         if path.exists():
             stored = SweepPlan.model_validate_json(path.read_text())
             if stored != plan:
                 raise ValueError(f"{self.root} holds another sweep (its sweep.json differs): resume it with the same "
                                  "spec and options, or give another --out")
         self.runs.mkdir(parents=True, exist_ok=True)
-        if not id_path.exists():
-            _write_atomically(id_path, secrets.token_hex(3))
-        _write_atomically(path, plan.model_dump_json(indent=2))
-        return id_path.read_text().strip()
+        write_text_atomically(self.root / "sweep.id", sweep_id)
+        write_text_atomically(path, plan.model_dump_json(indent=2))
 
     def result(self, cell: Cell) -> CellResult | None:
         path = self.runs / f"{cell.key}.json"
@@ -79,7 +83,7 @@ class SweepDirectory:
         return [CellResult.model_validate_json(p.read_text()) for p in sorted(self.runs.glob("*.json"))]
 
     def save(self, result: CellResult) -> None:
-        _write_atomically(self.runs / f"{result.key}.json", result.model_dump_json(indent=2))
+        write_text_atomically(self.runs / f"{result.key}.json", result.model_dump_json(indent=2))
         (self.runs / f"{result.key}.submitted").unlink(missing_ok=True)
 
     def submitted(self, cell: Cell) -> str | None:
@@ -87,18 +91,21 @@ class SweepDirectory:
         return path.read_text().strip() if path.exists() else None
 
     def mark_submitted(self, cell: Cell, run_id: str) -> None:
-        _write_atomically(self.runs / f"{cell.key}.submitted", run_id)
+        write_text_atomically(self.runs / f"{cell.key}.submitted", run_id)
 
 
 def prepare(plan: SweepPlan, directory: SweepDirectory) -> dict[str, dict[str, Any]]:
-    """Validate every cell's spec, then claim the directory: a bad setting fails here, before anything runs or
+    """Every cell's spec, validated, then the directory claimed: a bad setting fails here, before anything runs or
     the directory is written (a corrected command must not be refused as another sweep)."""
-    plan.specs("000000")
-    return plan.specs(directory.claim(plan))
+    sweep_id = directory.sweep_id()
+    specs = plan.specs(sweep_id)
+    directory.claim(plan, sweep_id)
+    return specs
 
 
 def run_sweep(
     plan: SweepPlan,
+    specs: dict[str, dict[str, Any]],
     directory: SweepDirectory,
     client: ControllerClient,
     clock: GeneratorClock,
@@ -108,8 +115,7 @@ def run_sweep(
     progress: bool = False,
     on_result: Callable[[CellResult], None] | None = None,
 ) -> list[CellResult]:
-    """Run every cell without a succeeded result; return the directory's results."""
-    specs = prepare(plan, directory)
+    """Run every cell without a succeeded result (`specs`: `prepare`'s); return the directory's results."""
     for cell in plan.cells():
         done = directory.result(cell)
         if done is not None and done.state == "succeeded":
@@ -121,8 +127,7 @@ def run_sweep(
             run_id = client.submit_spec(spec)["id"]
             log.info("sweep: %s submitted as %s", cell.key, run_id)
         directory.mark_submitted(cell, run_id)
-        busy, observed_s = _followed(client, clock, run_id, run_timeout_s, progress=progress)
-        record = client.run(run_id)
+        record, busy, observed_s = _followed(client, clock, run_id, run_timeout_s, progress=progress)
         # A run followed after a restart was partly outside the clock's readings: no idle fraction for it.
         result = collect(cell.key, cell.setting.name, cell.seed, record, client.metrics(run_id),
                          None if resumed else busy, observed_s, generators)
@@ -133,18 +138,18 @@ def run_sweep(
 
 
 def _followed(client: ControllerClient, clock: GeneratorClock, run_id: str, timeout_s: float, *,
-              progress: bool) -> tuple[float | None, float]:
-    """Follow the run to its end; the generators' busy seconds and the seconds observed, from when the run left
-    the queue (generation for runs ahead of it is not its own)."""
+              progress: bool) -> tuple[dict[str, Any], float | None, float]:
+    """Follow the run to its end: its final record, the generators' busy seconds and the seconds observed, from
+    when the run left the queue (generation for runs ahead of it is not its own)."""
     deadline = time.monotonic() + timeout_s
     while client.run(run_id)["state"] == "queued":
         if time.monotonic() > deadline:
             raise TimeoutError(f"run {run_id} still queued after {timeout_s:.0f}s")
         time.sleep(0.2)
     before, started = clock.busy_seconds(), time.monotonic()
-    client.wait(run_id, timeout=max(1.0, deadline - time.monotonic()), progress=progress)
+    record = client.wait(run_id, timeout=max(1.0, deadline - time.monotonic()), progress=progress)
     after, observed_s = clock.busy_seconds(), time.monotonic() - started
-    return (after - before if before is not None and after is not None else None), observed_s
+    return record, (after - before if before is not None and after is not None else None), observed_s
 
 
 def _resumable(client: ControllerClient, run_id: str | None) -> str | None:
@@ -163,8 +168,3 @@ def _submitted_by_name(client: ControllerClient, name: str) -> str | None:
             return str(run["id"])
     return None
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+from semirl.core.files import atomic_writer
+
 Split = Literal["train", "eval"]
 MAX_OPERAND = 99
 EVAL_MODULUS = 5  # one operand set in five (about one problem in five) belongs to the eval split
@@ -109,10 +111,7 @@ def preference_rows(rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
 
 def write_jsonl(rows: Iterable[dict[str, str]], path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as handle:
+    with atomic_writer(path) as handle:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
-    tmp.replace(path)
     return path
