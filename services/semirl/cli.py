@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from semirl.client import ControllerClient, eval_table_lines, status_lines, summary_lines
 from semirl.spec import parse_run_spec
+
+if TYPE_CHECKING:
+    from semirl.local.stack import LocalStack
 
 DEFAULT_URL = os.environ.get("SEMIRL_CONTROLLER_URL", "http://127.0.0.1:8080")
 STATE_DIR = Path(".semirl")
@@ -134,44 +140,35 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if not isinstance(base, dict):
             raise ValueError(f"{args.spec} is not a run spec (a YAML mapping)")
         plan = SweepPlan(base_spec=base, constants=constants, settings=settings, seeds=args.seeds)
-        prepare(plan, SweepDirectory(args.out))
+        specs = prepare(plan, SweepDirectory(args.out))
     except (OSError, ValueError, yaml.YAMLError) as err:
         print(f"semirl sweep: {err}", file=sys.stderr)
         return 2
     print(f"sweep: {len(settings)} settings x {args.seeds} seeds = {len(plan.cells())} runs into {args.out}/",
           flush=True)
     if args.url:
-        return _sweep_on(plan, args, ControllerClient(args.url), args.generator_metrics)
-    from semirl.tinymodel.build import build_tiny_setup
-
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    build_tiny_setup(args.state_dir / "tiny", seed=0)
-    stack = _stack(args, preload_args(Path(args.spec)), reward_args_for(Path(args.spec)), metrics=True)
+        return _sweep_on(plan, specs, args, ControllerClient(args.url), args.generator_metrics)
     try:
-        print("starting a local stack (redis, controller, generators, verifier, trainer)…", flush=True)
-        stack.start()
-        print(f"controller at {stack.url}; logs in {stack.logs}/", flush=True)
-        return _sweep_on(plan, args, ControllerClient(stack.url), stack.metrics_urls("generator-"))
+        with _tiny_local_stack(args, Path(args.spec), metrics=True) as stack:
+            return _sweep_on(plan, specs, args, ControllerClient(stack.url), stack.metrics_urls("generator-"))
     except KeyboardInterrupt:
         print(f"interrupted; run `semirl sweep` again with the same options to resume {args.out}/", file=sys.stderr)
         return 130
-    finally:
-        stack.stop()
 
 
-def _sweep_on(plan, args: argparse.Namespace, client: ControllerClient,  # noqa: ANN001
+def _sweep_on(plan, specs: dict[str, dict], args: argparse.Namespace, client: ControllerClient,  # noqa: ANN001
               generator_metrics: list[str]) -> int:
     import httpx
 
     try:
-        return _sweep_cells(plan, args, client, generator_metrics)
+        return _sweep_cells(plan, specs, args, client, generator_metrics)
     except (httpx.HTTPError, TimeoutError) as err:
         print(f"semirl sweep: {err}; what finished is kept: run the same command again to resume {args.out}/",
               file=sys.stderr)
         return 1
 
 
-def _sweep_cells(plan, args: argparse.Namespace, client: ControllerClient,  # noqa: ANN001
+def _sweep_cells(plan, specs: dict[str, dict], args: argparse.Namespace, client: ControllerClient,  # noqa: ANN001
                  generator_metrics: list[str]) -> int:
     from semirl.sweep.report import write_report
     from semirl.sweep.results import CellResult, GeneratorClock
@@ -179,14 +176,17 @@ def _sweep_cells(plan, args: argparse.Namespace, client: ControllerClient,  # no
 
     started = time.monotonic()
     cells = len(plan.cells())
+    directory = SweepDirectory(args.out)
+    finished = {r.key for r in directory.results()}
 
     def report(result: CellResult) -> None:
-        done = len(SweepDirectory(args.out).results())
+        finished.add(result.key)
+        done = len(finished)
         accuracy = "; ".join(f"{e.eval_set} {100 * e.accuracy:.1f}%" for e in result.evals if e.step == result.steps)
         print(f"[{done}/{cells}] {result.setting}, seed {result.seed}: {result.state}, {accuracy or 'no evaluation'}"
               f", {result.wall_s:.0f}s", flush=True)
 
-    results = run_sweep(plan, SweepDirectory(args.out), client, GeneratorClock(generator_metrics),
+    results = run_sweep(plan, specs, directory, client, GeneratorClock(generator_metrics),
                         generators=len(generator_metrics), progress=not args.quiet, on_result=report)
     paths = write_report(args.out, plan.settings, results)
     print((args.out / "table.md").read_text())
@@ -206,33 +206,42 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Build the tiny model and task, start the stack, run the demo spec, print a summary, stop."""
+@contextlib.contextmanager
+def _tiny_local_stack(args: argparse.Namespace, spec_path: Path, *, metrics: bool = False) -> Iterator[LocalStack]:
+    """Build the tiny model and task (and the tiny reward model when the spec has a `reward_model` section), start a
+    local stack for `spec_path` (its engine built at start-up), and stop it on the way out."""
     from semirl.tinymodel.build import build_tiny_setup
 
-    started = time.monotonic()
     signal.signal(signal.SIGTERM, _raise_interrupt)
     print("building the tiny seed model and synthetic task (cached after the first run)…", flush=True)
     setup = build_tiny_setup(args.state_dir / "tiny", seed=0)
-    if parse_run_spec(Path(args.spec).read_text()).reward_model is not None:
+    if parse_run_spec(spec_path.read_text()).reward_model is not None:
         from semirl.tinymodel.assets import ensure_reward_task
 
         print("building the tiny reward model and its task (cached after the first run)…", flush=True)
         ensure_reward_task(setup, args.state_dir / "tiny")
-    stack = _stack(args, preload_args(Path(args.spec)), reward_args_for(Path(args.spec)))
+    stack = _stack(args, preload_args(spec_path), reward_args_for(spec_path), metrics=metrics)
     try:
         print("starting redis, controller, generator(s), verifier, trainer…", flush=True)
         stack.start()
         print(f"controller at {stack.url}; logs in {stack.logs}/", flush=True)
-        client = ControllerClient(stack.url)
-        created = client.submit(Path(args.spec))
-        print(f"submitted {args.spec} as run {created['id']}", flush=True)
-        record = client.wait(created["id"], progress=True)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build the tiny model and task, start the stack, run the demo spec, print a summary, stop."""
+    started = time.monotonic()
+    try:
+        with _tiny_local_stack(args, Path(args.spec)) as stack:
+            client = ControllerClient(stack.url)
+            created = client.submit(Path(args.spec))
+            print(f"submitted {args.spec} as run {created['id']}", flush=True)
+            record = client.wait(created["id"], progress=True)
     except KeyboardInterrupt:
         print("interrupted; stopping the stack", file=sys.stderr)
         return 130
-    finally:
-        stack.stop()
     print("\n".join(summary_lines(record, time.monotonic() - started)))
     return 0 if record["state"] == "succeeded" else 1
 
