@@ -56,6 +56,8 @@ def peer_params(spec: RunSpec) -> PeerParams:
         eval_temperature=spec.eval.temperature, eval_top_p=spec.eval.top_p, eval_max_tokens=spec.eval_max_tokens,
         lr=spec.optim.lr, adam_eps=spec.optim.adam_eps, betas=spec.optim.betas, weight_decay=spec.optim.weight_decay,
         grad_clip=spec.optim.grad_clip, warmup_steps=spec.optim.warmup_steps, dpo_beta=spec.dpo.beta,
+        grpo_kl_beta=spec.grpo.kl_beta, grpo_clip_eps=spec.grpo.clip_eps, grpo_std_normalize=spec.grpo.std_normalize,
+        grpo_length_normalize=spec.grpo.length_normalize,
         batch_prompts=spec.train.batch_prompts, steps=spec.train.steps, seed=spec.train.seed,
         eval_every=spec.eval.every or spec.train.steps,
     )
@@ -82,9 +84,11 @@ def semirl_curve(record: dict[str, Any], metrics: list[dict[str, Any]], started:
 
 
 def run_semirl(spec_data: dict[str, Any], workdir: Path, started: float, params: PeerParams,
-               eval_after: bool) -> dict[str, Any]:
+               eval_after: bool, *, warm: bool = False) -> dict[str, Any]:
     """`eval_after`: train with no evaluation rounds, keep every version, then evaluate the evaluated steps' versions
-    with the peer's own evaluator (HF sampling + math-verify) — TRL's protocol exactly, with the clock stopped."""
+    with the peer's own evaluator (HF sampling + math-verify) — TRL's protocol exactly, with the clock stopped.
+    `warm`: the clock starts when the run is submitted to a stack that is already up (a platform's services run
+    between runs, as on a cluster), not at this process's start."""
     load_before = os.getloadavg()
     build_tiny_setup(Path(".semirl/tiny"), seed=0)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -97,6 +101,8 @@ def run_semirl(spec_data: dict[str, Any], workdir: Path, started: float, params:
     with LocalStack(workdir=workdir, store=(workdir / "store").resolve(), http_port=free_port(),
                     generator_args=preload_args(spec_path)) as stack:
         client = ControllerClient(stack.url)
+        if warm:
+            started = time.time()
         run_id = client.submit(spec_path)["id"]
         record = client.wait(run_id, timeout=3600)
         wall = time.time() - started
@@ -107,8 +113,9 @@ def run_semirl(spec_data: dict[str, Any], workdir: Path, started: float, params:
         record["evals"] = evaluate_versions(record, params)
     curve = semirl_curve(record, metrics, started)
     engine_env = {name: value for name, value in os.environ.items() if name.startswith("SEMIRL_VLLM_")}
-    return result("semirl", curve, round(wall, 3), load_before=list(load_before), syncs=record.get("syncs"),
-                  generation="vLLM (CPU build) through the local stack", engine_env=engine_env, spec=spec_data)
+    return result("semirl-warm" if warm else "semirl", curve, round(wall, 3), load_before=list(load_before),
+                  syncs=record.get("syncs"), generation="vLLM (CPU build) through the local stack",
+                  engine_env=engine_env, spec=spec_data)
 
 
 def evaluate_versions(record: dict[str, Any], params: PeerParams) -> list[dict[str, Any]]:
@@ -153,23 +160,30 @@ def table(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """semirl's seconds / each TRL trainer's, per target (below 1: semirl is faster; None: one never got there)."""
-    ours = results.get("semirl")
+    """Each semirl row's seconds / each TRL trainer's, per target (below 1: semirl is faster; None: one never got
+    there)."""
     out: dict[str, dict[str, float | None]] = {}
-    for name, res in results.items():
-        if ours is None or name == "semirl":
+    for ours_name, ours in results.items():
+        if not ours_name.startswith("semirl"):
             continue
-        out[f"semirl / {name}"] = {}
-        for p in TARGET_POINTS:
-            a, b = ours["targets"][f"seed+{p}"]["seconds"], res["targets"][f"seed+{p}"]["seconds"]
-            out[f"semirl / {name}"][f"seed+{p}"] = round(a / b, 2) if a is not None and b else None
+        for name, res in results.items():
+            if name.startswith("semirl"):
+                continue
+            key = f"{ours_name} / {name}"
+            out[key] = {}
+            for p in TARGET_POINTS:
+                a, b = ours["targets"][f"seed+{p}"]["seconds"], res["targets"][f"seed+{p}"]["seconds"]
+                out[key][f"seed+{p}"] = round(a / b, 2) if a is not None and b else None
     return out
 
 
 def main() -> None:
     started = process_start()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--systems", nargs="+", default=["semirl", *TRAINERS], choices=["semirl", *TRAINERS])
+    parser.add_argument("--systems", nargs="+", default=["semirl", *TRAINERS],
+                        choices=["semirl", "semirl-warm", *TRAINERS],
+                        help="semirl: timed from this command's start, the stack's start-up included (`semirl demo`); "
+                        "semirl-warm: timed from the run's submission to a stack already up (`semirl up`, a cluster)")
     parser.add_argument("--spec", type=Path, default=DEMO_SPEC)
     parser.add_argument("--steps", type=int, help="train.steps for every system (default: the spec's)")
     parser.add_argument("--eval-every", type=int,
@@ -197,10 +211,12 @@ def main() -> None:
 
     results: dict[str, dict[str, Any]] = {}
     for system in args.systems:
-        out = args.out_dir / f"time_to_target_{system if system == 'semirl' else 'trl_' + system}.json"
-        if system == "semirl":
-            results["semirl"] = run_semirl(spec_data, args.workdir, started, params, args.semirl_eval == "after")
-            out.write_text(json.dumps(results["semirl"], indent=2))
+        ours = system.startswith("semirl")
+        out = args.out_dir / f"time_to_target_{system.replace('-', '_') if ours else 'trl_' + system}.json"
+        if ours:
+            results[system] = run_semirl(spec_data, args.workdir / system, started, params, args.semirl_eval == "after",
+                                         warm=system == "semirl-warm")
+            out.write_text(json.dumps(results[system], indent=2))
         else:
             results[f"trl-{system.replace('_', '-')}"] = run_trl(system, params_path, out, args.trl_python)
     lines = table(results)

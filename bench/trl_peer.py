@@ -45,7 +45,9 @@ DIFFERENCES = (
     "(skipping groups without both)",
     "online DPO's reference model is the seed for the whole run; semirl re-syncs it every s steps "
     "(sync.ref_interval's default)",
-    "GRPO takes TRL's defaults for all the DPO spec does not set (no KL term, DAPO loss, group-std scaling)",
+    "GRPO follows the spec's grpo section (beta = kl_beta, epsilon = clip_eps, scale_rewards from std_normalize, "
+    "loss_type grpo / dr_grpo from length_normalize); dr_grpo divides the summed token losses by "
+    "max_completion_length, semirl's Dr. GRPO does not (a constant factor, with the same gradient clipping)",
     "TRL is synchronous (generate, score, train in one process); semirl overlaps them across services",
 )
 
@@ -74,6 +76,10 @@ class PeerParams:
     grad_clip: float
     warmup_steps: int
     dpo_beta: float
+    grpo_kl_beta: float          # GRPO: TRL's beta (k3 KL to the seed, as semirl's)
+    grpo_clip_eps: float         # TRL's epsilon
+    grpo_std_normalize: bool     # TRL's scale_rewards: "group" or "none"
+    grpo_length_normalize: bool  # TRL's loss_type: "grpo" (mean over a response's tokens) or "dr_grpo" (sum / constant)
     batch_prompts: int
     steps: int
     seed: int
@@ -231,7 +237,10 @@ def run(trainer_name: str, params: PeerParams, workdir: Path) -> dict[str, Any]:
         from trl import GRPOConfig, GRPOTrainer
 
         config = GRPOConfig(**common, per_device_train_batch_size=params.batch_prompts * params.n,
-                            num_generations=params.n, max_completion_length=params.max_tokens)
+                            num_generations=params.n, max_completion_length=params.max_tokens,
+                            beta=params.grpo_kl_beta, epsilon=params.grpo_clip_eps,
+                            scale_rewards="group" if params.grpo_std_normalize else "none",
+                            loss_type="grpo" if params.grpo_length_normalize else "dr_grpo")
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=train,
                               processing_class=tokenizer, callbacks=[clock])
         per_step = f"{params.batch_prompts} prompts x {params.n} samples"

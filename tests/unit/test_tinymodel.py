@@ -118,3 +118,21 @@ def test_build_is_idempotent(setup: TinySetup) -> None:
     assert again == setup
     assert (setup.model_dir / "model.safetensors").stat().st_mtime_ns == stamp_before
     assert Path(again.train_path).is_file()
+
+
+def test_a_cached_setup_loads_without_torch_or_transformers(tiny_setup) -> None:  # noqa: ANN001
+    """`semirl demo` calls build_tiny_setup before it starts the stack: the cached path must not pay torch's and
+    transformers' ~6 s of imports (the build itself imports them)."""
+    import json
+    import subprocess
+    import sys
+
+    probe = ("import json, sys; from pathlib import Path; from semirl.tinymodel.build import build_tiny_setup; "
+             "setup = build_tiny_setup(Path(sys.argv[1]), seed=0); "
+             "print(json.dumps({'torch': 'torch' in sys.modules, 'transformers': 'transformers' in sys.modules, "
+             "'model_dir': str(setup.model_dir)}))")
+    proc = subprocess.run([sys.executable, "-c", probe, str(tiny_setup.model_dir.parent)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert loaded == {"torch": False, "transformers": False, "model_dir": str(tiny_setup.model_dir)}

@@ -7,7 +7,8 @@ CPU defaults (applied only when no GPU is present and only where the user has no
   processes starve each other (the first generate took 30 s instead of 5 s).
 - VLLM_CPU_OMP_THREADS_BIND=nobind: the default `auto` pins the worker to one core and reserves the other,
   which fights the other services sharing the machine.
-- VLLM_CPU_KVCACHE_SPACE=1 (GiB): the default sizes the KV cache from free RAM.
+- no VLLM_CPU_KVCACHE_SPACE: the engine sizes the KV cache to the model (engine.cpu_kv_cache_bytes); vLLM's own
+  default sizes it from free RAM. Setting the variable (whole GiB) still wins.
 - TOKENIZERS_PARALLELISM=false: no tokenizer thread pools next to gRPC threads.
 
 GPUs are detected without initializing CUDA. `torch.cuda.is_available()` normally calls cudaGetDeviceCount, which
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 CPU_ENV_DEFAULTS = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
 

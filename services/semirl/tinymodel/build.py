@@ -7,15 +7,9 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
 from pydantic import BaseModel
-from transformers import GenerationConfig
 
 from semirl.tasks.synthetic import make_problems, preference_rows, reference_response, write_jsonl
-from semirl.tinymodel.model import make_model
-from semirl.tinymodel.sampling import accuracy
-from semirl.tinymodel.sft import SFTConfig, sft
-from semirl.tinymodel.tokenizer import train_tokenizer
 
 STAMP = "tiny_setup.json"
 PREFERENCES = "preferences.jsonl"  # beside train.jsonl: its problems as (prompt, chosen, rejected) rows
@@ -58,6 +52,22 @@ def build_tiny_setup(out_dir: Path, seed: int = 0, params: TinyParams | None = N
         if setup.params == params and (setup.model_dir / "config.json").is_file():
             write_preference_set(setup.train_path)
             return setup
+    return _build(out_dir, params)
+
+
+def _build(out_dir: Path, params: TinyParams) -> TinySetup:
+    # torch and transformers load only here: the cached path above (every `semirl demo` after the first) stays
+    # free of their ~6 s of imports, which would otherwise delay the stack's start.
+    import torch
+    from transformers import GenerationConfig
+
+    from semirl.tinymodel.model import make_model
+    from semirl.tinymodel.sampling import accuracy
+    from semirl.tinymodel.sft import SFTConfig, sft
+    from semirl.tinymodel.tokenizer import train_tokenizer
+
+    seed = params.seed
+    stamp = out_dir / STAMP
     started = time.perf_counter()
     torch.manual_seed(seed)
     pool = make_problems(params.n_sft + params.n_val, seed, "train")

@@ -15,6 +15,7 @@ from semirl.trainer.launcher import launch_local_ranks
 from semirl.trainer.ranks import follow
 from semirl.trainer.service import TrainerService
 from semirl.trainer.topology import TopologyError, check_devices, topology_from_env
+from semirl.trainer.warmup import import_training_stack
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
+    import_training_stack()
     ranks = join_trainer_group()
     if not ranks.is_driver:
         return _follow(ranks, args.grpc_port if os.environ.get("LOCAL_RANK", "0") == "0" else None)
