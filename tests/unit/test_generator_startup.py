@@ -43,8 +43,10 @@ PROBE = textwrap.dedent(
         torch._C._cuda_getDeviceCount = cuda_get_device_count
         torch.cuda._raw_device_count_nvml = lambda: 2
     gpus = entry.apply_cpu_env_defaults()
-    config = entry.engine_config(entry.parse_args([]), gpus)
+    config = entry.engine_config(entry.parse_args(ARGS), gpus)
+    entry.apply_eager_cpu_defaults(config, gpus)
     print(json.dumps({
+        "compile_disabled": os.environ.get("TORCH_COMPILE_DISABLE"),
         **seen,
         "gpus": gpus,
         "runtime_calls": len(runtime_calls),
@@ -60,11 +62,12 @@ VLLM_ENV = ("SEMIRL_VLLM_TENSOR_PARALLEL_SIZE", "SEMIRL_VLLM_ENFORCE_EAGER", "SE
             "SEMIRL_VLLM_MAX_NUM_SEQS", "SEMIRL_VLLM_ENABLE_PREFIX_CACHING", "SEMIRL_VLLM_ENGINE_ARGS")
 
 
-def run_probe(fake_gpus: bool, **env: str) -> dict:
+def run_probe(fake_gpus: bool, args: tuple[str, ...] = (), **env: str) -> dict:
     base = {k: v for k, v in os.environ.items()
             if k not in VLLM_ENV and k not in ("PYTORCH_NVML_BASED_CUDA_CHECK", "VLLM_ENABLE_V1_MULTIPROCESSING",
-                                                "CUDA_VISIBLE_DEVICES")}
-    proc = subprocess.run([sys.executable, "-c", PROBE.replace("FAKE_GPUS", str(fake_gpus))], env={**base, **env},
+                                                "CUDA_VISIBLE_DEVICES", "TORCH_COMPILE_DISABLE")}
+    probe = PROBE.replace("FAKE_GPUS", str(fake_gpus)).replace("ARGS", repr(list(args)))
+    proc = subprocess.run([sys.executable, "-c", probe], env={**base, **env},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -89,6 +92,7 @@ def test_gpu_defaults(with_gpus: dict) -> None:
     assert with_gpus["cpu_defaults"] is None          # the CPU-only vLLM settings stay off on a GPU
     assert with_gpus["enforce_eager"] is False        # CUDA graphs on a GPU unless asked otherwise
     assert with_gpus["extra"] == {}                   # nothing set: vLLM's own defaults
+    assert with_gpus["compile_disabled"] is None      # vLLM compiles (and captures CUDA graphs) on a GPU
 
 
 def test_cpu_defaults() -> None:
@@ -96,6 +100,12 @@ def test_cpu_defaults() -> None:
     assert result["gpus"] == 0 and result["cuda_initialized"] is False
     assert result["cpu_defaults"] == "0"
     assert result["enforce_eager"] is True
+    assert result["compile_disabled"] == "1"  # an eager CPU engine: no inductor compile on the first batch
+
+
+def test_a_cpu_engine_that_asks_for_compilation_or_a_users_setting_keeps_torch_compile() -> None:
+    assert run_probe(False, ("--enforce-eager", "false"))["compile_disabled"] is None
+    assert run_probe(False, TORCH_COMPILE_DISABLE="0")["compile_disabled"] == "0"
 
 
 def test_vllm_settings_from_the_chart_reach_the_engine_config() -> None:
