@@ -6,11 +6,14 @@ against TRL's online DPO and GRPO (bench/trl_peer.py) on the same box, model, pr
 
 semirl: the demo spec (examples/tiny-math-dpo.yaml, or --spec) on the local stack, as `semirl demo` runs it (the
 tiny setup, then Redis, controller, generator with its engine built at start-up, verifier, trainer), timed from
-this process's start, so the stack's start-up counts. A point's time is when the evaluated policy version was
-committed: the controller's receipt of that step's report plus the trainer's policy write and commit (reported
-with the next step). Evaluation, by default (--semirl-eval after), is TRL's exactly: semirl trains with no
-evaluation rounds, keeps every version, and afterwards the evaluated steps' versions are scored by the peer's own
-evaluator (`bench.trl_peer.held_out_accuracy`: HF sampling, math-verify), so neither clock includes evaluation.
+this process's start, so the stack's start-up counts. semirl-warm (--systems): the same run on a stack started as
+`semirl up` starts it (generators without a preloaded model), timed from the run's submission once the stack is
+up: what a run costs on a platform whose services outlive runs (a cluster). A point's time is when the evaluated
+policy version was committed: the controller's receipt of that step's report plus the trainer's policy write and
+commit (reported with the next step). Evaluation, by default (--semirl-eval after), is TRL's exactly: semirl trains
+with no evaluation rounds, keeps every version, and afterwards the evaluated steps' versions are scored by the
+peer's own evaluator (`bench.trl_peer.held_out_accuracy`: HF sampling, math-verify), so neither clock includes
+evaluation.
 With --semirl-eval platform, semirl's own evaluation rounds (vLLM, every eval step) run during training, share
 its generator and count on its clock.
 
@@ -87,8 +90,8 @@ def run_semirl(spec_data: dict[str, Any], workdir: Path, started: float, params:
                eval_after: bool, *, warm: bool = False) -> dict[str, Any]:
     """`eval_after`: train with no evaluation rounds, keep every version, then evaluate the evaluated steps' versions
     with the peer's own evaluator (HF sampling + math-verify) — TRL's protocol exactly, with the clock stopped.
-    `warm`: the clock starts when the run is submitted to a stack that is already up (a platform's services run
-    between runs, as on a cluster), not at this process's start."""
+    `warm`: the clock starts when the run is submitted to a stack that is already up, started as `semirl up` starts
+    it (no model preloaded: the run's engine is built when its first tasks arrive), not at this process's start."""
     load_before = os.getloadavg()
     build_tiny_setup(Path(".semirl/tiny"), seed=0)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +102,7 @@ def run_semirl(spec_data: dict[str, Any], workdir: Path, started: float, params:
                      "checkpoint": {**spec_data.get("checkpoint", {}), "keep": spec_data["train"]["steps"]}}
     spec_path.write_text(yaml.safe_dump(spec_data))
     with LocalStack(workdir=workdir, store=(workdir / "store").resolve(), http_port=free_port(),
-                    generator_args=preload_args(spec_path)) as stack:
+                    generator_args=[] if warm else preload_args(spec_path)) as stack:
         client = ControllerClient(stack.url)
         if warm:
             started = time.time()

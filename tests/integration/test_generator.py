@@ -351,6 +351,27 @@ def test_generator_started_mid_run_loads_the_committed_version(
         assert Path(status.policy_path) == models.v2.resolve()
 
 
+def test_a_generator_without_a_model_imports_vllm_before_it_serves(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """`semirl up` starts generators without a model: vLLM's import (8-12 s of a core) happens at start-up, so a
+    first run waits only for the engine build (docs/architecture.md, decision 46)."""
+    client = redis.Redis.from_url(redis_server.url)
+    active = client.get(keys.ACTIVE_RUN)
+    client.delete(keys.ACTIVE_RUN)  # no run to join: a generator started mid-run would load its version instead
+    try:
+        with running_service("generator", redis_server.url, tmp_path, ["--generator-id", "gen-no-model"],
+                             start_timeout_s=120, poll_s=0.5, stop_timeout_s=30) as bare:
+            stub = generator_pb2_grpc.GeneratorServiceStub(channel(bare.target))
+            status = stub.Status(generator_pb2.GeneratorStatusRequest(), timeout=10)
+            assert not status.engine_ready and status.policy_version == 0
+            assert "vLLM imported in" in bare.tail()
+    finally:
+        if active is not None:
+            client.set(keys.ACTIVE_RUN, active)
+        client.close()
+
+
 def test_tasks_of_a_run_that_has_ended_are_dropped(generator: Generator, models: Models, save_ended_run) -> None:  # noqa: ANN001
     client = generator.client
     save_ended_run(client, "r-ended")

@@ -189,6 +189,16 @@ class GenerationEngine:
     def ready(self) -> bool:
         return self.llm is not None
 
+    def import_vllm(self) -> float:
+        """Import vLLM now; returns the seconds it took. A generator started without a model to preload calls it at
+        start-up: the import is 8-12 s of a CPU core, which the first run would otherwise wait for on top of the
+        engine build (docs/architecture.md, decision 46)."""
+        started = time.perf_counter()
+        import vllm  # noqa: F401
+        from vllm import LLM, SamplingParams  # noqa: F401
+
+        return time.perf_counter() - started
+
     def configure(self, config: EngineConfig) -> None:
         """Use `config` from the next load on (a different dtype/context length forces a rebuild then)."""
         self.config = config

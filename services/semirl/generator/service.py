@@ -285,13 +285,16 @@ class GeneratorService:
         self.server.set_serving(True)
 
     def _load_at_startup(self) -> None:
-        """A generator started mid-run loads the current committed version first."""
+        """A generator started mid-run loads the current committed version first; one with a model to preload loads
+        it; any other imports vLLM, so that its first run waits only for the engine build."""
         try:
             record = active_run(self.client)
             if record is not None and not record.finished:
                 self.load(current_generation_policy(record), record.id)
             elif self.model:
                 self.load(Policy(0, self.model))
+            else:
+                log.info("vLLM imported in %.1f s; the engine is built for the first run", self.engine.import_vllm())
         except Exception:  # noqa: BLE001 - the first task (or a Reload) will load it instead
             log.exception("start-up load failed; will load on the first task")
 
