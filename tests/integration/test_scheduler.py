@@ -226,6 +226,31 @@ def test_semi_online_windows_wait_for_commits_and_fan_out_reloads(
     pubsub.close()
 
 
+def test_a_sync_waits_for_the_evaluation_of_an_older_version_before_it_fans_out(
+    controller: Controller, stub: Any, generator: RecordingGenerator, redis_client: redis.Redis,
+    files: dict[str, Path],
+) -> None:
+    """A Reload while generators still work through the seed's evaluation would make each swap to the new version
+    and back (v2 -> v0 -> v2): the fan-out waits until that evaluation is in, and a newer sync replaces a waiting
+    one. Windows are released as before; their tasks carry the version to load."""
+    run_id = submit(controller, make_spec(files, "defer", interval=2, steps=6, evals=True, eval={"every": 6}))
+    assert commit(stub, run_id, write_policy(files["store"], run_id, 2), 2).committed
+    assert {t.policy.version for t in tasks(redis_client, run_id) if t.window == 1} == {2}
+    assert commit(stub, run_id, write_policy(files["store"], run_id, 4), 4).committed
+    assert {t.policy.version for t in tasks(redis_client, run_id) if t.window == 2} == {4}
+    assert controller.reloads.wait_idle(10)
+    assert generator.reloads == [] and load_run(redis_client, run_id).syncs == 2
+
+    score_evals(redis_client, run_id, 0, [1, 1, 1])
+    controller.tick()
+    assert controller.reloads.wait_idle(10)
+    assert [(r.run_id, r.policy.version) for r in generator.reloads] == [(run_id, 4)]  # only the newest
+    wait_for(lambda: controller.registry.syncs(run_id)[-1]["reload"] is not None, 10)
+    first, second = controller.registry.syncs(run_id)
+    assert first["reload"] is None  # replaced before it fanned out
+    assert second["policy_version"] == 4 and second["reload"]["ok"] == 1
+
+
 def test_asynchronous_windows_run_k_ahead_and_every_commit_is_synced(
     controller: Controller, stub: Any, generator: RecordingGenerator, redis_client: redis.Redis,
     files: dict[str, Path],

@@ -84,6 +84,8 @@ class Controller:
                                         timeout_s=reload_timeout_s)
         self._wake = threading.Event()  # a run was queued or ended: the next one may start
         self._problems: dict[tuple[str, str], list[Problem]] = {}  # (run id, "train" or "eval:<set>")
+        # run id -> the newest sync whose fan-out waits for the evaluation of the version it replaces (_sync)
+        self._deferred_reloads: dict[str, tuple[WeightSync, types_pb2.PolicyRef]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -378,6 +380,7 @@ class Controller:
         late redelivery is still recognised) its idempotency sets and per-prompt eval results in Redis."""
         for key in [key for key in self._problems if key[0] == run_id]:
             del self._problems[key]
+        self._deferred_reloads.pop(run_id, None)
         retention = max(1, int(self.stream_retention_s))
         with self.client.pipeline(transaction=False) as pipe:
             for stage in keys.DONE_STAGES:
@@ -398,6 +401,7 @@ class Controller:
         """Release every due window and eval round of a running run; finish it when all is in."""
         self._release_windows(record)
         self._release_eval_rounds(record)
+        self._send_deferred_reload(record)
         self._finish_if_done(record)
 
     def _due_windows(self, record: RunRecord) -> list[int]:
@@ -423,9 +427,34 @@ class Controller:
                           trainer_step=record.step, window=window, at=time.time())
         record.generation_version = version
         record.syncs = sync.sync
-        self.reloads.request(record.id, types_pb2.PolicyRef(version=version, path=self._policy_path(record, version)),
-                             on_done=lambda outcomes: self._fanout_done(record.id, sync, outcomes))
+        policy = types_pb2.PolicyRef(version=version, path=self._policy_path(record, version))
+        if self._evaluating_other_than(record, version):
+            # Generators are still working through an evaluation of an older version; a Reload now would make
+            # each swap to the new version and back for the rest of it (v4 -> v0 -> v4). Tasks carry their
+            # version, so generators load the new one when they reach its tasks; the fan-out follows once that
+            # evaluation is in (_send_deferred_reload), and a newer sync replaces a waiting one.
+            self._deferred_reloads[record.id] = (sync, policy)
+            log.info("run %s: sync %d (v%d) fans out once the evaluations of older versions are in", record.id,
+                     sync.sync, version)
+        else:
+            self._deferred_reloads.pop(record.id, None)
+            self._fan_out(record.id, sync, policy)
         return sync
+
+    def _fan_out(self, run_id: str, sync: WeightSync, policy: types_pb2.PolicyRef) -> None:
+        self.reloads.request(run_id, policy, on_done=lambda outcomes: self._fanout_done(run_id, sync, outcomes))
+
+    def _send_deferred_reload(self, record: RunRecord) -> None:
+        waiting = self._deferred_reloads.get(record.id)
+        if waiting is None:
+            return
+        sync, policy = waiting
+        if not self._evaluating_other_than(record, sync.policy_version):
+            del self._deferred_reloads[record.id]
+            self._fan_out(record.id, sync, policy)
+
+    def _evaluating_other_than(self, record: RunRecord, version: int) -> bool:
+        return any(v != version for v in self._eval_versions_in_flight(record))
 
     def _fanout_done(self, run_id: str, sync: WeightSync, outcomes: list[ReloadOutcome]) -> None:
         """Store how the sync's fan-out went. The generator's next Reload waits for this, so the controller's lock
