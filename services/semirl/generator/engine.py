@@ -134,7 +134,7 @@ def _context_length(path: str, requested: int) -> int:
 
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "half": 2, "float": 4}
-CPU_KV_CACHE_BOUNDS = (64 << 20, 1 << 30)  # the sized CPU KV cache stays within 64 MiB..1 GiB (1 GiB: vLLM's old 1)
+CPU_KV_CACHE_BOUNDS = (64 << 20, 1 << 30)  # 64 MiB..1 GiB; 1 GiB is what VLLM_CPU_KVCACHE_SPACE=1 used to give
 CPU_DEFAULT_MAX_NUM_SEQS = 256
 
 
@@ -194,7 +194,6 @@ class GenerationEngine:
         start-up: the import is 8-12 s of a CPU core, which the first run would otherwise wait for on top of the
         engine build (docs/architecture.md, decision 46)."""
         started = time.perf_counter()
-        import vllm  # noqa: F401
         from vllm import LLM, SamplingParams  # noqa: F401
 
         return time.perf_counter() - started

@@ -27,8 +27,8 @@ WARM_MODULES = (
 )
 
 
-def import_training_stack() -> float:
-    """Import what building a TrainingEngine imports; returns the seconds it took. A module a DeepSpeed or
+def import_training_stack() -> None:
+    """Import what building a TrainingEngine imports, and log the seconds it took. A module a DeepSpeed or
     transformers version lacks is skipped: the warm-up only moves work earlier, it changes nothing."""
     started = time.perf_counter()
     import_deepspeed()
@@ -37,6 +37,4 @@ def import_training_stack() -> float:
             importlib.import_module(name)
         except ImportError:
             log.debug("warm-up: %s is not importable here", name, exc_info=True)
-    seconds = time.perf_counter() - started
-    log.info("training stack imported in %.1f s", seconds)
-    return seconds
+    log.info("training stack imported in %.1f s", time.perf_counter() - started)
