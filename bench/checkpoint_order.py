@@ -27,7 +27,7 @@ import torch
 from bench.commit_path import _git_commit, _model
 from semirl.spec import RunSpec
 from semirl.tinymodel.tokenizer import train_tokenizer
-from semirl.trainer.checkpointing import TrainerCheckpoints
+from semirl.trainer.checkpoint_writer import TrainerCheckpoints
 from semirl.trainer.engine import TrainingEngine
 from semirl.trainer.objectives import StepExamples
 from semirl.trainer.pairs import Pair

@@ -41,8 +41,8 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from semirl.core import checkpoints
-from semirl.core.checkpoints import RunCheckpoints, staged_directory, verify
+from semirl.core import checkpoint_store as checkpoints
+from semirl.core.checkpoint_store import RunCheckpoints, staged_directory, verify
 from semirl.generator.__main__ import apply_cpu_env_defaults
 from semirl.generator.engine import EngineConfig, GenerationEngine, Policy, check_policy_dir
 from semirl.tinymodel.tokenizer import train_tokenizer
@@ -73,7 +73,7 @@ def _reload(engine: GenerationEngine, path: Path) -> None:
 
 
 def _write_policy(model: LlamaForCausalLM, store: RunCheckpoints, version: int) -> float:
-    """The trainer's policy write (trainer/checkpointing.py); returns the seconds save_pretrained took."""
+    """The trainer's policy write (trainer/checkpoint_writer.py); returns the seconds save_pretrained took."""
     with staged_directory(store.policy_dir(version), {"run_id": RUN_ID, "version": version}) as staging:
         save_s = _timed(lambda: model.save_pretrained(staging, state_dict=model.state_dict()))
     return save_s

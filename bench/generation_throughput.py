@@ -5,7 +5,7 @@ generated two ways in the same process, on the same `vllm.LLM` engine, alternati
 - raw: `LLM.generate` of the round's prompts with plain `SamplingParams(n, temperature, top_p, max_tokens)`,
   what a user of vLLM alone would run;
 - platform: the round's tasks, built by the controller's own window code, published on the `prompts` stream of
-  a real redis-server and served by a real GeneratorService (its read/serve loop, protobuf, the forward script)
+  a real redis-server and served by a real GeneratorWorker (its read/serve loop, protobuf, the forward script)
   until every group is on `to_verify`.
 Generated tokens per second of each, and their ratio (platform / raw), median over the rounds.
 
@@ -33,9 +33,10 @@ from semirl.core import keys  # noqa: E402
 from semirl.core.redis_server import free_port, start_redis  # noqa: E402
 from semirl.core.runstate import RunRecord, save_run  # noqa: E402
 from semirl.core.streams import publish  # noqa: E402
-from semirl.generator.engine import EngineConfig  # noqa: E402
-from semirl.generator.prompts import engine_prompt  # noqa: E402
-from semirl.generator.service import GeneratorService, prompt_of  # noqa: E402
+from semirl.generator.__main__ import build_generator  # noqa: E402
+from semirl.generator.engine import EngineConfig, engine_prompt  # noqa: E402
+from semirl.generator.loop import GeneratorWorker  # noqa: E402
+from semirl.generator.messages import prompt_of  # noqa: E402
 from semirl.proto import types_pb2  # noqa: E402
 from semirl.spec import RunSpec, parse_run_spec  # noqa: E402
 from semirl.tasks.dataset import load_problems  # noqa: E402
@@ -54,10 +55,10 @@ def demo_spec(setup: Any, steps: int) -> RunSpec:
     return parse_run_spec(body)
 
 
-def raw_round(service: GeneratorService, tasks: list[types_pb2.PromptTask]) -> tuple[int, float]:
+def raw_round(service: GeneratorWorker, tasks: list[types_pb2.PromptTask]) -> tuple[int, float]:
     from vllm import SamplingParams
 
-    llm = service.engine.llm
+    llm = service.engine.engine.llm
     sampling = tasks[0].sampling
     params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                             max_tokens=sampling.max_tokens)
@@ -68,7 +69,7 @@ def raw_round(service: GeneratorService, tasks: list[types_pb2.PromptTask]) -> t
     return sum(len(c.token_ids) for o in outputs for c in o.outputs), seconds
 
 
-def platform_round(service: GeneratorService, tasks: list[types_pb2.PromptTask]) -> tuple[int, float]:
+def platform_round(service: GeneratorWorker, tasks: list[types_pb2.PromptTask]) -> tuple[int, float]:
     client = service.client
     before = client.xlen(keys.TO_VERIFY)
     started = time.perf_counter()
@@ -94,8 +95,8 @@ def main() -> None:
     problems = load_problems(spec.data.train)
     workdir = Path(tempfile.mkdtemp(prefix="semirl-bench-"))
     redis_server = start_redis(workdir / "redis", append_only=False)
-    service = GeneratorService(redis_server.url, free_port(), "bench-gen", model=model,
-                               engine_config=EngineConfig(max_model_len=spec.model.max_model_len))
+    service = build_generator(redis_server.url, free_port(), "bench-gen", model=model,
+                              engine_config=EngineConfig(max_model_len=spec.model.max_model_len))
     record = RunRecord(id="bench-00000000", name="bench", state="running", spec=spec, run_dir=str(workdir))
     save_run(service.client, record)
     rounds: list[dict[str, float]] = []

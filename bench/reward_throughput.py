@@ -33,8 +33,9 @@ from semirl.core.redis_server import free_port, start_redis
 from semirl.core.runstate import RunRecord, save_run
 from semirl.core.streams import PAYLOAD_FIELD, publish
 from semirl.proto import types_pb2
+from semirl.reward.__main__ import build_reward
 from semirl.reward.engine import RewardEngineConfig
-from semirl.reward.service import RewardService
+from semirl.reward.loop import RewardWorker
 from semirl.spec import parse_run_spec
 from semirl.tasks.synthetic import expression_of, make_problems, reference_response, wrong_response
 from semirl.tinymodel.reward_model import perturb
@@ -77,7 +78,7 @@ def raw_scores(model: torch.nn.Module, tokenizer, groups: list[types_pb2.SampleG
     return scores
 
 
-def platform_scores(service: RewardService, groups: list[types_pb2.SampleGroup]) -> tuple[list[float], float]:
+def platform_scores(service: RewardWorker, groups: list[types_pb2.SampleGroup]) -> tuple[list[float], float]:
     target = service.client.xlen(keys.SCORED) + len(groups)
     for group in groups:
         publish(service.client, keys.TO_REWARD, group)
@@ -106,8 +107,8 @@ def main() -> None:
     model = AutoModelForSequenceClassification.from_pretrained(args.model, dtype=torch.float32).eval()
     with tempfile.TemporaryDirectory() as tmp:
         redis_server = start_redis(Path(tmp) / "redis")
-        service = RewardService(redis_server.url, free_port(), "bench-rm",
-                                RewardEngineConfig(model_path=str(args.model), device="cpu"), batch_size=16)
+        service = build_reward(redis_server.url, free_port(), "bench-rm",
+                              RewardEngineConfig(model_path=str(args.model), device="cpu"), batch_size=16)
         spec = parse_run_spec({"name": "bench", "model": {"path": str(args.model)},
                                "data": {"train": {"path": "unused.jsonl"}}, "train": {"steps": 1}})
         save_run(service.client, RunRecord(id=RUN_ID, name="bench", state="running", spec=spec, run_dir=tmp))

@@ -3,7 +3,7 @@
 
 Runs in TRL's own environment (`bash bench/trl_env.sh` makes .venv-trl: CPU torch, TRL, math-verify; no vLLM,
 no DeepSpeed, no semirl install). From semirl it reads only the tiny model's files under .semirl/tiny and two
-pure modules by path: the math-verify scoring (`semirl.verifier.scoring.score_in_process`, the paper's config)
+pure modules by path: the math-verify scoring (`semirl.verifier.engine.score_in_process`, the paper's config)
 and the chat-prompted HF sampler (`semirl.tinymodel.sampling.sample`) for the evaluation.
 
     .venv-trl/bin/python -m bench.trl_peer --trainer online_dpo --params P.json --out bench/results/trl_online_dpo.json
@@ -154,7 +154,7 @@ def held_out_accuracy(policy: Any, tokenizer: Any, params: PeerParams,  # noqa: 
     import torch
 
     from semirl.tinymodel.sampling import sample
-    from semirl.verifier.scoring import score_in_process
+    from semirl.verifier.engine import score_in_process
 
     with torch.random.fork_rng():
         groups = sample(policy, tokenizer, [params.prompt_template.replace("{problem}", r["problem"])
@@ -175,7 +175,7 @@ def run(trainer_name: str, params: PeerParams, workdir: Path) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-    from semirl.verifier.scoring import score_in_process
+    from semirl.verifier.engine import score_in_process
 
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # a warning per answerless sample, as the verifier
     assert not {"vllm", "deepspeed"} & {name.split(".")[0] for name in sys.modules}, "vLLM/DeepSpeed imported"

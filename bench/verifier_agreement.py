@@ -1,7 +1,7 @@
 """Benchmark: does semirl's verifier score like the paper's? Scores each of the MATH-500 reference solutions
 (which end in `\\boxed{answer}`, mostly with LaTeX answers elsewhere too) against its reference answer with
 
-(a) semirl's verifier in LATEX mode (the worker process with its hard timeout, `semirl.verifier.scoring`),
+(a) semirl's verifier in LATEX mode (the worker process with its hard timeout, `semirl.verifier.engine`),
 (b) the reference: fairseq2's MathVerifyVerifier config called directly in this process (math-verify's
     `math_metric`, gold `LatexExtractionConfig()` on `$gold$`, prediction
     `LatexExtractionConfig(boxed_match_priority=0)`, max, precision 6; any exception scores 0),
@@ -36,7 +36,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from semirl.verifier.scoring import AnswerFormat, Scorer
+from semirl.core.wire import AnswerFormat
+from semirl.verifier.engine import Scorer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path("../shared/data/math500.jsonl")

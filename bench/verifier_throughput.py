@@ -46,8 +46,9 @@ from semirl.core.runstate import RunRecord, save_run
 from semirl.core.streams import PAYLOAD_FIELD, publish
 from semirl.proto import types_pb2
 from semirl.spec import parse_run_spec
-from semirl.verifier.scoring import gold_text, paper_metric
-from semirl.verifier.service import VerifierService
+from semirl.verifier.__main__ import build_verifier
+from semirl.verifier.engine import gold_text, paper_metric
+from semirl.verifier.loop import VerifierWorker
 
 T = TypeVar("T")
 DEFAULT_OUT = Path("bench/results/verifier_throughput.json")
@@ -112,19 +113,19 @@ def raw_chunk(groups: list[types_pb2.SampleGroup]) -> list[float]:
     return rewards
 
 
-def publish_chunk(service: VerifierService, groups: list[types_pb2.SampleGroup]) -> int:
+def publish_chunk(service: VerifierWorker, groups: list[types_pb2.SampleGroup]) -> int:
     """Put the groups on `to_verify`; how many ScoredGroups `scored` will then hold."""
     for group in groups:
         publish(service.client, keys.TO_VERIFY, group)
     return service.client.xlen(keys.SCORED) + len(groups)
 
 
-def platform_chunk(service: VerifierService, scored_target: int) -> None:
+def platform_chunk(service: VerifierWorker, scored_target: int) -> None:
     while service.client.xlen(keys.SCORED) < scored_target:
         service.step()
 
 
-def scored_rewards(service: VerifierService, groups: list[types_pb2.SampleGroup]) -> list[float]:
+def scored_rewards(service: VerifierWorker, groups: list[types_pb2.SampleGroup]) -> list[float]:
     entries = service.client.xrevrange(keys.SCORED, count=len(groups))
     by_prompt = {s.group.task.prompt_id: list(s.rewards)
                  for s in (types_pb2.ScoredGroup.FromString(fields[PAYLOAD_FIELD]) for _id, fields in entries)}
@@ -151,7 +152,7 @@ def pin_to_one_core() -> int:
     return core
 
 
-def save_running_run(service: VerifierService, workdir: Path) -> None:
+def save_running_run(service: VerifierWorker, workdir: Path) -> None:
     spec = parse_run_spec({"name": "bench", "model": {"path": "m"}, "data": {"train": {"path": "t.jsonl"}},
                            "train": {"steps": 1}})
     save_run(service.client, RunRecord(id=RUN_ID, name="bench", state="running", spec=spec, run_dir=str(workdir)))
@@ -167,7 +168,7 @@ def run(data: Path, data_arg: Path, prompts: int, rounds_wanted: int) -> dict:
     redis_server = start_redis(workdir / "redis", append_only=False)
     redis_process = psutil.Process(redis_server.process.pid)
     core = pin_to_one_core()  # after redis-server started: only this process and the scoring worker
-    service = VerifierService(redis_server.url, free_port(), "bench-ver")
+    service = build_verifier(redis_server.url, free_port(), "bench-ver")
     rounds: list[dict[str, float]] = []
     try:
         save_running_run(service, workdir)

@@ -251,16 +251,16 @@ def exported_names(registry: CollectorRegistry) -> set[str]:
 def service_registries(client: redis.Redis, store: Path) -> dict[str, CollectorRegistry]:
     """Each service's registry as its entry point serves it, the controller's with an active run that has an
     evaluation (so that every run family is present)."""
+    from semirl.controller.controller import Controller
     from semirl.controller.metrics import ControllerCollector
-    from semirl.controller.scheduler import Controller
     from semirl.core import keys, telemetry
     from semirl.core.runstate import EvalResult, RunRecord, save_run
-    from semirl.generator.service import GeneratorMetrics
-    from semirl.reward.service import RewardMetrics
+    from semirl.generator.metrics import GeneratorMetrics
+    from semirl.reward.metrics import RewardMetrics
     from semirl.spec import parse_run_spec
     from semirl.trainer.metrics import StatusCollector, TrainerMetrics, TrainerStatus
-    from semirl.verifier.scoring import Scorer
-    from semirl.verifier.service import VerifierMetrics
+    from semirl.verifier.engine import Scorer
+    from semirl.verifier.metrics import VerifierMetrics
 
     spec = parse_run_spec({"name": "dashboard", "model": {"path": "m"}, "data": {"train": {"path": "t.jsonl"}},
                            "train": {"steps": 4}})

@@ -19,10 +19,10 @@ from collections.abc import Callable
 import redis
 from google.protobuf import json_format
 
-from semirl.controller.windows import train_prompt_id
 from semirl.core import keys
 from semirl.core.runstate import RunRecord, load_run
 from semirl.core.streams import PAYLOAD_FIELD
+from semirl.core.wire import train_prompt_id
 from semirl.proto import controller_pb2, types_pb2
 
 STAGES = (("generate",), ("verify", "reward"))  # the done sets (keys.done_key(run, stage)), scorers together

@@ -15,7 +15,7 @@ import torch
 from stack_audit import assert_nothing_lost_nothing_twice, step_reports
 
 from semirl.client import ControllerClient
-from semirl.core.checkpoints import RunCheckpoints
+from semirl.core.checkpoint_store import RunCheckpoints
 from semirl.local.stack import LocalStack
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1200)]

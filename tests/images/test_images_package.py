@@ -47,7 +47,7 @@ LEAN_IMPORT_PROBE = textwrap.dedent(
     result = {"error": None, "outside": [], "direct": []}
     try:
         import semirl.controller.__main__, semirl.verifier.__main__, semirl.healthcheck  # noqa
-        import semirl.verifier.scoring  # noqa
+        import semirl.verifier.engine  # noqa
         from math_verify import parse, verify  # noqa: F401  (the verifier imports it lazily, in its worker)
     except ImportError:
         result["error"] = traceback.format_exc()

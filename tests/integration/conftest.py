@@ -12,7 +12,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from semirl.controller.app import create_app
-from semirl.controller.scheduler import Controller
+from semirl.controller.controller import Controller
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from semirl.controller.app import create_app
-from semirl.controller.scheduler import Controller
+from semirl.controller.controller import Controller
 from semirl.core import keys
 from semirl.core.streams import PAYLOAD_FIELD, publish
 from semirl.proto import controller_pb2, types_pb2

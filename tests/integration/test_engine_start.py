@@ -20,7 +20,8 @@ PROBE = textwrap.dedent(
     """
     import gc, json, sys
     from semirl.generator.engine import EngineConfig, GenerationEngine, Policy, Sampling
-    from semirl.generator.prompts import Prompt, PromptFormat
+    from semirl.core.wire import PromptFormat
+    from semirl.generator.engine import Prompt
 
     engine = GenerationEngine(EngineConfig(max_model_len=MAX_MODEL_LEN, extra={"max_num_seqs": MAX_NUM_SEQS}))
     engine.load(Policy(0, sys.argv[1]))

@@ -16,7 +16,7 @@ from service_process import ServiceProcess, running_service
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from semirl.core import keys
-from semirl.core.checkpoints import staged_directory, verify
+from semirl.core.checkpoint_store import staged_directory, verify
 from semirl.core.grpc_server import channel
 from semirl.core.redis_server import EmbeddedRedis
 from semirl.core.streams import publish

@@ -21,6 +21,7 @@ import redis
 from kube_fake import FakeKubeAPI, Pod  # a sibling module (pytest puts this test's folder on sys.path)
 from trainer_harness import wait_for
 
+from semirl.controller.controller import Controller
 from semirl.controller.discovery import (
     EndpointSliceDiscovery,
     RedisDiscovery,
@@ -29,8 +30,7 @@ from semirl.controller.discovery import (
     slice_endpoints,
 )
 from semirl.controller.kubeapi import KubeAPI, KubeConfig
-from semirl.controller.scheduler import Controller
-from semirl.core.checkpoints import RunCheckpoints, staged_directory
+from semirl.core.checkpoint_store import RunCheckpoints, staged_directory
 from semirl.core.grpc_server import ServiceServer
 from semirl.core.runstate import load_run
 from semirl.proto import generator_pb2, generator_pb2_grpc

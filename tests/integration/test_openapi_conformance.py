@@ -30,7 +30,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events, from_schema
 
 from semirl.controller.app import RUN_SPEC_EXAMPLE, create_app
-from semirl.controller.scheduler import Controller
+from semirl.controller.controller import Controller
 
 MAX_EXAMPLES = 25
 TOKEN = "s3cret"
@@ -95,7 +95,7 @@ def test_the_api_conforms_to_its_openapi_schema(
     assert not problems, "\n\n".join(problem[:3000] for problem in dict.fromkeys(problems))
     ran = ("examples", "fuzzing", "stateful") if accepting else ("examples", "coverage", "fuzzing", "stateful")
     assert all(phases[name] == Status.SUCCESS for name in ran), phases
-    created = [run_id for run_id in controller.registry.run_ids() if run_id.startswith(RUN_SPEC_EXAMPLE["name"])]
+    created = [run_id for run_id in controller.run_store.run_ids() if run_id.startswith(RUN_SPEC_EXAMPLE["name"])]
     assert bool(created) == accepting
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from semirl.controller.scheduler import Controller
+from semirl.controller.controller import Controller
 from semirl.core import keys
 from semirl.core.streams import StreamQueue
 from semirl.proto import types_pb2

@@ -12,11 +12,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from semirl.controller.ownership import RUN_ID_FILE
-from semirl.controller.registry import SpecRejected, validate_spec
-from semirl.controller.scheduler import Controller
+from semirl.controller.controller import Controller
+from semirl.controller.submission import SpecRejected, validate_spec
 from semirl.core import keys
-from semirl.core.checkpoints import staged_directory
+from semirl.core.checkpoint_store import staged_directory
+from semirl.core.ownership import RUN_ID_FILE
 
 SUBDIR_LOC = ["body", "checkpoint", "subdir"]
 

@@ -21,7 +21,7 @@ from test_scheduler import (  # noqa: F401 - a sibling module; generator is a fi
 from trainer_harness import wait_for
 
 from semirl.controller.app import create_app
-from semirl.controller.scheduler import Controller
+from semirl.controller.controller import Controller
 from semirl.core import keys
 from semirl.core.grpc_server import ServiceServer
 from semirl.proto import controller_pb2, generator_pb2_grpc

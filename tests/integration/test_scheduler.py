@@ -21,10 +21,10 @@ import pytest
 import redis
 from trainer_harness import wait_for  # a sibling module (pytest puts this test's folder on sys.path)
 
+from semirl.controller.controller import Controller
 from semirl.controller.grpc_api import build_grpc_server
-from semirl.controller.scheduler import Controller
 from semirl.core import keys
-from semirl.core.checkpoints import RunCheckpoints, staged_directory
+from semirl.core.checkpoint_store import RunCheckpoints, staged_directory
 from semirl.core.grpc_server import ServiceServer, channel, check_health
 from semirl.core.redis_server import start_redis
 from semirl.core.runstate import load_run, save_run
@@ -203,7 +203,7 @@ def test_semi_online_windows_wait_for_commits_and_fan_out_reloads(
     # The first step trained on v2 carries the generators' load time of it; steps inside a window do not.
     for step in (2, 3, 4):
         stub.ReportStep(controller_pb2.StepReport(run_id=run_id, step=step, metrics={"loss": 1.0}), timeout=10)
-    metrics = {m["step"]: m for m in controller.registry.metrics(run_id)}
+    metrics = {m["step"]: m for m in controller.run_store.metrics(run_id)}
     assert metrics[3]["reload_s"] == pytest.approx(0.01) and "reload_s" not in metrics[2] | metrics[4]
 
     # A repeated commit (trainer retry) changes nothing.
@@ -245,8 +245,8 @@ def test_a_sync_waits_for_the_evaluation_of_an_older_version_before_it_fans_out(
     controller.tick()
     assert controller.reloads.wait_idle(10)
     assert [(r.run_id, r.policy.version) for r in generator.reloads] == [(run_id, 4)]  # only the newest
-    wait_for(lambda: controller.registry.syncs(run_id)[-1]["reload"] is not None, 10)
-    first, second = controller.registry.syncs(run_id)
+    wait_for(lambda: controller.run_store.syncs(run_id)[-1]["reload"] is not None, 10)
+    first, second = controller.run_store.syncs(run_id)
     assert first["reload"] is None  # replaced before it fanned out
     assert second["policy_version"] == 4 and second["reload"]["ok"] == 1
 

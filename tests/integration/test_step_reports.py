@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 from google.protobuf import json_format
 
-from semirl.controller.scheduler import Controller
+from semirl.controller.controller import Controller
 from semirl.core import keys
 from semirl.core.runstate import load_run
 from semirl.proto import controller_pb2

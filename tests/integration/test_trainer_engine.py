@@ -13,14 +13,14 @@ from service_process import running_service
 from trainer_harness import StandInController, activate, controller_server, redis_url, running_trainer, wait_for
 
 from semirl.core import keys
-from semirl.core.checkpoints import verify
+from semirl.core.checkpoint_store import verify
 from semirl.core.grpc_server import channel
 from semirl.core.runstate import load_run
 from semirl.core.streams import pending_count, publish
 from semirl.proto import controller_pb2, trainer_pb2, trainer_pb2_grpc, types_pb2
 from semirl.spec import RunSpec
-from semirl.trainer.checkpointing import STATE_FILE, TrainerCheckpoints, load_trainer_state
-from semirl.trainer.engine import REFERENCE_DIR, EngineGuardError, TrainingEngine
+from semirl.trainer.checkpoint_writer import TrainerCheckpoints
+from semirl.trainer.engine import REFERENCE_DIR, STATE_FILE, EngineGuardError, TrainingEngine, load_trainer_state
 from semirl.trainer.logprobs import sequence_logps
 from semirl.trainer.objectives import StepExamples
 from semirl.trainer.pairs import Pair

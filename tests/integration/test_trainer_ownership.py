@@ -12,11 +12,12 @@ import pytest
 import redis
 from trainer_harness import StandInController, activate, controller_server, redis_url, running_trainer, wait_for
 
-from semirl.controller.ownership import RUN_ID_FILE
-from semirl.core.checkpoints import MANIFEST, staged_directory
+from semirl.core.checkpoint_store import MANIFEST, staged_directory
+from semirl.core.ownership import RUN_ID_FILE
 from semirl.core.runstate import load_run
 from semirl.spec import RunSpec
-from semirl.trainer.checkpointing import STATE_FILE, TrainerCheckpoints
+from semirl.trainer.checkpoint_writer import TrainerCheckpoints
+from semirl.trainer.engine import STATE_FILE
 
 RUN_ID = "mine-0001"
 OTHER = "other-0001"

@@ -14,12 +14,13 @@ import grpc
 import redis
 
 from semirl.core import keys
-from semirl.core.checkpoints import verify
+from semirl.core.checkpoint_store import verify
 from semirl.core.grpc_server import ServiceServer
 from semirl.core.runstate import RunRecord, load_run, save_run
 from semirl.proto import controller_pb2, controller_pb2_grpc
 from semirl.spec import RunSpec
-from semirl.trainer.service import TrainerService
+from semirl.trainer.__main__ import build_trainer
+from semirl.trainer.loop import TrainerWorker
 
 
 class StandInController(controller_pb2_grpc.ControllerInternalServiceServicer):
@@ -90,9 +91,9 @@ def activate(client: redis.Redis, run_id: str, spec: RunSpec, run_dir: Path, mod
 
 
 @contextmanager
-def running_trainer(url: str, store: Path, controller_port: int, trainer_id: str) -> Iterator[TrainerService]:
+def running_trainer(url: str, store: Path, controller_port: int, trainer_id: str) -> Iterator[TrainerWorker]:
     """The trainer service serving in a thread; stopped (after its current step) and joined on exit."""
-    service = TrainerService(url, store, f"127.0.0.1:{controller_port}", 0, trainer_id, poll_s=0.1, retry_s=0.1)
+    service = build_trainer(url, str(store), f"127.0.0.1:{controller_port}", 0, trainer_id, poll_s=0.1, retry_s=0.1)
     thread = threading.Thread(target=service.serve_forever, daemon=True)
     thread.start()
     try:

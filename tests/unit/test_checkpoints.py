@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from semirl.core import checkpoints
-from semirl.core.checkpoints import CheckpointError, RunCheckpoints, staged_directory, verify
+from semirl.core import checkpoint_store as checkpoints
+from semirl.core.checkpoint_store import CheckpointError, RunCheckpoints, staged_directory, verify
 
 
 def _write_checkpoint(path: Path, payload: bytes = b"weights" * 100, extra: dict | None = None) -> None:

@@ -79,6 +79,8 @@ def test_reward_model_sets_report_the_mean_score_and_the_score_per_token() -> No
                        [rm([2.0, 1.0, 0.5, 0.5], tokens=2), rm([4.0, 4.0], tokens=8)])
     assert result.mean_score == pytest.approx(12.0 / 6)
     assert result.mean_score_per_token == pytest.approx((4.0 / 2 + 8.0 / 8) / 6)
-    assert result.accuracy == pytest.approx((4.0 / 4 + 8.0 / 4) / 2)  # a missing sample scores 0
+    # Accuracy counts samples above the threshold training uses (core/rewards.py), a missing one as wrong: 2 of 4
+    # (0.5 is not above it) and 2 of 4.
+    assert result.accuracy == pytest.approx((2 / 4 + 2 / 4) / 2)
     verifier = summarize(2, "math", 2, ROUND, _outcomes([1, 1, 1, 1]))
     assert verifier.mean_score is None and verifier.mean_score_per_token is None

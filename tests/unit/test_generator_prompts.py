@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from transformers import PreTrainedTokenizerFast
 
-from semirl.generator.engine import GenerationEngine, Sampling
-from semirl.generator.prompts import Prompt, PromptError, PromptFormat, chat_token_ids, engine_prompt
-from semirl.generator.service import prompt_format_from_proto, prompt_of
+from semirl.core.chat import PromptError, chat_token_ids
+from semirl.core.wire import PromptFormat, prompt_format_of
+from semirl.generator.engine import GenerationEngine, Prompt, Sampling, engine_prompt
+from semirl.generator.messages import prompt_of
 from semirl.proto import types_pb2
 from semirl.tinymodel.tokenizer import train_tokenizer
 
@@ -70,9 +71,9 @@ def test_a_template_that_refuses_the_conversation_is_a_prompt_error(plain_tokeni
 
 
 def test_task_prompt_format_unspecified_means_raw() -> None:
-    assert prompt_format_from_proto(types_pb2.PROMPT_FORMAT_UNSPECIFIED) is PromptFormat.RAW
-    assert prompt_format_from_proto(types_pb2.PROMPT_FORMAT_RAW) is PromptFormat.RAW
-    assert prompt_format_from_proto(types_pb2.PROMPT_FORMAT_CHAT) is PromptFormat.CHAT
+    assert prompt_format_of(types_pb2.PromptTask(prompt_format=types_pb2.PROMPT_FORMAT_UNSPECIFIED)) is PromptFormat.RAW
+    assert prompt_format_of(types_pb2.PromptTask(prompt_format=types_pb2.PROMPT_FORMAT_RAW)) is PromptFormat.RAW
+    assert prompt_format_of(types_pb2.PromptTask(prompt_format=types_pb2.PROMPT_FORMAT_CHAT)) is PromptFormat.CHAT
     task = types_pb2.PromptTask(prompt=TEXT, prompt_format=types_pb2.PROMPT_FORMAT_CHAT)
     assert prompt_of(task) == Prompt(TEXT, PromptFormat.CHAT)
 

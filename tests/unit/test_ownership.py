@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from semirl.controller.ownership import (
+from semirl.core import keys
+from semirl.core.checkpoint_store import staged_directory
+from semirl.core.ownership import (
     RUN_ID_FILE,
     DirectoryTaken,
     check_subdir,
@@ -17,8 +19,6 @@ from semirl.controller.ownership import (
     recorded_run_dirs,
     run_dir_problem,
 )
-from semirl.core import keys
-from semirl.core.checkpoints import staged_directory
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import redis
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
+from semirl.controller.controller import Controller
 from semirl.controller.fanout import ReloadOutcome
 from semirl.controller.metrics import ControllerCollector
-from semirl.controller.scheduler import Controller
 from semirl.core import keys, telemetry
 from semirl.core.redis_server import free_port, start_redis
 from semirl.core.runstate import load_run, save_run
@@ -119,9 +119,10 @@ def test_extra_collectors_are_added_and_removed_on_close() -> None:
 
 def test_service_metric_sets_are_isolated_per_instance() -> None:
     from semirl.generator.engine import Generated
-    from semirl.generator.service import GeneratorMetrics
-    from semirl.verifier.scoring import Scorer
-    from semirl.verifier.service import VerifierMetrics, outcome
+    from semirl.generator.metrics import GeneratorMetrics
+    from semirl.verifier.engine import Scorer
+    from semirl.verifier.loop import outcome
+    from semirl.verifier.metrics import VerifierMetrics
 
     first, second = GeneratorMetrics(), GeneratorMetrics()  # no "Duplicated timeseries": separate registries
     samples = [Generated("a", [5, 6], [-0.1, -0.2], "stop"), Generated("b", [7], [-1.0], "length")]

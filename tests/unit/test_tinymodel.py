@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
-from semirl.generator.prompts import chat_token_ids
+from semirl.core.chat import chat_token_ids
 from semirl.tasks.synthetic import make_problems, reference_response
 from semirl.tinymodel.build import TinyParams, TinySetup, build_tiny_setup
 from semirl.tinymodel.sampling import boxed_answer, is_correct, left_padded

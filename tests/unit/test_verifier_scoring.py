@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from semirl.core.wire import AnswerFormat
+from semirl.core.wire import answer_format_of as answer_format
 from semirl.proto import types_pb2
-from semirl.verifier import scoring
-from semirl.verifier.scoring import AnswerFormat, Scorer, boxed_only, gold_text, score_in_process
-from semirl.verifier.service import answer_format
+from semirl.verifier import engine as scoring
+from semirl.verifier.engine import Scorer, boxed_only, gold_text, score_in_process
 
 LATEX, BOXED = AnswerFormat.LATEX, AnswerFormat.BOXED
 # sympy evaluates this power tower exactly: minutes of C-level big-integer work that SIGALRM cannot stop.

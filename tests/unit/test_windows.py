@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from semirl.controller.windows import build_eval_tasks, build_window_tasks, task_seed
+from semirl.controller.windows import build_eval_tasks, build_window_tasks
+from semirl.core.wire import task_seed
 from semirl.proto import types_pb2
 from semirl.spec import RunSpec, parse_run_spec
 from semirl.tasks.dataset import Problem

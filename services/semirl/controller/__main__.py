@@ -14,10 +14,10 @@ from semirl.core import telemetry
 from semirl.core.redis_client import connect
 
 from .app import create_app
+from .controller import Controller
 from .discovery import discovery_from_env
 from .grpc_api import build_grpc_server
 from .metrics import ControllerCollector
-from .scheduler import Controller
 
 log = logging.getLogger("semirl.controller")
 

@@ -28,8 +28,8 @@ from semirl.core import keys
 from semirl.core.runstate import RunRecord, RunRecordUnreadable
 from semirl.spec import MAX_STEPS, RunSpec
 
-from .registry import SpecRejected, decode_body, validate_spec
-from .scheduler import Controller
+from .controller import Controller
+from .submission import SpecRejected, decode_body, validate_spec
 from .views import Health, NotReady, Problem, RunList, RunStatus, RunView, ServicesView, SpecErrors, WeightSync
 
 # The demo's spec (examples/tiny-math-dpo.yaml) cut to what a spec needs; paths are the controller's.
@@ -59,7 +59,7 @@ TOO_LARGE = {413: {"model": Problem,
 MAX_BODY_BYTES = 1 << 20
 MAX_ERRORS = 50
 MAX_ERROR_CHARS = 500
-RUN_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")  # what registry.create makes: <name>-<hex>
+RUN_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")  # what RunStore.create makes: <name>-<hex>
 STATIC = Path(__file__).with_name("static")
 ASSETS_PLACEHOLDER = "{assets}"  # in index.html: where its CSS and scripts are, relative to the page's route
 # The pages load only their own scripts and styles and read only this origin's API.
@@ -136,7 +136,7 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
     def found(run_id: str) -> RunRecord:
         known_form(run_id)
         try:
-            record = controller.registry.get(run_id)
+            record = controller.run_store.get(run_id)
         except RunRecordUnreadable as err:
             raise HTTPException(status_code=409, detail=f"{err}; the run counts as failed") from err
         if record is None:
@@ -144,7 +144,7 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
         return record
 
     def known_form(run_id: str) -> None:
-        """An id registry.create could not have made (e.g. `x:eval`, which would address another Redis key) is
+        """An id RunStore.create could not have made (e.g. `x:eval`, which would address another Redis key) is
         unknown: 404, never a lookup."""
         if not RUN_ID.match(run_id):
             raise HTTPException(status_code=404, detail="unknown run (not a run id)")
@@ -187,7 +187,7 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
         try:
             # Parsing and validating are CPU work: off the event loop, so /healthz and reads keep answering.
             data = await run_in_threadpool(decode_body, body, request.headers.get("content-type"))
-            spec = await run_in_threadpool(validate_spec, data, controller.registry.store)
+            spec = await run_in_threadpool(validate_spec, data, controller.run_store.store)
             # Creating the run claims its directory, which can still clash (a run submitted meanwhile): 422 too.
             record = await run_in_threadpool(controller.submit, spec)
         except SpecRejected as rejected:
@@ -197,7 +197,7 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
     @app.get("/v1/runs", response_model=RunList)
     def list_runs() -> dict[str, list[dict[str, Any]]]:
         """Every run in submission order; a run whose stored record does not load is listed as failed."""
-        return {"runs": [_summary(entry) for entry in controller.registry.runs()]}
+        return {"runs": [_summary(entry) for entry in controller.run_store.runs()]}
 
     @app.get("/v1/runs/{run_id}", response_model=RunView, responses={**UNKNOWN_RUN, **UNREADABLE_RUN})
     def get_run(run_id: str) -> dict[str, Any]:
@@ -215,13 +215,13 @@ def create_app(controller: Controller, *, api_token: str | None = None) -> FastA
     def get_metrics(run_id: str, since: Annotated[int, since_query("steps' entries")] = 0) -> list[dict[str, Any]]:
         """The trainer's metrics of every step, in step order (entry i is step i + 1; a resumed trainer's replay
         replaces the entries of the steps it trains again)."""
-        return controller.registry.metrics(stored(run_id), since)
+        return controller.run_store.metrics(stored(run_id), since)
 
     @app.get("/v1/runs/{run_id}/syncs", response_model=list[WeightSync], responses=UNKNOWN_RUN)
     def get_syncs(run_id: str, since: Annotated[int, since_query("syncs")] = 0) -> list[dict[str, Any]]:
         """The run's weight syncs, oldest first: each version sent to the generators and how its Reload went
         (filled in once every generator has answered, so a client following the run re-reads the newest few)."""
-        return controller.registry.syncs(stored(run_id), since)
+        return controller.run_store.syncs(stored(run_id), since)
 
     @app.post("/v1/runs/{run_id}/cancel", response_model=RunStatus, responses={**needs_token, **UNKNOWN_RUN},
               **guarded)
@@ -273,7 +273,7 @@ async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
 
 def _summary(entry: RunRecord | RunRecordUnreadable) -> dict[str, Any]:
     if isinstance(entry, RunRecordUnreadable):
-        # Run ids are "<name>-<8 hex>" (Registry.create), so the name survives a record that does not load.
+        # Run ids are "<name>-<8 hex>" (RunStore.create), so the name survives a record that does not load.
         return {"id": entry.run_id, "name": entry.run_id.rsplit("-", 1)[0], "state": "failed", "step": 0,
                 "policy_version": 0, "created_at": None, "error": str(entry)}
     return {"id": entry.id, "name": entry.name, "state": entry.state, "step": entry.step,

@@ -1,8 +1,10 @@
 """Scoring evaluation rounds (pure functions; no Redis): scored groups in, one EvalResult per set and step out.
 
-The denominator is honest: always prompts x samples asked. A prompt whose generation failed or came back short
-(decision 10: a task that can never be served yields a group with no samples) counts its missing samples as
-wrong instead of leaving the round or shrinking the denominator.
+Accuracy is the fraction of samples asked that are correct, "correct" as training decides it (core/rewards.py); a
+reward-model set also reports its mean score and score per token. The denominator is honest: always prompts x
+samples asked. A prompt whose generation failed or came back short (decision 10: a task that can never be served
+yields a group with no samples) counts its missing samples as wrong instead of leaving the round or shrinking the
+denominator.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 
+from semirl.core.rewards import is_correct, scored_by_reward_model
 from semirl.core.runstate import EvalResult
 from semirl.proto import types_pb2
 
@@ -40,7 +43,8 @@ class PromptOutcome(BaseModel):
     policy_version: int      # the version that actually produced the samples
     asked: int               # samples asked for
     scored: int              # samples that came back and were scored, at most `asked`
-    correct: float           # sum of the rewards of those samples
+    correct: float           # how many of those samples are correct (core/rewards.py's is_correct)
+    score: float = 0.0       # sum of the rewards of those samples
     tokens: int              # response tokens of those samples
     reward_model: bool = False       # scored by the reward model (rewards are scores, not 1/0)
     score_per_token: float = 0.0     # sum over those samples of reward ÷ response tokens
@@ -57,9 +61,10 @@ def outcome_of(scored: types_pb2.ScoredGroup) -> PromptOutcome:
         policy_version=int(scored.group.policy_version),
         asked=asked,
         scored=len(rewards),
-        correct=float(sum(rewards)),
+        correct=float(sum(is_correct(r) for r in rewards)),
+        score=float(sum(rewards)),
         tokens=sum(len(sample.token_ids) for sample in samples),
-        reward_model=task.reward_source == types_pb2.REWARD_SOURCE_REWARD_MODEL,
+        reward_model=scored_by_reward_model(task),
         score_per_token=sum(r / max(1, len(sample.token_ids)) for r, sample in zip(rewards, samples, strict=True)),
     )
 
@@ -97,5 +102,5 @@ def _reward_model_scores(outcomes: list[PromptOutcome], scored: int) -> dict[str
     count = sum(o.scored for o in graded)
     if not graded or not count:
         return {}
-    return {"mean_score": sum(o.correct for o in graded) / count,
+    return {"mean_score": sum(o.score for o in graded) / count,
             "mean_score_per_token": sum(o.score_per_token for o in graded) / count}

@@ -16,7 +16,7 @@ import redis
 from semirl.core.grpc_server import ServiceServer
 from semirl.proto import controller_pb2, controller_pb2_grpc
 
-from .scheduler import Controller
+from .controller import Controller
 
 SERVICE_NAME = "semirl.v1.ControllerInternalService"
 

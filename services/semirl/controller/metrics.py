@@ -39,7 +39,7 @@ from semirl.core import keys
 from semirl.core.runstate import RunRecord, active_run_id, load_run
 
 if TYPE_CHECKING:
-    from .scheduler import Controller
+    from .controller import Controller
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ControllerCollector(Collector):
     # --- the parts (each all-or-nothing) ----------------------------------------------------------------
 
     def _queues(self) -> list[Metric]:
-        depths = self.controller.registry.queue_depths()
+        depths = self.controller.run_store.queue_depths()
         families = {
             name: GaugeMetricFamily(f"semirl_queue_{name}", help_text, labels=["stream"])
             for name, help_text in (
@@ -94,7 +94,7 @@ class ControllerCollector(Collector):
 
     def _runs(self) -> list[Metric]:
         client = self.controller.client
-        run_ids = self.controller.registry.run_ids()
+        run_ids = self.controller.run_store.run_ids()
         states: Counter[str] = Counter({state: 0 for state in RUN_STATES})
         for start in range(0, len(run_ids), _MGET_CHUNK):
             chunk = run_ids[start:start + _MGET_CHUNK]

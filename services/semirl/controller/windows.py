@@ -4,39 +4,18 @@ Window w holds the tasks of trainer steps `spec.window_steps(w)`; every task of 
 v(t) = spec.policy_version_for_step(t) (docs/architecture.md, the sync rule). Asynchronous runs
 (sync.max_staleness) instead carry the newest committed version at release and, as `oldest_policy`, the oldest
 version step t accepts: a generator serves them with whatever version of the run it holds within that range.
-Task ids are the idempotency keys of every stage downstream: "t{step}-{slot}" for training,
-"e{step}-{set}-{index}" for evaluation (set names are unique in a spec, so ids are unique across sets and rounds).
+Task ids (core/wire.py) are the idempotency keys of every stage downstream.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 
+from semirl.core.rewards import REWARD_SOURCES
+from semirl.core.wire import ANSWER_FORMATS, PROMPT_FORMATS, eval_prompt_id, task_seed, train_prompt_id
 from semirl.proto import types_pb2
 from semirl.spec import DatasetSpec, RunSpec
 from semirl.tasks.dataset import Problem, ProblemSchedule, format_prompt
-
-REWARD_SOURCES = {
-    "verifier": types_pb2.REWARD_SOURCE_VERIFIER,
-    "reward_model": types_pb2.REWARD_SOURCE_REWARD_MODEL,
-}
-PROMPT_FORMATS = {"chat": types_pb2.PROMPT_FORMAT_CHAT, "raw": types_pb2.PROMPT_FORMAT_RAW}
-ANSWER_FORMATS = {"latex": types_pb2.ANSWER_FORMAT_LATEX, "boxed": types_pb2.ANSWER_FORMAT_BOXED}
-
-
-def task_seed(train_seed: int, key: str) -> int:
-    """A deterministic, non-zero 63-bit sampling seed for (train.seed, key); 0 would mean unseeded."""
-    digest = hashlib.sha256(f"{train_seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1) or 1
-
-
-def train_prompt_id(step: int, slot: int) -> str:
-    return f"t{step}-{slot}"
-
-
-def eval_prompt_id(step: int, eval_set: str, index: int) -> str:
-    return f"e{step}-{eval_set}-{index}"
 
 
 def build_window_tasks(

@@ -40,10 +40,11 @@ import socket  # noqa: E402
 import sys  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
 
-from semirl.core.lifecycle import add_worker_arguments, configure_logging, serve_until_stopped  # noqa: E402
+from semirl.core.worker import add_worker_arguments, configure_logging, serve_until_stopped  # noqa: E402
 
 if TYPE_CHECKING:
     from semirl.generator.engine import EngineConfig
+    from semirl.generator.loop import GeneratorWorker
 
 CPU_ENV_DEFAULTS = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -145,21 +146,40 @@ def engine_config(args: argparse.Namespace, gpus: int) -> EngineConfig:
                         seed=args.seed, extra=vllm_options(args))
 
 
+def build_generator(redis_url: str, grpc_port: int, generator_id: str, *, advertise_host: str = "127.0.0.1",
+                    model: str | None = None, engine_config: EngineConfig | None = None,
+                    batch_size: int = 64) -> GeneratorWorker:
+    """The generator worker with its servicer, around one engine they share (generator/shared_engine.py).
+
+    Imported here, not at the top: the CPU defaults above must be in the environment before vLLM is imported."""
+    from semirl.core.redis_client import connect
+    from semirl.generator.engine import EngineConfig, GenerationEngine
+    from semirl.generator.grpc_api import GeneratorServicer
+    from semirl.generator.loop import GeneratorWorker
+    from semirl.generator.metrics import GeneratorMetrics
+    from semirl.generator.policies import RunPolicies
+    from semirl.generator.shared_engine import SharedEngine
+    from semirl.proto import generator_pb2_grpc
+
+    client = connect(redis_url)
+    config = engine_config or EngineConfig()
+    engine = SharedEngine(GenerationEngine(config), config, RunPolicies(client), GeneratorMetrics())
+    worker = GeneratorWorker(client, generator_id, engine, grpc_port=grpc_port, advertise_host=advertise_host,
+                             model=model, batch_size=batch_size)
+    worker.server.add(generator_pb2_grpc.add_GeneratorServiceServicer_to_server,
+                      GeneratorServicer(engine, generator_id))
+    return worker
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level, "generator")
     gpus = apply_cpu_env_defaults()
     config = engine_config(args, gpus)
     apply_eager_cpu_defaults(config, gpus)
-    from semirl.generator.service import GeneratorService
-
-    service = GeneratorService(
-        args.redis_url, args.grpc_port, args.generator_id,
-        advertise_host=args.advertise_host, model=args.model, batch_size=args.batch_size,
-        engine_config=config,
-    )
-
-    return serve_until_stopped(service, args.metrics_port, "batch")
+    worker = build_generator(args.redis_url, args.grpc_port, args.generator_id, advertise_host=args.advertise_host,
+                             model=args.model, batch_size=args.batch_size, engine_config=config)
+    return serve_until_stopped(worker, args.metrics_port)
 
 
 if __name__ == "__main__":

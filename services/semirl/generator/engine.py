@@ -11,10 +11,11 @@ Loading a policy (docs/architecture.md, checkpoints; decisions 4 and 24):
   accepted) in checkpoint format. The prefix cache is reset afterwards: its blocks hold KV of the old weights;
 - any other architecture (or a different dtype / context length): rebuild the engine.
 
-Prompts reach vLLM as generator/prompts.py renders them with the engine's tokenizer: a chat prompt as the token
-ids of the chat template, a raw one as text.
+Prompts reach vLLM as `engine_prompt` renders them with the engine's tokenizer: a CHAT prompt as the token ids of
+the chat template (core/chat.py: nothing added, so a template that starts with BOS yields one), a RAW one as text
+that vLLM tokenizes (adding BOS as the tokenizer does).
 
-Not thread-safe by design: the caller (the generator service) serializes every call with one lock.
+Not thread-safe by design: the caller (generator/shared_engine.py) serializes every call with one lock.
 """
 
 from __future__ import annotations
@@ -28,12 +29,29 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from semirl.core.checkpoints import MANIFEST, CheckpointError, check_complete, verify
-from semirl.generator.prompts import Prompt, PromptError, engine_prompt
+from semirl.core.chat import PromptError, chat_token_ids
+from semirl.core.checkpoint_store import MANIFEST, CheckpointError, check_complete, verify
+from semirl.core.wire import PromptFormat
+
+if TYPE_CHECKING:
+    from vllm.inputs import TextPrompt, TokensPrompt
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    format: PromptFormat = PromptFormat.RAW
+
+
+def engine_prompt(tokenizer: Any, prompt: Prompt) -> TextPrompt | TokensPrompt:
+    """What vLLM's `LLM.generate` is given for `prompt` (raises PromptError when it cannot be rendered)."""
+    if prompt.format is PromptFormat.CHAT:
+        return {"prompt_token_ids": chat_token_ids(tokenizer, prompt.text)}
+    return {"prompt": prompt.text}
 
 ARCH_FIELDS = (
     "model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -85,6 +103,20 @@ class LoadResult:
 # An in-place reload keeps the engine's tokenizer: a policy whose tokenizer or chat template differs needs a rebuild.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
                    "tokenizer.model", "vocab.json", "merges.txt", "special_tokens_map.json")
+
+
+def is_prompt_rejection(err: BaseException) -> bool:
+    """Whether vLLM refused the request itself (a prompt too long, bad parameters): retrying cannot help.
+
+    The engine maps ValueError to PromptError, but newer vLLM raises VLLMClientError (not a ValueError).
+    """
+    if isinstance(err, PromptError):
+        return True
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:
+        return False
+    return isinstance(err, VLLMClientError)
 
 
 def tokenizer_digest(path: str | Path) -> str:

@@ -1,41 +1,38 @@
-"""GeneratorService over gRPC: Generate (the direct path), Reload and Status, all on the service's engine."""
+"""The generator's gRPC servicer: Generate (the direct path), Reload and Status, all on the shared engine."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import grpc
 
-from semirl.core.checkpoints import CheckpointError
+from semirl.core.chat import PromptError
+from semirl.core.checkpoint_store import CheckpointError
 from semirl.generator.engine import Policy
-from semirl.generator.prompts import PromptError
+from semirl.generator.messages import prompt_of, sample_group, sampling_from_proto
+from semirl.generator.shared_engine import SharedEngine
 from semirl.proto import generator_pb2, generator_pb2_grpc, types_pb2
-
-if TYPE_CHECKING:
-    from semirl.generator.service import GeneratorService
 
 log = logging.getLogger(__name__)
 
 
 class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
-    def __init__(self, service: GeneratorService) -> None:
-        self.service = service
+    def __init__(self, engine: SharedEngine, generator_id: str) -> None:
+        self.engine = engine
+        self.generator_id = generator_id
 
     def Generate(self, request: generator_pb2.GenerateRequest, context: grpc.ServicerContext):  # noqa: N802
-        from semirl.generator.service import prompt_of, sample_group, sampling_from_proto
-
-        service = self.service
+        engine = self.engine
         sampling = sampling_from_proto(request.sampling)
         # GenerateRequest has no prompt format: its prompts are raw text (PromptTask's UNSPECIFIED).
         tasks = [types_pb2.PromptTask(prompt=prompt, sampling=request.sampling) for prompt in request.prompts]
         started = time.perf_counter()
-        with service.lock:
+        with engine.lock:
             try:
                 if request.policy.path:
-                    service.load(Policy(request.policy.version, request.policy.path))
-                version, results = service.generate([prompt_of(task) for task in tasks], [sampling] * len(tasks))
+                    engine.load(Policy(request.policy.version, request.policy.path))
+                version, results = engine.generate([prompt_of(task) for task in tasks], [sampling] * len(tasks))
             except CheckpointError as err:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot load policy: {err}")
             except PromptError as err:
@@ -46,16 +43,14 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         response = generator_pb2.GenerateResponse()
         for task, (prompt_token_ids, samples) in zip(tasks, results, strict=True):
             task.policy.version = version
-            response.groups.append(
-                sample_group(task, prompt_token_ids, samples, version, service.generator_id, seconds)
-            )
+            response.groups.append(sample_group(task, prompt_token_ids, samples, version, self.generator_id, seconds))
         return response
 
     def Reload(self, request: generator_pb2.ReloadRequest, context: grpc.ServicerContext):  # noqa: N802
         if not request.policy.path:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "policy.path is required")
         try:
-            result = self.service.load(Policy(request.policy.version, request.policy.path), request.run_id)
+            result = self.engine.load(Policy(request.policy.version, request.policy.path), request.run_id)
         except CheckpointError as err:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot load policy: {err}")
         except Exception as err:  # noqa: BLE001
@@ -64,8 +59,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         log.info("Reload v%d: %s in %.2f s", result.version, result.mode, result.seconds)
         return generator_pb2.ReloadResponse(
             policy_version=result.version, seconds=result.seconds, reloaded=result.reloaded,
-            load_seconds=self.service.engine.load_seconds,
+            load_seconds=self.engine.engine.load_seconds,
         )
 
     def Status(self, request: generator_pb2.GeneratorStatusRequest, context: grpc.ServicerContext):  # noqa: N802
-        return self.service.status()
+        return self.engine.status(self.generator_id)

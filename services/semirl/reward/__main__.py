@@ -7,9 +7,13 @@ import os
 import socket
 import sys
 
-from semirl.core.lifecycle import add_worker_arguments, configure_logging, serve_until_stopped
-from semirl.reward.engine import RewardEngineConfig
-from semirl.reward.service import RewardService
+from semirl.core.redis_client import connect
+from semirl.core.worker import add_worker_arguments, configure_logging, serve_until_stopped
+from semirl.proto import reward_pb2_grpc
+from semirl.reward.engine import RewardEngine, RewardEngineConfig
+from semirl.reward.grpc_api import RewardServicer
+from semirl.reward.loop import RewardWorker
+from semirl.reward.metrics import RewardMetrics
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,15 +40,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def build_reward(redis_url: str, grpc_port: int, reward_id: str, config: RewardEngineConfig, *,
+                 advertise_host: str = "127.0.0.1", batch_size: int = 16) -> RewardWorker:
+    """The reward worker with its servicer: the Score RPC and the stream loop share one model behind one lock."""
+    metrics = RewardMetrics()
+    worker = RewardWorker(connect(redis_url), reward_id, RewardEngine(config), metrics, grpc_port=grpc_port,
+                          batch_size=batch_size, advertise_host=advertise_host)
+    worker.server.add(reward_pb2_grpc.add_RewardServiceServicer_to_server,
+                      RewardServicer(worker.score_pairs, metrics, config.model_path))
+    return worker
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level, "reward")
     config = RewardEngineConfig(model_path=args.model, dtype=args.dtype, max_length=args.max_length,
                                 score_token=args.score_token, prompt_format=args.prompt_format,
                                 max_batch_tokens=args.max_batch_tokens)
-    service = RewardService(args.redis_url, args.grpc_port, args.reward_id, config,
-                            advertise_host=args.advertise_host)
-    return serve_until_stopped(service, args.metrics_port, "batch")
+    worker = build_reward(args.redis_url, args.grpc_port, args.reward_id, config, advertise_host=args.advertise_host)
+    return serve_until_stopped(worker, args.metrics_port)
 
 
 if __name__ == "__main__":

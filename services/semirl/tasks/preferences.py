@@ -112,7 +112,7 @@ def preference_group(preference: Preference, tokenizer: Any, *, prompt_id: str, 
     """The row as a scored group of two samples (chosen: reward 1, rejected: 0), tokenized as the generator and
     the tiny model's SFT do: the prompt rendered by the chat template (or the raw text), each response's tokens
     plus EOS. Responses are cut to fit `max_model_len`; a prompt that fills it leaves empty samples (skipped)."""
-    from semirl.generator.prompts import chat_token_ids
+    from semirl.core.chat import chat_token_ids
 
     if chat:
         prompt_ids = chat_token_ids(tokenizer, preference.messages())

@@ -10,7 +10,7 @@ import re
 import torch
 from transformers import GenerationConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from semirl.generator.prompts import chat_token_ids
+from semirl.core.chat import chat_token_ids
 
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 

@@ -1,6 +1,6 @@
 """Deterministic supervised warm start on (prompt, response) pairs: loss on response tokens only.
 
-Prompts are encoded as the generator encodes a chat task (generator/prompts.py), so the seed learns from exactly
+Prompts are encoded as the generator encodes a chat task (core/chat.py), so the seed learns from exactly
 the token ids it will be prompted with.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
-from semirl.generator.prompts import chat_token_ids
+from semirl.core.chat import chat_token_ids
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """A byte-level BPE tokenizer trained on the task text; digits stay single tokens so arithmetic is learnable.
 
 It carries a small Llama-3-like chat template, so the demo prompts the tiny model exactly as the 8B examples
-prompt an Instruct model (generator/prompts.py): `<bos>`, then per turn
+prompt an Instruct model (core/chat.py): `<bos>`, then per turn
 `<|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<eos>`, then the generation prompt
 `<|start_header_id|>assistant<|end_header_id|>\\n\\n`. `<eos>` ends a turn (Llama-3's `<|eot_id|>`), so the
 model has one stop token.

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
 
 from semirl.core.grpc_server import ServiceServer
-from semirl.core.lifecycle import add_worker_arguments, configure_logging, serve_until_stopped
+from semirl.core.worker import add_worker_arguments, configure_logging, serve_until_stopped
+from semirl.proto import trainer_pb2_grpc
 from semirl.trainer.distributed import RankGroup, join_trainer_group
+from semirl.trainer.grpc_api import StatusServicer
 from semirl.trainer.launcher import launch_local_ranks
+from semirl.trainer.loop import TrainerWorker
 from semirl.trainer.ranks import follow
-from semirl.trainer.service import TrainerService
 from semirl.trainer.topology import TopologyError, check_devices, topology_from_env
 from semirl.trainer.warmup import import_training_stack
 
@@ -45,6 +46,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def build_trainer(redis_url: str, store: str, controller: str, grpc_port: int, trainer_id: str, *,
+                  poll_s: float = 1.0, retry_s: float = 10.0, advertise_host: str = "127.0.0.1",
+                  ranks: RankGroup | None = None) -> TrainerWorker:
+    """Rank 0's worker with its Status servicer."""
+    worker = TrainerWorker(redis_url, store, controller, grpc_port, trainer_id, poll_s=poll_s, retry_s=retry_s,
+                           advertise_host=advertise_host, ranks=ranks)
+    worker.server.add(trainer_pb2_grpc.add_TrainerServiceServicer_to_server, StatusServicer(worker.status))
+    return worker
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     topology = topology_from_env()
@@ -61,11 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     ranks = join_trainer_group()
     if not ranks.is_driver:
         return _follow(ranks, args.grpc_port if os.environ.get("LOCAL_RANK", "0") == "0" else None)
-    service = TrainerService(args.redis_url, args.store, args.controller, args.grpc_port, args.trainer_id,
-                             advertise_host=args.advertise_host, ranks=ranks)
-
-    logging.getLogger(__name__).info("trainer %s serving gRPC on :%d", args.trainer_id, service.port)
-    return serve_until_stopped(service, args.metrics_port, "step")
+    worker = build_trainer(args.redis_url, args.store, args.controller, args.grpc_port, args.trainer_id,
+                           advertise_host=args.advertise_host, ranks=ranks)
+    return serve_until_stopped(worker, args.metrics_port)
 
 
 def _follow(ranks: RankGroup, health_port: int | None) -> int:

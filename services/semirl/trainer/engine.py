@@ -22,6 +22,7 @@ from `train.gradient_checkpointing`.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import math
 import time
@@ -39,6 +40,7 @@ from semirl.trainer.objectives import Objective, StepExamples, objective_for
 log = logging.getLogger(__name__)
 
 DS_CHECKPOINT_DIR = "deepspeed"
+STATE_FILE = "trainer_state.json"  # beside the DeepSpeed state: what the run loop needs to resume
 DS_CHECKPOINT_TAG = "state"
 REFERENCE_DIR = "reference"          # reference weights, written only when they are neither the seed nor the policy
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -367,3 +369,10 @@ class TrainingEngine:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def load_trainer_state(engine: TrainingEngine, directory: Path) -> dict[str, Any]:
+    """Restore `engine` from a trainer checkpoint directory (rank 0 verified its manifest before)."""
+    state = json.loads((directory / STATE_FILE).read_text())
+    engine.load_state(directory, state)
+    return state

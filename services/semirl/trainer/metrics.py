@@ -17,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from semirl.core import telemetry
+from semirl.core.worker import WorkerMetrics
 from semirl.proto import trainer_pb2
 
 
@@ -71,11 +72,13 @@ STEP_GAUGES = {
 }
 
 
-class TrainerMetrics:
-    """The trainer's Prometheus metrics, in their own registry (core/telemetry.py)."""
+class TrainerMetrics(WorkerMetrics):
+    """The trainer's Prometheus metrics, in their own registry (core/telemetry.py); `dropped{reason}` counts groups
+    acked without training (trainer/intake.py: stale, wrong_version, duplicate, other_run, eval, ...)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else telemetry.new_registry()
+        super().__init__("trainer", "groups", "Groups acked without training (stale, wrong_version, duplicate, "
+                         "other_run, eval, ...)", registry, reasons=())
         r = self.registry
         buckets = telemetry.SECONDS_BUCKETS
         self.steps = PromCounter("semirl_trainer_steps", "Trainer steps trained", registry=r)
@@ -93,8 +96,6 @@ class TrainerMetrics:
                                           registry=r)
         self.groups_skipped = PromCounter("semirl_trainer_groups_skipped", "Groups of a step that gave no pair "
                                           "(e.g. all correct, all wrong)", ["reason"], registry=r)
-        self.groups_dropped = PromCounter("semirl_trainer_groups_dropped", "Groups acked without training (stale, "
-                                          "wrong_version, duplicate, other_run, eval, ...)", ["reason"], registry=r)
         self.run_errors = PromCounter("semirl_trainer_run_errors", "Failed attempts at training a run", registry=r)
         self.step_gauges = {name: PromGauge(name, help_text, registry=r)
                             for name, (_key, help_text) in STEP_GAUGES.items()}

@@ -19,9 +19,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
+from semirl.core.rewards import is_correct, scored_by_reward_model
 from semirl.proto import types_pb2
-
-CORRECT_THRESHOLD = 0.5
 
 SKIP_ALL_CORRECT = "all_correct"
 SKIP_ALL_WRONG = "all_wrong"
@@ -72,7 +71,7 @@ def select_pairs(scored: types_pb2.ScoredGroup, seed: int, rule: PairRule = "ran
     usable = [i for i, sample in enumerate(group.samples) if len(sample.token_ids) > 0]
     if len(usable) < 2:
         return [], SKIP_TOO_FEW
-    if group.task.reward_source == types_pb2.REWARD_SOURCE_REWARD_MODEL:
+    if scored_by_reward_model(group.task):
         best = max(rewards[i] for i in usable)
         worst = min(rewards[i] for i in usable)
         if best == worst:
@@ -80,8 +79,8 @@ def select_pairs(scored: types_pb2.ScoredGroup, seed: int, rule: PairRule = "ran
         winners = [i for i in usable if rewards[i] == best]
         losers = [i for i in usable if rewards[i] == worst]
     else:
-        winners = [i for i in usable if rewards[i] > CORRECT_THRESHOLD]
-        losers = [i for i in usable if rewards[i] <= CORRECT_THRESHOLD]
+        winners = [i for i in usable if is_correct(rewards[i])]
+        losers = [i for i in usable if not is_correct(rewards[i])]
         if not losers:
             return [], SKIP_ALL_CORRECT
         if not winners:

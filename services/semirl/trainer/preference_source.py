@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from semirl.controller.windows import train_prompt_id
+from semirl.core.wire import train_prompt_id
 from semirl.proto import types_pb2
 from semirl.spec import RunSpec
 from semirl.tasks.dataset import ProblemSchedule

@@ -16,7 +16,7 @@ from typing import Any
 from semirl.proto import trainer_pb2
 from semirl.spec import RunSpec
 from semirl.trainer.distributed import RankGroup
-from semirl.trainer.engine import TrainingEngine
+from semirl.trainer.engine import TrainingEngine, load_trainer_state
 from semirl.trainer.objectives import StepExamples, objective_for
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,6 @@ class RankWorker:
         self.spec = RunSpec.model_validate_json(start.spec_json)
         self.engine = TrainingEngine(self.spec, ranks=self.ranks, objective=objective_for(self.spec))
         if start.resume_step:
-            from semirl.trainer.checkpointing import load_trainer_state
-
             load_trainer_state(self.engine, Path(start.resume_dir))
         return self.engine
 

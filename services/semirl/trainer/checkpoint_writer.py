@@ -20,14 +20,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from semirl.controller.ownership import manifest_run_id, marker_run_id, recorded_run_id
-from semirl.core.checkpoints import MANIFEST, CheckpointError, RunCheckpoints, staged_copy, staged_directory, verify
-from semirl.trainer.engine import TrainingEngine
+from semirl.core.checkpoint_store import (
+    MANIFEST,
+    CheckpointError,
+    RunCheckpoints,
+    staged_copy,
+    staged_directory,
+    verify,
+)
+from semirl.core.ownership import manifest_run_id, marker_run_id, recorded_run_id
+from semirl.trainer.engine import STATE_FILE, TrainingEngine
 from semirl.trainer.ranks import RankDriver
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.json"
 # Files a generator needs besides the weights and config: tokenizer and generation settings.
 _MODEL_SIDE_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
@@ -137,10 +143,3 @@ class TrainerCheckpoints:
     def save_final(self, policy_dir: Path) -> Path:
         """The run's final policy: a staged copy of the last policy version."""
         return staged_copy(policy_dir, self.paths.final_dir, {"run_id": self.run_id, "source": policy_dir.name})
-
-
-def load_trainer_state(engine: TrainingEngine, directory: Path) -> dict[str, Any]:
-    """Restore `engine` from a trainer checkpoint directory (rank 0 verified its manifest before)."""
-    state = json.loads((directory / STATE_FILE).read_text())
-    engine.load_state(directory, state)
-    return state

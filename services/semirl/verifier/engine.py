@@ -1,4 +1,4 @@
-"""math-verify scoring with a hard per-item timeout.
+"""The verifier's engine: math-verify scoring with a hard per-item timeout. No Redis, no gRPC.
 
 `score(response, gold)` is 1.0 when the response's final answer is mathematically equal to the gold answer and
 0.0 otherwise (wrong, no answer found, unparsable, timed out, any exception). It never raises. How the answer
@@ -32,9 +32,10 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from enum import StrEnum
 from multiprocessing.connection import Connection
 from typing import Any
+
+from semirl.core.wire import AnswerFormat
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,6 @@ WORKER_START_TIMEOUT_S = 120.0
 MAX_BATCH = 4096  # items per message to the worker (the size of the shared progress arrays)
 BOXED_MARKERS = ("\\boxed",)
 _BOXED_OPEN = re.compile(r"\\boxed\{")  # the spelling math-verify reads
-
-
-class AnswerFormat(StrEnum):
-    """How a response's final answer is found (the run spec's `data.*.answer_format`)."""
-
-    LATEX = "latex"
-    BOXED = "boxed"
 
 
 # --- what runs in the worker process ------------------------------------------------------------------

@@ -13,7 +13,7 @@ a run's directory is refused when it
 At creation (under the scheduler's lock) the controller writes `<run_dir>/RUN_ID`, created exclusively: the marker
 claims the directory on the store itself, so the claim holds before the run has written any checkpoint and after
 its record is gone (a Redis without persistence), and two controllers cannot both claim one directory. The trainer
-refuses a directory whose marker or checkpoints name another run (trainer/checkpointing.py, `foreign_owner`).
+refuses a directory whose marker or checkpoints name another run (trainer/checkpoint_writer.py, `foreign_owner`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import redis
 
 from semirl.core import keys
-from semirl.core.checkpoints import MANIFEST, CheckpointError, RunCheckpoints
+from semirl.core.checkpoint_store import MANIFEST, CheckpointError, RunCheckpoints
 
 RUN_ID_FILE = "RUN_ID"
 RUNS = "runs"  # default run directories are <store>/runs/<run_id>
