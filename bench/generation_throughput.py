@@ -33,13 +33,13 @@ from semirl.core import keys  # noqa: E402
 from semirl.core.redis_server import free_port, start_redis  # noqa: E402
 from semirl.core.runstate import RunRecord, save_run  # noqa: E402
 from semirl.core.streams import publish  # noqa: E402
+from semirl.data.problems import load_problems  # noqa: E402
 from semirl.generator.__main__ import build_generator  # noqa: E402
 from semirl.generator.engine import EngineConfig, engine_prompt  # noqa: E402
 from semirl.generator.loop import GeneratorWorker  # noqa: E402
 from semirl.generator.messages import prompt_of  # noqa: E402
 from semirl.proto import types_pb2  # noqa: E402
 from semirl.spec import RunSpec, parse_run_spec  # noqa: E402
-from semirl.tasks.dataset import load_problems  # noqa: E402
 from semirl.tinymodel.build import build_tiny_setup  # noqa: E402
 
 DEMO_SPEC = Path("examples/tiny-math-dpo.yaml")

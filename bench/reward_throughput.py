@@ -32,12 +32,12 @@ from semirl.core import keys
 from semirl.core.redis_server import free_port, start_redis
 from semirl.core.runstate import RunRecord, save_run
 from semirl.core.streams import PAYLOAD_FIELD, publish
+from semirl.data.synthetic import expression_of, make_problems, reference_response, wrong_response
 from semirl.proto import types_pb2
 from semirl.reward.__main__ import build_reward
 from semirl.reward.engine import RewardEngineConfig
 from semirl.reward.loop import RewardWorker
 from semirl.spec import parse_run_spec
-from semirl.tasks.synthetic import expression_of, make_problems, reference_response, wrong_response
 from semirl.tinymodel.reward_model import perturb
 
 RUN_ID = "bench-reward"

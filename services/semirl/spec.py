@@ -39,6 +39,11 @@ MAX_PATH = 4096
 MAX_TEMPLATE = 65_536
 
 
+RewardSourceName = Literal["verifier", "reward_model"]  # core/rewards.py maps these to the wire's enum
+AnswerFormatName = Literal["latex", "boxed"]            # core/wire.py: AnswerFormat
+PromptFormatName = Literal["chat", "raw"]               # core/wire.py: PromptFormat
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -104,12 +109,12 @@ class DatasetSpec(_Section):
     chosen_field: str = Field("chosen", max_length=256, description="Preferences: text or messages ending with "
                               "the assistant's turn.")
     rejected_field: str = Field("rejected", max_length=256)
-    reward_source: Literal["verifier", "reward_model"] = Field(
+    reward_source: RewardSourceName = Field(
         "verifier",
         description="Who scores this set's samples: the verifier (math-verify against `answer`) or the reward "
         "model (no answer needed). A row's own `reward_source` field overrides it (mixed tasks in one set).",
     )
-    answer_format: Literal["latex", "boxed"] = Field(
+    answer_format: AnswerFormatName = Field(
         "latex",
         description="How the verifier reads a response's answer: 'latex' = the paper's math-verify config (the "
         "last boxed or otherwise LaTeX-delimited answer, e.g. 'The final answer is $\\frac{1}{2}$'); "
@@ -145,7 +150,7 @@ class DataSpec(_Section):
         max_length=MAX_TEMPLATE,
         description="Prompt text; every `{problem}` is replaced by the row's problem (other braces stay as written).",
     )
-    prompt_format: Literal["chat", "raw"] = Field(
+    prompt_format: PromptFormatName = Field(
         "chat",
         description="'chat': the prompt text is the user turn of the model tokenizer's chat template (with the "
         "generation prompt) and goes to the generator as token ids; 'raw': the text is tokenized as it is.",

@@ -1,7 +1,7 @@
 """GRPO, asynchronous (bounded-staleness) training and offline DPO from a static preference dataset, end to end on
 the real multi-process stack (real redis-server, vLLM, math-verify, DeepSpeed, gRPC and REST; one generator, so
 a run here gets the machine's cores as `semirl demo` does). Learning is measured on held-out prompts: the eval
-split shares no operand pair with the train split (tasks/synthetic.py)."""
+split shares no operand pair with the train split (data/synthetic.py)."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from test_controller_api import post_json, spec_dict, with_change
 
 from semirl.controller.app import MAX_BODY_BYTES, MAX_ERRORS
 from semirl.core import keys
+from semirl.data.problems import load_problems
 from semirl.spec import DatasetSpec
-from semirl.tasks.dataset import load_problems
 
 
 def test_a_body_over_the_limit_is_413_and_queues_nothing(http: TestClient, redis_client: redis.Redis) -> None:

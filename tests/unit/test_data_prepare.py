@@ -12,9 +12,9 @@ import pytest
 
 from semirl.data.__main__ import main
 from semirl.data.prepare import prepare
+from semirl.data.problems import load_problems
 from semirl.data.sources import last_boxed
 from semirl.spec import DatasetSpec
-from semirl.tasks.dataset import load_problems
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 MATH500_FIRST = ("Convert the point $(0,3)$ in rectangular coordinates to polar coordinates.  Enter your answer in "

@@ -1,8 +1,8 @@
 """The layering of services/semirl, read from the code's own imports with `ast` (docs/architecture.md, workers).
 
 - A service package (controller, generator, verifier, reward, trainer) imports no other service: what they share
-  lives in core/ (rewards, wire, chat, ownership, the checkpoint store, the worker kit), tasks/ or spec.py.
-- core/, tasks/ and spec.py import no service.
+  lives in core/ (rewards, wire, chat, ownership, the checkpoint store, the worker kit), data/ (datasets) or spec.py.
+- core/, data/ and spec.py import no service.
 - No two files of one service import each other in a cycle (at module level or inside a function).
 - Every worker package has the same five files: engine, loop, servicer, metrics and entry point.
 Composition (cli.py, local/, sweep/, tinymodel/, bench/) may import anything.
@@ -21,7 +21,7 @@ PACKAGE = Path(semirl.__file__).parent
 SERVICES = ("controller", "generator", "verifier", "reward", "trainer")
 WORKERS = ("generator", "verifier", "reward", "trainer")
 WORKER_FILES = {"engine.py", "loop.py", "grpc_api.py", "metrics.py", "__main__.py"}
-NEUTRAL = ("core", "tasks", "spec")
+NEUTRAL = ("core", "data", "spec")
 
 
 def _module_name(path: Path) -> str:
@@ -76,7 +76,7 @@ def test_no_service_imports_another() -> None:
     assert _violations(SERVICES, SERVICES, same_ok=True) == []
 
 
-def test_core_tasks_and_the_spec_import_no_service() -> None:
+def test_core_data_and_the_spec_import_no_service() -> None:
     assert _violations(NEUTRAL, SERVICES, same_ok=False) == []
 
 

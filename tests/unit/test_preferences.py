@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from semirl.data.preferences import PreferenceRowError, parse_preference, preference_group, read_preferences
+from semirl.data.synthetic import evaluate, expression_of, preference_rows
 from semirl.spec import DatasetSpec, parse_run_spec
-from semirl.tasks.preferences import PreferenceRowError, parse_preference, preference_group, read_preferences
-from semirl.tasks.synthetic import evaluate, expression_of, preference_rows
 from semirl.trainer.pairs import select_pair
 
 CONVERSATION = {  # UltraFeedback binarized: the prompt is also the conversation before each response

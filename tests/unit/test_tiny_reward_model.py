@@ -18,7 +18,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaForCausalLM
 
-from semirl.tasks.synthetic import expression_of, make_problems, operand_set, reference_response, wrong_response
+from semirl.data.synthetic import expression_of, make_problems, operand_set, reference_response, wrong_response
 from semirl.tinymodel.reward_model import (
     RM_EVAL,
     RM_TRAIN,

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
 from semirl.core.chat import chat_token_ids
-from semirl.tasks.synthetic import make_problems, reference_response
+from semirl.data.synthetic import make_problems, reference_response
 from semirl.tinymodel.build import TinyParams, TinySetup, build_tiny_setup
 from semirl.tinymodel.sampling import boxed_answer, is_correct, left_padded
 from semirl.tinymodel.sft import encode_pairs

@@ -6,9 +6,9 @@ import pytest
 
 from semirl.controller.windows import build_eval_tasks, build_window_tasks
 from semirl.core.wire import task_seed
+from semirl.data.problems import Problem
 from semirl.proto import types_pb2
 from semirl.spec import RunSpec, parse_run_spec
-from semirl.tasks.dataset import Problem
 
 PROBLEMS = [Problem(id=str(i), problem=f"What is {i} + {i}?", answer=str(2 * i)) for i in range(10)]
 

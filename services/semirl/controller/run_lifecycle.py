@@ -18,8 +18,8 @@ import redis
 
 from semirl.core import keys
 from semirl.core.runstate import RunRecord, RunRecordUnreadable, active_run_id, save_run
+from semirl.data.problems import Problem, load_problems
 from semirl.spec import DatasetSpec
-from semirl.tasks.dataset import Problem, load_problems
 
 from .run_store import RunStore
 

@@ -15,9 +15,9 @@ from pydantic import ValidationError
 
 from semirl.core import ownership
 from semirl.core.checkpoint_store import CheckpointError, RunCheckpoints
+from semirl.data.preferences import read_preferences
+from semirl.data.problems import load_problems
 from semirl.spec import RunSpec
-from semirl.tasks.dataset import load_problems
-from semirl.tasks.preferences import read_preferences
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 
 from semirl.core.rewards import REWARD_SOURCES
 from semirl.core.wire import ANSWER_FORMATS, PROMPT_FORMATS, eval_prompt_id, task_seed, train_prompt_id
+from semirl.data.problems import Problem, ProblemSchedule, format_prompt
 from semirl.proto import types_pb2
 from semirl.spec import DatasetSpec, RunSpec
-from semirl.tasks.dataset import Problem, ProblemSchedule, format_prompt
 
 
 def build_window_tasks(

@@ -19,16 +19,17 @@ from typing import TypeVar
 
 from semirl.core import keys
 from semirl.proto import types_pb2
+from semirl.spec import RewardSourceName
 
 T = TypeVar("T")
 
 CORRECT_THRESHOLD = 0.5
 
-REWARD_SOURCES = {  # the spec's name -> the wire's enum
+REWARD_SOURCES: dict[RewardSourceName, int] = {  # the spec's name -> the wire's enum
     "verifier": types_pb2.REWARD_SOURCE_VERIFIER,
     "reward_model": types_pb2.REWARD_SOURCE_REWARD_MODEL,
 }
-SOURCE_NAMES = {source: name for name, source in REWARD_SOURCES.items()}
+SOURCE_NAMES: dict[int, RewardSourceName] = {source: name for name, source in REWARD_SOURCES.items()}
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def scored_by_reward_model(task: types_pb2.PromptTask) -> bool:
     return reward_source(task) == types_pb2.REWARD_SOURCE_REWARD_MODEL
 
 
-def source_name(task: types_pb2.PromptTask) -> str:
+def source_name(task: types_pb2.PromptTask) -> RewardSourceName:
     """The spec's name for the task's reward source (`verifier` or `reward_model`)."""
     return SOURCE_NAMES[reward_source(task)]
 

@@ -12,6 +12,7 @@ import hashlib
 from enum import StrEnum
 
 from semirl.proto import types_pb2
+from semirl.spec import AnswerFormatName, PromptFormatName
 
 
 def task_seed(train_seed: int, key: str) -> int:
@@ -42,8 +43,10 @@ class AnswerFormat(StrEnum):
     BOXED = "boxed"  # only \\boxed{} answers
 
 
-PROMPT_FORMATS = {"chat": types_pb2.PROMPT_FORMAT_CHAT, "raw": types_pb2.PROMPT_FORMAT_RAW}
-ANSWER_FORMATS = {"latex": types_pb2.ANSWER_FORMAT_LATEX, "boxed": types_pb2.ANSWER_FORMAT_BOXED}
+PROMPT_FORMATS: dict[PromptFormatName, int] = {"chat": types_pb2.PROMPT_FORMAT_CHAT, "raw": types_pb2.PROMPT_FORMAT_RAW}
+ANSWER_FORMATS: dict[AnswerFormatName, int] = {
+    "latex": types_pb2.ANSWER_FORMAT_LATEX, "boxed": types_pb2.ANSWER_FORMAT_BOXED,
+}
 
 
 def prompt_format_of(task: types_pb2.PromptTask) -> PromptFormat:

@@ -1,1 +1,3 @@
-"""Turning public datasets into the run spec's problem JSONL (`python -m semirl.data`)."""
+"""Datasets: reading a run spec's problem and preference sets (problems.py, preferences.py), the synthetic demo
+task (synthetic.py), and turning public datasets into the spec's problem JSONL (prepare.py, sources.py;
+`python -m semirl.data`)."""

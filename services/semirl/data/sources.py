@@ -18,7 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from semirl.tasks.dataset import gold_answer
+from semirl.data.problems import gold_answer
+from semirl.spec import RewardSourceName
 
 MAX_PROBLEM_CHARS = 8_000  # longer prompts would not fit the paper's context with room for an answer
 UNUSABLE_ANSWERS = {"", "proof", "notfound", "none", "n/a"}
@@ -29,7 +30,7 @@ class PreparedRow(BaseModel):
     problem: str
     answer: str
     source: str
-    reward_source: str = "verifier"  # who scores it: rows of mixed sets keep their own scorer (wildchat: the RM)
+    reward_source: RewardSourceName = "verifier"  # who scores it: rows of mixed sets keep their own (wildchat: the RM)
 
 
 class Dropped(Exception):  # noqa: N818 - a reason, not an error

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from semirl.tasks.synthetic import write_jsonl
+from semirl.data.synthetic import write_jsonl
 from semirl.tinymodel.build import TinySetup
 from semirl.tinymodel.reward_model import TinyRewardModel, build_tiny_reward_model, write_rm_task
 

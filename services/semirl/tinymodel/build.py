@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from semirl.tasks.synthetic import make_problems, preference_rows, reference_response, write_jsonl
+from semirl.data.synthetic import make_problems, preference_rows, reference_response, write_jsonl
 
 STAMP = "tiny_setup.json"
 PREFERENCES = "preferences.jsonl"  # beside train.jsonl: its problems as (prompt, chosen, rejected) rows

@@ -51,7 +51,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from semirl.tasks.synthetic import Split, expression_of, make_problems, reference_response, write_jsonl, wrong_response
+from semirl.data.synthetic import Split, expression_of, make_problems, reference_response, write_jsonl, wrong_response
 from semirl.tinymodel.sampling import sample
 from semirl.tinymodel.sft import epoch_batches
 

@@ -2,7 +2,7 @@
 
 It replaces the intake: step t's groups are rows (t−1)·B … t·B−1 of the dataset in a seeded order reshuffled
 every epoch (the same `ProblemSchedule` the controller uses for problems), each turned into a two-sample scored
-group (tasks/preferences.py). A step depends only on t, so a resumed trainer retrains exactly the same pairs;
+group (data/preferences.py). A step depends only on t, so a resumed trainer retrains exactly the same pairs;
 nothing is read from Redis and no generator is involved.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from semirl.core.wire import train_prompt_id
+from semirl.data.preferences import Preference, preference_group, read_preferences
+from semirl.data.problems import ProblemSchedule
 from semirl.proto import types_pb2
 from semirl.spec import RunSpec
-from semirl.tasks.dataset import ProblemSchedule
-from semirl.tasks.preferences import Preference, preference_group, read_preferences
 
 
 class PreferenceSource:

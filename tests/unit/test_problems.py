@@ -8,9 +8,8 @@ import re
 
 import pytest
 
-from semirl.spec import DatasetSpec
-from semirl.tasks.dataset import load_problems
-from semirl.tasks.synthetic import (
+from semirl.data.problems import load_problems
+from semirl.data.synthetic import (
     MAX_OPERAND,
     expression_of,
     make_problems,
@@ -19,6 +18,7 @@ from semirl.tasks.synthetic import (
     split_of,
     write_jsonl,
 )
+from semirl.spec import DatasetSpec
 
 _PROMPT = re.compile(r"^Q: (\d{1,2})\+(\d{1,2})=\?\nA:$")
 

@@ -6,23 +6,22 @@ import json
 import random
 import re
 from pathlib import Path
-from typing import Generic, Literal, TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
-from semirl.spec import DatasetSpec
+from semirl.core.rewards import REWARD_SOURCES
+from semirl.spec import DatasetSpec, RewardSourceName
 
 _GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$")
 
-
-RewardSource = Literal["verifier", "reward_model"]
 
 
 class Problem(BaseModel):
     id: str           # stable id within the dataset (row index unless the row has an id)
     problem: str
     answer: str       # the gold final answer (what math-verify compares against); "" for reward-model rows
-    reward_source: RewardSource = "verifier"  # the row's own, else its dataset's (mixed tasks in one set)
+    reward_source: RewardSourceName = "verifier"  # the row's own, else its dataset's (mixed tasks in one set)
 
 
 def gold_answer(raw: object) -> str:
@@ -51,8 +50,8 @@ def load_problems(dataset: DatasetSpec) -> list[Problem]:
                 raise ValueError(f"{dataset.path}:{line_no}: a row must be a JSON object")
             problem = row.get(dataset.problem_field, row.get("question"))
             source = row.get("reward_source", dataset.reward_source)
-            if source not in ("verifier", "reward_model"):
-                raise ValueError(f"{dataset.path}:{line_no}: reward_source must be 'verifier' or 'reward_model'")
+            if source not in REWARD_SOURCES:
+                raise ValueError(f"{dataset.path}:{line_no}: reward_source must be one of {', '.join(REWARD_SOURCES)}")
             answer = row.get(dataset.answer_field, "" if source == "reward_model" else None)
             if problem is None or answer is None:
                 raise ValueError(
