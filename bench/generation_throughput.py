@@ -28,7 +28,7 @@ from semirl.generator.__main__ import apply_cpu_env_defaults
 
 apply_cpu_env_defaults()  # before vLLM is imported, as the generator's entry point does
 
-from semirl.controller.windows import build_window_tasks  # noqa: E402
+from semirl.controller.prompt_tasks import build_window_tasks  # noqa: E402
 from semirl.core import keys  # noqa: E402
 from semirl.core.redis_server import free_port, start_redis  # noqa: E402
 from semirl.core.runstate import RunRecord, save_run  # noqa: E402

@@ -3,7 +3,8 @@ the controller). It composes the parts, each in its own module, and owns the loo
 
 - run_store.py: records, queue, metrics, sync history and eval bookkeeping in Redis;
 - run_lifecycle.py: activation, ending, unreadable records, the datasets a run holds;
-- window_release.py: due sync windows and their release; syncs.py: weight syncs and their fan-out;
+- windows.py: due sync windows and their release (their tasks built by prompt_tasks.py);
+- syncs.py: weight syncs and their fan-out;
 - commits.py: CommitCheckpoint and retention; step_reports.py: ReportStep;
 - eval_rounds.py: evaluation rounds, their results and the best checkpoint.
 
@@ -39,7 +40,7 @@ from .run_lifecycle import RunLifecycle
 from .run_store import RunStore
 from .step_reports import StepReports
 from .syncs import WeightSyncs
-from .window_release import WindowRelease
+from .windows import WindowRelease
 
 log = logging.getLogger(__name__)
 

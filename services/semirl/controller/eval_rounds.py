@@ -22,9 +22,9 @@ from semirl.core.streams import PAYLOAD_FIELD, StreamQueue
 from semirl.proto import types_pb2
 
 from .evaluation import EvalRound, SetRound, outcome_of, summarize
+from .prompt_tasks import build_eval_tasks
 from .run_lifecycle import RunLifecycle
 from .run_store import RunStore
-from .windows import build_eval_tasks
 
 log = logging.getLogger(__name__)
 

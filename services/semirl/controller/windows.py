@@ -1,127 +1,74 @@
-"""The prompt tasks of a sync window and of an evaluation round (pure functions; no Redis, no I/O).
+"""Sync windows of a running run: which are due under the sync rule, and their release (docs/architecture.md, the
+sync rule).
 
-Window w holds the tasks of trainer steps `spec.window_steps(w)`; every task of step t carries policy version
-v(t) = spec.policy_version_for_step(t) (docs/architecture.md, the sync rule). Asynchronous runs
-(sync.max_staleness) instead carry the newest committed version at release and, as `oldest_policy`, the oldest
-version step t accepts: a generator serves them with whatever version of the run it holds within that range.
-Task ids (core/wire.py) are the idempotency keys of every stage downstream.
+Window w is due once the policy it needs is committed (`spec.window_due`). Its tasks (prompt_tasks.py) and the record
+that accounts for them, with any sync they need, are written in one MULTI/EXEC, so a restarted controller
+re-derives what is due from the record and releases nothing twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
 
-from semirl.core.rewards import REWARD_SOURCES
-from semirl.core.wire import ANSWER_FORMATS, PROMPT_FORMATS, eval_prompt_id, task_seed, train_prompt_id
-from semirl.data.problems import Problem, ProblemSchedule, format_prompt
-from semirl.proto import types_pb2
-from semirl.spec import DatasetSpec, RunSpec
+import redis
 
+from semirl.core import keys
+from semirl.core.runstate import RunRecord, save_run
+from semirl.core.streams import PAYLOAD_FIELD
 
-def build_window_tasks(
-    run_id: str,
-    spec: RunSpec,
-    window: int,
-    problems: list[Problem],
-    policy_path: Callable[[int], str],
-    newest_version: int = 0,
-) -> list[types_pb2.PromptTask]:
-    """The training tasks of window `window`; `policy_path(v)` gives the directory of committed version v and
-    `newest_version` is the newest committed version (what asynchronous tasks name as their policy)."""
-    schedule = ProblemSchedule(problems, spec.train.batch_prompts, spec.data.shuffle_seed)
-    tasks: list[types_pb2.PromptTask] = []
-    for step in spec.window_steps(window):
-        oldest = None
-        if spec.sync.asynchronous:
-            version = newest_version
-            first = spec.oldest_accepted_version(step)
-            oldest = types_pb2.PolicyRef(version=first, path=policy_path(first))
-        else:
-            version = spec.policy_version_for_step(step)
-        policy = types_pb2.PolicyRef(version=version, path=policy_path(version))
-        for slot in range(spec.train.batch_prompts):
-            problem = schedule.problem_for(step, slot)
-            prompt_id = train_prompt_id(step, slot)
-            tasks.append(
-                types_pb2.PromptTask(
-                    run_id=run_id,
-                    prompt_id=prompt_id,
-                    attempt=0,
-                    purpose=types_pb2.TASK_PURPOSE_TRAIN,
-                    prompt=format_prompt(spec.data.prompt_template, problem),
-                    gold_answer=problem.answer,
-                    reward_source=REWARD_SOURCES[problem.reward_source],
-                    sampling=types_pb2.SamplingParams(
-                        n=spec.sampling.n,
-                        temperature=spec.sampling.temperature,
-                        top_p=spec.sampling.top_p,
-                        max_tokens=spec.sampling.max_tokens,
-                        seed=task_seed(spec.train.seed, prompt_id) if spec.sampling.seeded else 0,
-                        logprobs=spec.sample_logprobs,
-                    ),
-                    policy=policy,
-                    window=window,
-                    train_step=step,
-                    prompt_format=PROMPT_FORMATS[spec.data.prompt_format],
-                    answer_format=ANSWER_FORMATS[spec.data.train.answer_format],
-                    oldest_policy=oldest,
-                )
-            )
-    return tasks
+from .prompt_tasks import build_window_tasks
+from .run_lifecycle import RunLifecycle
+from .run_store import RunStore
+from .syncs import WeightSyncs
+from .views import WeightSync
+
+log = logging.getLogger(__name__)
 
 
-def eval_samples_per_prompt(spec: RunSpec, eval_set: DatasetSpec) -> int:
-    """Samples per prompt of an evaluation set: its own `samples_per_prompt`, else eval.samples_per_prompt."""
-    return eval_set.samples_per_prompt or spec.eval.samples_per_prompt
+def due_windows(record: RunRecord) -> list[int]:
+    spec = record.spec
+    due = []
+    for window in range(record.windows_released, spec.num_windows):
+        if not spec.window_due(window, record.policy_version):
+            break
+        due.append(window)
+    return due
 
 
-def eval_problems(spec: RunSpec, problems: list[Problem]) -> list[Problem]:
-    """The held-out prompts of a set in every eval round: its first `eval.limit` rows, the same each round (the
-    set's own `limit` was applied when it was read)."""
-    return problems[: spec.eval.limit] if spec.eval.limit else list(problems)
+class WindowRelease:
+    def __init__(self, client: redis.Redis, run_store: RunStore, lifecycle: RunLifecycle,
+                 syncs: WeightSyncs) -> None:
+        self.client = client
+        self.run_store = run_store
+        self.lifecycle = lifecycle
+        self.syncs = syncs
 
-
-def build_eval_tasks(
-    run_id: str,
-    spec: RunSpec,
-    step: int,
-    round_index: int,
-    problems: Mapping[str, list[Problem]],
-    policy: types_pb2.PolicyRef,
-) -> list[types_pb2.PromptTask]:
-    """The tasks of the eval round for trainer step `step` over every evaluation set, generated by `policy`.
-
-    `problems` maps each set's name to its rows. Seeds depend on (set, prompt index) only, so every round
-    samples with the same seeds (common random numbers: accuracy differences between rounds come from the
-    policy, not from the draw).
-    """
-    tasks = []
-    for eval_set in spec.data.eval:
-        assert eval_set.name is not None  # the spec names every set
-        n = eval_samples_per_prompt(spec, eval_set)
-        for index, problem in enumerate(eval_problems(spec, problems[eval_set.name])):
-            tasks.append(
-                types_pb2.PromptTask(
-                    run_id=run_id,
-                    prompt_id=eval_prompt_id(step, eval_set.name, index),
-                    attempt=0,
-                    purpose=types_pb2.TASK_PURPOSE_EVAL,
-                    prompt=format_prompt(spec.data.prompt_template, problem),
-                    gold_answer=problem.answer,
-                    reward_source=REWARD_SOURCES[problem.reward_source],
-                    sampling=types_pb2.SamplingParams(
-                        n=n,
-                        temperature=spec.eval.temperature,
-                        top_p=spec.eval.top_p,
-                        max_tokens=spec.eval_max_tokens,
-                        seed=task_seed(spec.train.seed, f"eval-{eval_set.name}-{index}"),
-                    ),
-                    policy=types_pb2.PolicyRef(version=policy.version, path=policy.path),
-                    window=round_index,
-                    eval_step=step,
-                    eval_set=eval_set.name,
-                    prompt_format=PROMPT_FORMATS[spec.data.prompt_format],
-                    answer_format=ANSWER_FORMATS[eval_set.answer_format],
-                )
-            )
-    return tasks
+    def release(self, record: RunRecord) -> None:
+        spec = record.spec
+        synced: list[WeightSync] = []
+        if spec.sync.asynchronous and (sync := self.syncs.sync_asynchronous(record)) is not None:
+            synced.append(sync)
+        due = due_windows(record)
+        if synced and not due:  # a due window's release saves the record with its tasks
+            with self.client.pipeline(transaction=True) as pipe:
+                save_run(pipe, record)
+                self.run_store.push_syncs(pipe, record.id, synced)
+                pipe.execute()
+        for window in due:
+            if spec.sync.asynchronous:
+                version = record.generation_version
+            else:
+                version = spec.policy_version_for_step(spec.window_steps(window)[0])
+            if window > 0 and version != record.generation_version:
+                synced.append(self.syncs.sync(record, version, window))
+            tasks = build_window_tasks(record.id, spec, window, self.lifecycle.train_problems(record),
+                                       lambda v: self.run_store.policy_path(record, v), newest_version=version)
+            record.windows_released = window + 1
+            with self.client.pipeline(transaction=True) as pipe:
+                for task in tasks:
+                    pipe.xadd(keys.PROMPTS, {PAYLOAD_FIELD: task.SerializeToString()})
+                save_run(pipe, record)
+                self.run_store.push_syncs(pipe, record.id, synced)
+                pipe.execute()
+            synced = []
+            log.info("run %s: window %d released (%d tasks, policy v%d)", record.id, window, len(tasks), version)

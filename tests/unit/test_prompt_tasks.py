@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from semirl.controller.windows import build_eval_tasks, build_window_tasks
+from semirl.controller.prompt_tasks import build_eval_tasks, build_window_tasks
 from semirl.core.wire import task_seed
 from semirl.data.problems import Problem
 from semirl.proto import types_pb2
