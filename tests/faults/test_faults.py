@@ -94,6 +94,13 @@ def log_since(stack: LocalStack, name: str, offset: int) -> str:
         return handle.read().decode(errors="replace")
 
 
+def wait_for_trainer_log(stack: LocalStack, text: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log_since(stack, "trainer", 0):
+        assert time.monotonic() < deadline, f"the trainer never logged {text!r}\n{stack.dump_logs()}"
+        time.sleep(0.2)
+
+
 def trainer_engines(stack: LocalStack, run_id: str) -> int:
     """How many times the trainer started training the run (a new engine each time)."""
     return log_since(stack, "trainer", 0).count(f"training run {run_id} ")
@@ -146,6 +153,9 @@ def test_sigkilled_trainer_resumes_from_its_checkpoint(
     rc = stack.redis.client()
     run_id = client.submit(write_spec("kill-trainer", interval=2, steps=4))["id"]
     wait_for(stack, rc, run_id, "release of the second window", lambda r: r.windows_released >= 2)
+    # The controller records the release before its CommitCheckpoint reply is on the wire: freezing it between the
+    # two would hold the trainer in that RPC, short of step 3.
+    wait_for_trainer_log(stack, f"run {run_id}: checkpoint of step 2 committed")
     freeze_controller_until_trained(stack, run_id, 3)
     stack.services["trainer"].kill()
     stack.services["controller"].signal(signal.SIGCONT)
