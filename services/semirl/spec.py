@@ -202,6 +202,12 @@ class SyncSpec(_Section):
         None, description=f"Re-sync the DPO reference model every k steps (1..{MAX_STEPS:,}); default s for DPO, "
         "never for GRPO.",
     )
+    transport: Literal["broadcast", "storage"] = Field(
+        "broadcast",
+        description="How a new policy version reaches the generators: 'broadcast' sends it in memory from the "
+        "trainer (NCCL on GPUs, gloo on CPU) and writes its export to the store after the commit; 'storage' writes "
+        "the export first and the generators load it. A generator that cannot join a broadcast loads the export.",
+    )
     max_staleness: int | None = Field(
         None, ge=0, le=MAX_STEPS,
         description="Asynchronous training: generators never wait for a window. Trainer step t accepts a group "
@@ -328,6 +334,11 @@ class DeepSpeedSpec(_Section):
     zero_stage: Literal[0, 1, 2, 3] = 1
 
 
+# Broadcast's durable cadence: at 8B a trainer-state write is ~96 GB, ~50 s at 2 GB/s, under 5% of 20 steps of a
+# minute or more (docs/architecture.md, weight transfer).
+DEFAULT_DURABLE_STEPS = 20
+
+
 class CheckpointSpec(_Section):
     keep: int = Field(
         3, ge=1, le=MAX_STEPS,
@@ -335,7 +346,9 @@ class CheckpointSpec(_Section):
     )
     every: int | None = Field(
         None, gt=0, le=MAX_STEPS,
-        description=f"Trainer-state checkpoint cadence when sync.interval is 'offline' (at most {MAX_STEPS:,}).",
+        description="Durable checkpoints (the trainer state a killed trainer resumes from) every N steps, a multiple "
+        f"of sync.interval (at most {MAX_STEPS:,}). Default: every sync with sync.transport 'storage'; with "
+        f"'broadcast', the first multiple of sync.interval from {DEFAULT_DURABLE_STEPS}; offline, train.steps / 4.",
     )
     subdir: str | None = Field(
         None, max_length=MAX_PATH,
@@ -478,6 +491,16 @@ class RunSpec(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _durable_checkpoints_on_syncs(self) -> RunSpec:
+        """A durable checkpoint holds a committed version's trainer state, so it falls on a sync step."""
+        every = self.checkpoint.every
+        if every is None or self.sync.offline or every % int(self.sync.interval) == 0:  # type: ignore[arg-type]
+            return self
+        raise field_error("RunSpec", ("checkpoint", "every"), every,
+                          f"checkpoint.every ({every}) must be a multiple of sync.interval ({self.sync.interval}): "
+                          "durable checkpoints hold a committed version")
+
+    @model_validator(mode="after")
     def _window_released_at_once_bounded(self) -> RunSpec:
         if self.sync.offline:
             steps, window = self.train.steps, "train.steps (offline: one window)"
@@ -547,10 +570,25 @@ class RunSpec(BaseModel):
         return self.oldest_accepted_version(steps[0]) <= committed
 
     def is_checkpoint_step(self, step: int) -> bool:
-        """Steps after which the trainer saves a policy + trainer checkpoint and asks for a commit."""
+        """Steps after which the trainer commits a new policy version (each sync, and the last step)."""
         if step == self.train.steps:
             return True
         return step % self._checkpoint_cadence() == 0
+
+    def is_durable_step(self, step: int) -> bool:
+        """Commit steps after which the trainer also writes its state (what a restart resumes from) and acks the
+        groups trained since the last one; the last step always."""
+        return step == self.train.steps or step % self.durable_cadence() == 0
+
+    def durable_cadence(self) -> int:
+        if self.sync.offline:
+            return self._checkpoint_cadence()
+        s = int(self.sync.interval)  # type: ignore[arg-type]
+        if self.checkpoint.every is not None:
+            return self.checkpoint.every
+        if self.sync.transport == "storage":
+            return s
+        return s * math.ceil(DEFAULT_DURABLE_STEPS / s)
 
     def _checkpoint_cadence(self) -> int:
         if self.sync.offline:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
+import httpx
 import pytest
 import torch
 from stack_audit import assert_nothing_lost_nothing_twice, step_reports
@@ -33,7 +34,8 @@ def test_two_rank_zero3_bf16_run_survives_a_killed_trainer(
     stack = ranked_stack
     client = ControllerClient(stack.url)
     rc = stack.redis.client()
-    spec = write_spec("ranks", interval=2, steps=6, deepspeed={"zero_stage": 3},
+    # In memory to the generators (ZeRO-3: both ranks gather each bucket), trainer state at every sync.
+    spec = write_spec("ranks", interval=2, steps=6, deepspeed={"zero_stage": 3}, checkpoint={"every": 2},
                       model={"path": str(tiny_setup.model_dir), "max_model_len": 128, "dtype": "bfloat16"})
     run_id = client.submit(spec)["id"]
     deadline = time.monotonic() + 400
@@ -52,6 +54,8 @@ def test_two_rank_zero3_bf16_run_survives_a_killed_trainer(
     assert [r.step for r in step_reports(rc, run_id)] == list(range(1, 7))
     assert_nothing_lost_nothing_twice(rc, run_id)
     assert "started 2 trainer ranks" in stack.tail("trainer", 2000)
+    history = httpx.get(f"{stack.url}/v1/runs/{run_id}/syncs", timeout=10).json()
+    assert any(s["transport"] == "broadcast" and all(t["ok"] for t in s["transfers"]) for s in history), history
 
     from transformers import AutoModelForCausalLM
 

@@ -20,6 +20,7 @@ from stack_audit import assert_nothing_lost_nothing_twice, step_reports
 
 from semirl.client import ControllerClient
 from semirl.core import keys
+from semirl.core.checkpoint_store import RunCheckpoints
 from semirl.core.runstate import RunRecord, load_run
 from semirl.local.stack import LocalStack
 from semirl.trainer import backoff
@@ -126,6 +127,16 @@ def freeze_controller_until_trained(stack: LocalStack, run_id: str, step: int) -
     time.sleep(1)  # the trainer logs the step just before it sends the report
 
 
+def kill_trainer_once_trained(stack: LocalStack, rc: redis.Redis, run_id: str, step: int) -> RunRecord:
+    """SIGKILL the trainer once it trained `step` (neither reported nor checkpointed: the controller is frozen),
+    thaw the controller, restart the trainer; the run's record once it has succeeded."""
+    freeze_controller_until_trained(stack, run_id, step)
+    stack.services["trainer"].kill()
+    stack.services["controller"].signal(signal.SIGCONT)
+    stack.services["trainer"].start(stack.env())
+    return succeeded(stack, rc, run_id)
+
+
 def test_sigkilled_generator_and_verifier_lose_nothing(
     stack: LocalStack, client: ControllerClient, write_spec  # noqa: ANN001
 ) -> None:
@@ -151,19 +162,34 @@ def test_sigkilled_trainer_resumes_from_its_checkpoint(
     controller frozen meanwhile), and restart it: it resumes from its step-2 checkpoint, retrains steps 3 and 4 on
     its own pending entries (every step reported once; the replayed ones say so), and the identity holds."""
     rc = stack.redis.client()
-    run_id = client.submit(write_spec("kill-trainer", interval=2, steps=4))["id"]
+    run_id = client.submit(write_spec("kill-trainer", interval=2, steps=4, checkpoint={"every": 2}))["id"]
     wait_for(stack, rc, run_id, "release of the second window", lambda r: r.windows_released >= 2)
     # The controller records the release before its CommitCheckpoint reply is on the wire: freezing it between the
     # two would hold the trainer in that RPC, short of step 3.
     wait_for_trainer_log(stack, f"run {run_id}: checkpoint of step 2 committed")
-    freeze_controller_until_trained(stack, run_id, 3)
-    stack.services["trainer"].kill()
-    stack.services["controller"].signal(signal.SIGCONT)
-    stack.services["trainer"].start(stack.env())
-    record = succeeded(stack, rc, run_id)
+    record = kill_trainer_once_trained(stack, rc, run_id, 3)
     assert record.resumed_from_step == 2
     assert [(r.step, r.resumed_from_step) for r in step_reports(rc, run_id)] == [(1, 0), (2, 0), (3, 2), (4, 2)]
     assert trainer_engines(stack, run_id) == 2
+
+
+def test_sigkilled_trainer_between_durable_checkpoints_retrains_from_the_last(
+    stack: LocalStack, client: ControllerClient, write_spec  # noqa: ANN001
+) -> None:
+    """s = 2 with checkpoint.every = 4: v2 and v6 are committed (in memory to the generators, then exported) with no
+    trainer state. SIGKILL the trainer once step 7 is trained but neither reported nor checkpointed (the controller
+    frozen meanwhile): it resumes from step 4's state and retrains steps 5 to 7 on its own pending entries (acked
+    only at durable steps), each step's report replaced once by its replay, and the identity holds."""
+    rc = stack.redis.client()
+    run_id = client.submit(write_spec("kill-between", interval=2, steps=8, checkpoint={"every": 4}))["id"]
+    wait_for_trainer_log(stack, f"run {run_id}: checkpoint of step 6 committed")
+    wait_for(stack, rc, run_id, "release of the fourth window", lambda r: r.windows_released >= 4)
+    record = kill_trainer_once_trained(stack, rc, run_id, 7)
+    assert record.resumed_from_step == 4
+    assert [(r.step, r.resumed_from_step) for r in step_reports(rc, run_id)] == [
+        (1, 0), (2, 0), (3, 0), (4, 0), (5, 4), (6, 4), (7, 4), (8, 4)]
+    assert trainer_engines(stack, run_id) == 2
+    assert RunCheckpoints.at(record.run_dir).trainer_steps() == [4, 8]
 
 
 def test_sigkilled_controller_restarted_at_once_loses_nothing(

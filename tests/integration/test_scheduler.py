@@ -332,13 +332,22 @@ def test_submit_only_queues_and_the_loop_starts_the_run(
 
 
 def test_corrupt_or_foreign_checkpoint_is_refused(
-    controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path], tmp_path: Path
+    controller: Controller, stub: Any, redis_client: redis.Redis, files: dict[str, Path], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The controller checks a commit's files by size (the writer hashed them); SEMIRL_VERIFY_ON_COMMIT=full hashes
+    them again and refuses one rewritten at the same size."""
     run_id = submit(controller, make_spec(files, "corrupt", interval=2, steps=4))
     v2 = write_policy(files["store"], run_id, 2)
-    (v2 / "model.safetensors").write_bytes(b"\x00" * 64)  # same size, different bytes
+    original = (v2 / "model.safetensors").read_bytes()
+    (v2 / "model.safetensors").write_bytes(original + b"\x00")  # torn or appended: another size
+    response = commit(stub, run_id, v2, 2)
+    assert not response.committed and "bytes, manifest says" in response.error
+    (v2 / "model.safetensors").write_bytes(b"\x00" * len(original))  # same size, different bytes
+    monkeypatch.setenv("SEMIRL_VERIFY_ON_COMMIT", "full")
     response = commit(stub, run_id, v2, 2)
     assert not response.committed and "does not match its" in response.error
+    monkeypatch.delenv("SEMIRL_VERIFY_ON_COMMIT")
     (v2 / "model.safetensors").unlink()
     assert "missing" in commit(stub, run_id, v2, 2).error
     outside = tmp_path / "elsewhere" / "v2"

@@ -225,7 +225,7 @@ def test_service_trains_checkpoints_acks_and_resumes(
     spec = RunSpec.model_validate({
         "name": "svc", "model": {"path": str(tiny_model)}, "data": {"train": {"path": "unused.jsonl"}},
         "sync": {"interval": 2}, "train": {"steps": 3, "batch_prompts": 2, "micro_batch_pairs": 1},
-        "optim": {"lr": 1e-3},
+        "optim": {"lr": 1e-3}, "checkpoint": {"every": 2},  # trainer state at every sync
     })
     run_id = "run-svc"
     store = tmp_path / "store"
@@ -288,7 +288,7 @@ def test_a_trainer_state_behind_the_committed_policy_resumes_safely(
     spec = RunSpec.model_validate({
         "name": "lag", "model": {"path": str(tiny_model)}, "data": {"train": {"path": "unused.jsonl"}},
         "sync": {"interval": 2}, "train": {"steps": 3, "batch_prompts": 2, "micro_batch_pairs": 1},
-        "optim": {"lr": 1e-3},
+        "optim": {"lr": 1e-3}, "checkpoint": {"every": 2},  # trainer state at every sync
     })
     run_id = "run-lag"
     store = tmp_path / "store"

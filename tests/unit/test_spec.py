@@ -54,6 +54,27 @@ def test_checkpoint_and_reference_cadence() -> None:
         _spec(sync={"interval": 3}, eval={"every": 2})  # step 2 is never committed, so it cannot be evaluated
 
 
+def test_durable_checkpoints_have_their_own_cadence() -> None:
+    """Trainer state (what a restart resumes from) every checkpoint.every steps, a multiple of s; by default every
+    sync with storage and the first multiple of s from 20 with broadcast (the default transport)."""
+    def durable(**overrides: object) -> list[int]:
+        spec = _spec(train={"steps": 50, "batch_prompts": 4}, **overrides)
+        return [t for t in range(1, 51) if spec.is_durable_step(t)]
+
+    assert _spec().sync.transport == "broadcast"
+    assert durable(sync={"interval": 3}) == [21, 42, 50]
+    assert durable(sync={"interval": 3, "transport": "storage"}) == [*range(3, 49, 3), 50]
+    assert durable(sync={"interval": 5}, checkpoint={"every": 10}) == [10, 20, 30, 40, 50]
+    assert durable(sync={"interval": "offline"}, checkpoint={"every": 7}) == [7, 14, 21, 28, 35, 42, 49, 50]
+    spec = _spec(train={"steps": 50, "batch_prompts": 4}, sync={"interval": 5}, checkpoint={"every": 10})
+    assert [t for t in range(1, 51) if spec.is_checkpoint_step(t)] == list(range(5, 51, 5))  # commits: every sync
+    with pytest.raises(ValidationError, match="checkpoint.every") as err:
+        _spec(sync={"interval": 4}, checkpoint={"every": 6})
+    assert err.value.errors()[0]["loc"] == ("checkpoint", "every")
+    with pytest.raises(ValidationError, match="transport"):
+        _spec(sync={"interval": 2, "transport": "nfs"})
+
+
 def test_paper_defaults() -> None:
     spec = _spec()
     assert (spec.optim.lr, spec.optim.adam_eps, spec.optim.grad_clip, spec.dpo.beta) == (1e-6, 1e-4, 0.1, 0.1)

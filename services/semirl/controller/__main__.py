@@ -14,7 +14,7 @@ from semirl.core import telemetry
 from semirl.core.redis_client import connect
 
 from .app import create_app
-from .controller import Controller
+from .controller import DEFAULT_TRANSFER_TIMEOUT_S, Controller
 from .discovery import discovery_from_env
 from .grpc_api import build_grpc_server
 from .metrics import ControllerCollector
@@ -36,11 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reload-timeout", type=float, default=float(os.environ.get("SEMIRL_RELOAD_TIMEOUT_S") or 60),
                         help="seconds one generator's Reload (verify + load a checkpoint) may take "
                              "(default SEMIRL_RELOAD_TIMEOUT_S, else 60; the chart sets 600)")
+    parser.add_argument("--transfer-timeout", type=float,
+                        default=float(os.environ.get("SEMIRL_TRANSFER_TIMEOUT_S") or DEFAULT_TRANSFER_TIMEOUT_S),
+                        help="seconds a generator of an in-memory weight sync may take before it is dropped and "
+                             "loads the export instead (default SEMIRL_TRANSFER_TIMEOUT_S, else "
+                             f"{DEFAULT_TRANSFER_TIMEOUT_S:.0f})")
     args = parser.parse_args(argv)
     if not args.store:
         parser.error("--store (or SEMIRL_STORE) is required")
     if args.reload_timeout <= 0:
         parser.error("--reload-timeout (SEMIRL_RELOAD_TIMEOUT_S) must be positive")
+    if args.transfer_timeout <= 0:
+        parser.error("--transfer-timeout (SEMIRL_TRANSFER_TIMEOUT_S) must be positive")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     client = connect(args.redis_url)
@@ -49,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         discovery = discovery_from_env(client)
     except ValueError as err:
         parser.error(str(err))
-    controller = Controller(client, args.store, discovery=discovery, reload_timeout_s=args.reload_timeout)
+    controller = Controller(client, args.store, discovery=discovery, reload_timeout_s=args.reload_timeout,
+                            transfer_timeout_s=args.transfer_timeout)
     grpc_server = build_grpc_server(controller, f"0.0.0.0:{args.grpc_port}")
     api_token = os.environ.get("SEMIRL_API_TOKEN") or None
     if api_token is None:

@@ -35,17 +35,20 @@ from semirl.spec import RunSpec
 from .commits import Commits
 from .discovery import Discovery, RedisDiscovery
 from .eval_rounds import EvalRounds
-from .fanout import ReloadDispatcher, ReloadOutcome
+from .fanout import ReloadDispatcher, ReloadOutcome, generator_statuses
 from .run_lifecycle import RunLifecycle
 from .run_store import RunStore
 from .step_reports import StepReports
 from .syncs import WeightSyncs
+from .views import TransferView
 from .windows import WindowRelease
 
 log = logging.getLogger(__name__)
 
 STREAM_RETENTION_ENV = "SEMIRL_STREAM_RETENTION_S"
 DEFAULT_STREAM_RETENTION_S = 600.0  # consumed entries and a finished run's idempotency sets stay this long
+DEFAULT_TRANSFER_TIMEOUT_S = 120.0  # a broadcast member not done by then is dropped (16 GB at 8B: ~3 s on TCP)
+STATUS_TIMEOUT_S = 3.0
 
 
 class Controller:
@@ -64,6 +67,7 @@ class Controller:
         unready_after_failures: int = 3,
         stream_retention_s: float | None = None,
         trim_every_s: float = 30.0,
+        transfer_timeout_s: float = DEFAULT_TRANSFER_TIMEOUT_S,
     ) -> None:
         self.client = client
         self.discovery: Discovery = discovery if discovery is not None else RedisDiscovery(client)
@@ -88,7 +92,8 @@ class Controller:
         self.syncs = WeightSyncs(self.run_store, self.reloads, self.eval_rounds, self.lock)
         self.lifecycle.on_ended.append(self.syncs.forget)
         self.windows = WindowRelease(client, self.run_store, self.lifecycle, self.syncs)
-        self.commits = Commits(self.run_store, self.lifecycle, self.eval_rounds, self._advance, self._wake)
+        self.commits = Commits(self.run_store, self.lifecycle, self.eval_rounds, self.syncs, self._advance, self._wake)
+        self.transfer_timeout_s = transfer_timeout_s
         self.step_reports = StepReports(self.run_store, self.lifecycle, lambda: self.last_reload)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -189,10 +194,42 @@ class Controller:
             self.lifecycle.end(record, "failed", error or "failed in the trainer")
             return True
 
-    def commit(self, run_id: str, version: int, path: str, final: bool) -> tuple[bool, str]:
+    def commit(self, run_id: str, version: int, path: str, final: bool, *, in_memory: bool = False,
+               transfers: list[TransferView] | None = None) -> tuple[bool, str]:
         """CommitCheckpoint (commits.py)."""
         with self.lock:
-            return self.commits.commit(run_id, version, path, final)
+            if in_memory:
+                return self.commits.commit_in_memory(run_id, version, transfers or [])
+            return self.commits.commit(run_id, version, path, final, transfers)
+
+    def plan_weight_sync(self, run_id: str, version: int) -> controller_pb2.WeightSyncPlan:
+        """PlanWeightSync: broadcast to every generator with an engine built (asked outside the lock; one built for
+        another run, or that served none of this one yet, loads the run's export in place before it joins), unless
+        the spec says storage or an evaluation of another version is in flight (its generators would swap back
+        and forth; decision 47)."""
+        def storage(reason: str) -> controller_pb2.WeightSyncPlan:
+            log.info("run %s: v%d through storage: %s", run_id, version, reason)
+            return controller_pb2.WeightSyncPlan(transport="storage", reason=reason)
+
+        with self.lock:
+            record = self.lifecycle.readable(run_id)
+            if record is None or record.state != "running":
+                return storage("the run is not running")
+            if record.spec.sync.transport != "broadcast":
+                return storage("sync.transport is storage")
+            if version <= record.policy_version:
+                return storage(f"v{version} is committed already")
+            evaluating = self.eval_rounds.versions_in_flight(record)
+            if evaluating:
+                return storage(f"an evaluation of v{min(evaluating)} is in flight")
+            endpoints = self.discovery.endpoints("generator")
+        members = [controller_pb2.SyncMember(generator_id=status.generator_id, address=endpoints[status.generator_id])
+                   for status in sorted(generator_statuses(endpoints, STATUS_TIMEOUT_S), key=lambda s: s.generator_id)
+                   if status.engine_ready and status.generator_id in endpoints]
+        if not members:
+            return storage("no generator has an engine built")
+        return controller_pb2.WeightSyncPlan(transport="broadcast", members=members,
+                                             timeout_s=self.transfer_timeout_s)
 
     def report_step(self, report: controller_pb2.StepReport) -> bool:
         """ReportStep (step_reports.py): True when the trainer should stop (run cancelled)."""

@@ -126,9 +126,11 @@ class EvalRounds:
         value = getattr(result, metric)
         if value is None or (record.best is not None and value <= record.best.value):
             return
-        target = self.run_store.checkpoints(record).best_dir
+        checkpoints = self.run_store.checkpoints(record)
+        target = checkpoints.best_dir
+        source = Path(policy_path) if policy_path else checkpoints.policy_dir(result.policy_version)  # in memory then
         try:
-            staged_copy(Path(policy_path), target, {"run_id": record.id, "step": result.step, metric: value},
+            staged_copy(source, target, {"run_id": record.id, "step": result.step, metric: value},
                         link=True)
         except (OSError, CheckpointError) as err:
             log.warning("run %s: cannot export the best checkpoint (step %d): %s", record.id, result.step, err)

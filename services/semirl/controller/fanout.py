@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -47,6 +48,24 @@ def _reload_one(generator_id: str, endpoint: str, request: generator_pb2.ReloadR
         code = err.code() if hasattr(err, "code") else None
         log.warning("generator %s at %s did not reload (%s)", generator_id, endpoint, code)
         return ReloadOutcome(generator_id, endpoint, False, str(code), request.run_id, int(request.policy.version))
+
+
+def _status_of(endpoint: str, timeout_s: float) -> generator_pb2.GeneratorStatus | None:
+    try:
+        with channel(endpoint) as chan:
+            return generator_pb2_grpc.GeneratorServiceStub(chan).Status(generator_pb2.GeneratorStatusRequest(),
+                                                                        timeout=timeout_s)
+    except grpc.RpcError:
+        return None
+
+
+def generator_statuses(endpoints: dict[str, str], timeout_s: float) -> list[generator_pb2.GeneratorStatus]:
+    """The Status of every endpoint that answers within `timeout_s` (asked in parallel; call it outside the lock)."""
+    if not endpoints:
+        return []
+    with ThreadPoolExecutor(max_workers=min(32, len(endpoints))) as pool:
+        answers = list(pool.map(lambda endpoint: _status_of(endpoint, timeout_s), endpoints.values()))
+    return [status for status in answers if status is not None]
 
 
 FanoutDone = Callable[[list[ReloadOutcome]], None]

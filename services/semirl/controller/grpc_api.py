@@ -17,6 +17,7 @@ from semirl.core.grpc_server import ServiceServer
 from semirl.proto import controller_pb2, controller_pb2_grpc
 
 from .controller import Controller
+from .views import TransferView
 
 SERVICE_NAME = "semirl.v1.ControllerInternalService"
 
@@ -37,9 +38,16 @@ class ControllerServicer(controller_pb2_grpc.ControllerInternalServiceServicer):
         self.controller = controller
 
     @_redis_outage_is_unavailable
+    def PlanWeightSync(self, request, context):  # noqa: ANN001, ANN201, N802
+        return self.controller.plan_weight_sync(request.run_id, int(request.version))
+
+    @_redis_outage_is_unavailable
     def CommitCheckpoint(self, request, context):  # noqa: ANN001, ANN201, N802
+        transfers = [TransferView(generator=t.generator_id, ok=t.ok, bytes=t.bytes, seconds=t.seconds, error=t.error)
+                     for t in request.transfers]
         committed, error = self.controller.commit(
-            request.run_id, int(request.policy.version), request.policy.path, bool(request.final)
+            request.run_id, int(request.policy.version), request.policy.path, bool(request.final),
+            in_memory=bool(request.in_memory), transfers=transfers,
         )
         return controller_pb2.CommitCheckpointResponse(committed=committed, error=error)
 

@@ -46,9 +46,12 @@ class RunStore:
         return RunCheckpoints(self.store, record.id, record.spec.checkpoint.subdir)
 
     def policy_path(self, record: RunRecord, version: int) -> str:
-        """Where version `version` of the run's policy is: the seed model for v0, else its store directory."""
+        """Where version `version` of the run's policy is: the seed model for v0, "" for the newest version while
+        it is held in memory only (its export not committed yet), else its store directory."""
         if version == 0:
             return record.spec.model.path
+        if version == record.policy_version and not record.policy_path:
+            return ""
         return str(self.checkpoints(record).policy_dir(version))
 
     def create(self, spec: RunSpec) -> RunRecord:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -45,8 +45,19 @@ class ReloadSummary(BaseModel):
     finished_at: float = Field(description="Unix time the last answer came in.")
 
 
+class TransferView(BaseModel):
+    """How one generator got a version in memory (or why it did not and loaded the export instead)."""
+
+    generator: str
+    ok: bool
+    bytes: int = Field(description="Bytes received; 0 when the transfer failed.")
+    seconds: float = Field(description="From the trainer's ReceiveWeights call to its answer.")
+    error: str = ""
+
+
 class WeightSync(BaseModel):
-    """One weight sync: the controller told the generators to load a committed policy version."""
+    """One weight sync: a committed policy version went to the generators, in memory to the plan's members
+    (`transport` broadcast), from its export in the store to everyone else."""
 
     sync: int = Field(description="1-based: the n-th sync of the run (the record's `syncs` counts them).")
     policy_version: int = Field(description="The version sent: the policy after trainer step `policy_version`.")
@@ -55,6 +66,11 @@ class WeightSync(BaseModel):
     window: int | None = Field(description="The sync window this sync released (0-based); null for an asynchronous "
                                            "run (sync.max_staleness), whose commits are synced as they come.")
     at: float = Field(description="Unix time the sync went out.")
+    transport: Literal["broadcast", "storage"] = Field(
+        "storage", description="'broadcast': the version was committed in memory, held by the generators in "
+        "`transfers` with ok true; the others loaded its export. 'storage': every generator loaded the export.")
+    transfers: list[TransferView] = Field(default_factory=list, description="One per member of a broadcast plan "
+                                          "(also when none got the version and the sync fell back to storage).")
     reload: ReloadSummary | None = Field(None, description="How the Reload fan-out went; null until every "
                                          "generator asked has answered, and for good when a newer sync replaced it "
                                          "before it went out.")

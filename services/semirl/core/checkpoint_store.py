@@ -334,9 +334,23 @@ class RunCheckpoints:
         if not self.run_dir.is_relative_to(self.store_root):
             raise CheckpointError(f"run directory {self.run_dir} escapes the store {self.store_root}")
 
+    @classmethod
+    def at(cls, run_dir: Path | str) -> RunCheckpoints:
+        """The checkpoints of the run whose directory is `run_dir` (a run record's `run_dir`)."""
+        directory = Path(run_dir).resolve()
+        return cls(directory.parent, directory.name, subdir=directory.name)
+
     @property
     def policy_root(self) -> Path:
         return self.run_dir / "policy"
+
+    def export_ready(self, version: int) -> bool:
+        """Whether the policy export of `version` is written (its manifest is the last file to appear)."""
+        return (self.policy_dir(version) / MANIFEST).is_file()
+
+    def newest_export(self) -> int | None:
+        ready = [v for v in self.policy_versions() if self.export_ready(v)]
+        return ready[-1] if ready else None
 
     @property
     def trainer_root(self) -> Path:

@@ -11,6 +11,11 @@ Loading a policy (docs/architecture.md, checkpoints; decisions 4 and 24):
   accepted) in checkpoint format. The prefix cache is reset afterwards: its blocks hold KV of the old weights;
 - any other architecture (or a different dtype / context length): rebuild the engine.
 
+Receiving a policy in memory (`receive`, docs/architecture.md, weight transfer) goes through vLLM's weight-transfer
+API with semirl's backend (generator/weight_receiver.py); the engine is built with that backend configured. A
+received version has no path (`Policy.path == ""`) until its export is written; a transfer that fails part-way
+leaves no policy loaded, so the next task reloads from storage.
+
 Prompts reach vLLM as `engine_prompt` renders them with the engine's tokenizer: a CHAT prompt as the token ids of
 the chat template (core/chat.py: nothing added, so a template that starts with BOS yields one), a RAW one as text
 that vLLM tokenizes (adding BOS as the tokenizer does).
@@ -34,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from semirl.core.chat import PromptError, chat_token_ids
 from semirl.core.checkpoint_store import MANIFEST, CheckpointError, check_complete, verify
 from semirl.core.wire import PromptFormat
+from semirl.generator import weight_receiver
 
 if TYPE_CHECKING:
     from vllm.inputs import TextPrompt, TokensPrompt
@@ -71,7 +77,11 @@ class EngineConfig:
 @dataclass(frozen=True)
 class Policy:
     version: int
-    path: str
+    path: str  # "" for a version received in memory
+
+    @property
+    def in_memory(self) -> bool:
+        return not self.path
 
 
 @dataclass(frozen=True)
@@ -284,9 +294,34 @@ class GenerationEngine:
         if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
             kwargs["distributed_executor_backend"] = "uni"
         kwargs.update(_platform_defaults(path, self.config))
+        kwargs["weight_transfer_config"] = {"backend": weight_receiver.BACKEND}
         kwargs.update(self.config.extra)
+        weight_receiver.register()
         self.llm = LLM(**kwargs)
         self._built_config = self.config
+
+    def receive(self, version: int, init: weight_receiver.SemirlInitInfo,
+                update: weight_receiver.SemirlUpdateInfo) -> float:
+        """Receive policy `version` from the trainer's transfer group into the built engine; the seconds it took.
+        The caller checked that the engine serves the run (same architecture as the trainer's model)."""
+        if self.llm is None:
+            raise RuntimeError("no engine built: load a policy of the run first")
+        started = time.perf_counter()
+        self.policy = None  # until every bucket is in: a half-updated engine serves nothing
+        try:
+            weight_receiver.receive(self.llm, init, update)
+        finally:
+            self.llm.reset_prefix_cache()
+        self.policy = Policy(int(version), "")
+        seconds = time.perf_counter() - started
+        self.load_seconds = seconds
+        log.info("received policy v%d in memory in %.2f s", version, seconds)
+        return seconds
+
+    def weights_digest(self) -> str:
+        if self.llm is None:
+            return ""
+        return weight_receiver.weights_digest(self.llm)
 
     def close(self) -> None:
         llm, self.llm = self.llm, None

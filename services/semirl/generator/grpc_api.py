@@ -1,4 +1,5 @@
-"""The generator's gRPC servicer: Generate (the direct path), Reload and Status, all on the shared engine."""
+"""The generator's gRPC servicer: Generate (the direct path), Reload, Status and ReceiveWeights (an in-memory sync),
+all on the shared engine."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from semirl.core.chat import PromptError
 from semirl.core.checkpoint_store import CheckpointError
 from semirl.generator.engine import Policy
 from semirl.generator.messages import prompt_of, sample_group, sampling_from_proto
-from semirl.generator.shared_engine import SharedEngine
+from semirl.generator.shared_engine import NotInGroup, SharedEngine
+from semirl.generator.weight_receiver import SemirlInitInfo, SemirlUpdateInfo
 from semirl.proto import generator_pb2, generator_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
+
+DEFAULT_TRANSFER_TIMEOUT_S = 120.0
 
 
 class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
@@ -63,4 +67,27 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         )
 
     def Status(self, request: generator_pb2.GeneratorStatusRequest, context: grpc.ServicerContext):  # noqa: N802
-        return self.engine.status(self.generator_id)
+        return self.engine.status(self.generator_id, weights_digest=request.weights_digest)
+
+    def ReceiveWeights(self, request: generator_pb2.ReceiveWeightsRequest,  # noqa: N802
+                       context: grpc.ServicerContext):
+        if not (request.run_id and request.version and request.master_address and request.master_port
+                and 0 < request.rank < request.world_size and request.buckets and request.group_name):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "run_id, version, master, rank < world_size, buckets and "
+                          "group_name are required")
+        init = SemirlInitInfo(host=request.master_address, port=request.master_port, rank=request.rank,
+                              world_size=request.world_size, name=request.group_name,
+                              timeout_s=request.timeout_s or DEFAULT_TRANSFER_TIMEOUT_S)
+        update = SemirlUpdateInfo(buckets=[[[p.name, p.dtype, list(p.shape), p.offset] for p in bucket.params]
+                                           for bucket in request.buckets])
+        try:
+            seconds = self.engine.receive(request.run_id, request.version, init, update,
+                                          still_wanted=context.is_active)
+        except NotInGroup as err:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        except Exception as err:  # noqa: BLE001 - a peer that died, a deadline: the trainer may retry
+            log.warning("receiving v%d of %s failed: %s", request.version, request.run_id, err)
+            context.abort(grpc.StatusCode.ABORTED, f"transfer failed: {err}")
+        log.info("ReceiveWeights v%d of %s: %.2f s", request.version, request.run_id, seconds)
+        return generator_pb2.ReceiveWeightsResponse(
+            policy_version=request.version, bytes=sum(b.bytes for b in request.buckets), seconds=seconds)

@@ -23,10 +23,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from pathlib import Path
 
 import redis
 
 from semirl.core import keys
+from semirl.core.checkpoint_store import MANIFEST
 from semirl.core.rewards import scorer_stream
 from semirl.core.runstate import active_run
 from semirl.core.streams import Delivery, StreamQueue
@@ -42,6 +44,9 @@ from semirl.proto import types_pb2
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+EXPORT_WAIT_S = 900.0   # an export the trainer writes after an in-memory commit: 16 GB at 8B is seconds to a minute
+EXPORT_POLL_S = 0.5
+ADOPT_CHECK_S = 2.0
 Result = tuple[list[int], list[Generated]]
 
 
@@ -62,6 +67,7 @@ class GeneratorWorker(Worker[types_pb2.PromptTask]):
         self.batch_size = batch_size
         self.block_ms = block_ms
         self._failures: dict[str, int] = {}
+        self._next_adopt_check = 0.0
         self.queue: StreamQueue[types_pb2.PromptTask] = StreamQueue(
             client, keys.PROMPTS, keys.GENERATORS_GROUP, generator_id, types_pb2.PromptTask,
             owner_service="generator",
@@ -106,7 +112,24 @@ class GeneratorWorker(Worker[types_pb2.PromptTask]):
         deliveries = self.queue.read(count=self.batch_size, block_ms=self.block_ms)
         if deliveries:
             self.serve(deliveries)
+        else:
+            self._adopt_active_run()
         return len(deliveries)
+
+    def _adopt_active_run(self) -> None:
+        """An idle generator whose engine is not the active run's loads the run's current policy now, not at its
+        first task: so it is a member of the run's next in-memory sync (docs/architecture.md, weight transfer)."""
+        now = time.monotonic()
+        if now < self._next_adopt_check:
+            return
+        self._next_adopt_check = now + ADOPT_CHECK_S
+        record = active_run(self.client)
+        if record is None or record.finished or record.state != "running" or record.id == self.engine.run_id:
+            return
+        try:
+            self.engine.load(current_generation_policy(record), record.id)
+        except Exception:  # noqa: BLE001 - its first task (or a Reload) loads it instead
+            log.exception("cannot load the policy of run %s", record.id)
 
     def serve(self, deliveries: list[Delivery[types_pb2.PromptTask]]) -> None:
         by_policy: OrderedDict[Policy | None, list[Delivery]] = OrderedDict()
@@ -125,6 +148,10 @@ class GeneratorWorker(Worker[types_pb2.PromptTask]):
                 self._failed(delivery, f"policy v{delivery.message.policy.version} has no known path")
             return
         run_id = deliveries[0].message.run_id
+        if not self._export_written(policy, run_id):
+            for delivery in deliveries:
+                self._failed(delivery, f"the export of v{policy.version} was not written in {EXPORT_WAIT_S:.0f} s")
+            return
         with self.engine.lock:
             try:
                 self.engine.load(policy, run_id)
@@ -136,6 +163,22 @@ class GeneratorWorker(Worker[types_pb2.PromptTask]):
             outputs = self._generate_isolating(deliveries)
         for delivery, (result, seconds) in outputs:
             self._forward(delivery, result, policy.version, seconds)
+
+    def _export_written(self, policy: Policy, run_id: str) -> bool:
+        """A version committed in memory that this generator does not hold is served from its export, which the
+        trainer writes after the commit: wait for it (bounded) rather than fail its tasks."""
+        held = self.engine.policy
+        if held is not None and held.in_memory and held.version == policy.version and self.engine.run_id == run_id:
+            return True
+        directory = Path(policy.path)
+        if directory.parent.name != "policy" or (directory / MANIFEST).is_file():
+            return True  # not an export of a run (the seed), or written
+        log.info("waiting for the export of v%d of %s (%s)", policy.version, run_id, directory)
+        deadline = time.monotonic() + EXPORT_WAIT_S
+        while not (directory / MANIFEST).is_file():
+            if self.stop.wait(EXPORT_POLL_S) or time.monotonic() > deadline:
+                return False
+        return True
 
     def _generate_isolating(self, deliveries: list[Delivery]) -> list[tuple[Delivery, tuple[Result, float]]]:
         """Generate for all; if a prompt is rejected (by vLLM, or the chat template cannot render it), retry one

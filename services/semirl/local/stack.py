@@ -169,7 +169,8 @@ class LocalStack:
         trainer = self._add(
             "trainer",
             "semirl.trainer",
-            ["--store", str(self.store), "--controller", f"127.0.0.1:{controller_grpc}", "--trainer-id", "trainer-0"],
+            ["--store", str(self.store), "--controller", f"127.0.0.1:{controller_grpc}", "--trainer-id", "trainer-0",
+             "--transfer-port", str(free_port())],
         )
         if self.trainer_ranks > 1:
             # The trainer's launcher starts one process per rank (gloo on the CPU); rank 0 serves the gRPC port.

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from semirl.proto import types_pb2 as semirl_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asemirl/v1/controller.proto\x12\tsemirl.v1\x1a\x15semirl/v1/types.proto\"^\n\x17\x43ommitCheckpointRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12$\n\x06policy\x18\x02 \x01(\x0b\x32\x14.semirl.v1.PolicyRef\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"<\n\x18\x43ommitCheckpointResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"[\n\x08GroupUse\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x04\x12\x0f\n\x07trained\x18\x03 \x01(\x08\x12\x13\n\x0bskip_reason\x18\x04 \x01(\t\"\xcf\x01\n\nStepReport\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x04\x12\x33\n\x07metrics\x18\x03 \x03(\x0b\x32\".semirl.v1.StepReport.MetricsEntry\x12#\n\x06groups\x18\x04 \x03(\x0b\x32\x13.semirl.v1.GroupUse\x12\x19\n\x11resumed_from_step\x18\x05 \x01(\x04\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\'\n\x12ReportStepResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\"/\n\x0e\x46\x61ilRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"!\n\x0f\x46\x61ilRunResponse\x12\x0e\n\x06\x66\x61iled\x18\x01 \x01(\x08\x32\xfe\x01\n\x19\x43ontrollerInternalService\x12[\n\x10\x43ommitCheckpoint\x12\".semirl.v1.CommitCheckpointRequest\x1a#.semirl.v1.CommitCheckpointResponse\x12\x42\n\nReportStep\x12\x15.semirl.v1.StepReport\x1a\x1d.semirl.v1.ReportStepResponse\x12@\n\x07\x46\x61ilRun\x12\x19.semirl.v1.FailRunRequest\x1a\x1a.semirl.v1.FailRunResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asemirl/v1/controller.proto\x12\tsemirl.v1\x1a\x15semirl/v1/types.proto\"\xa0\x01\n\x17\x43ommitCheckpointRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12$\n\x06policy\x18\x02 \x01(\x0b\x32\x14.semirl.v1.PolicyRef\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\x11\n\tin_memory\x18\x04 \x01(\x08\x12-\n\ttransfers\x18\x05 \x03(\x0b\x32\x1a.semirl.v1.TransferOutcome\"8\n\x15PlanWeightSyncRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\"3\n\nSyncMember\x12\x14\n\x0cgenerator_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"n\n\x0eWeightSyncPlan\x12\x11\n\ttransport\x18\x01 \x01(\t\x12&\n\x07members\x18\x02 \x03(\x0b\x32\x15.semirl.v1.SyncMember\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\"b\n\x0fTransferOutcome\x12\x14\n\x0cgenerator_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"<\n\x18\x43ommitCheckpointResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"[\n\x08GroupUse\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x04\x12\x0f\n\x07trained\x18\x03 \x01(\x08\x12\x13\n\x0bskip_reason\x18\x04 \x01(\t\"\xcf\x01\n\nStepReport\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x04\x12\x33\n\x07metrics\x18\x03 \x03(\x0b\x32\".semirl.v1.StepReport.MetricsEntry\x12#\n\x06groups\x18\x04 \x03(\x0b\x32\x13.semirl.v1.GroupUse\x12\x19\n\x11resumed_from_step\x18\x05 \x01(\x04\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\'\n\x12ReportStepResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\"/\n\x0e\x46\x61ilRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"!\n\x0f\x46\x61ilRunResponse\x12\x0e\n\x06\x66\x61iled\x18\x01 \x01(\x08\x32\xcd\x02\n\x19\x43ontrollerInternalService\x12M\n\x0ePlanWeightSync\x12 .semirl.v1.PlanWeightSyncRequest\x1a\x19.semirl.v1.WeightSyncPlan\x12[\n\x10\x43ommitCheckpoint\x12\".semirl.v1.CommitCheckpointRequest\x1a#.semirl.v1.CommitCheckpointResponse\x12\x42\n\nReportStep\x12\x15.semirl.v1.StepReport\x1a\x1d.semirl.v1.ReportStepResponse\x12@\n\x07\x46\x61ilRun\x12\x19.semirl.v1.FailRunRequest\x1a\x1a.semirl.v1.FailRunResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,22 +34,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STEPREPORT_METRICSENTRY']._loaded_options = None
   _globals['_STEPREPORT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_COMMITCHECKPOINTREQUEST']._serialized_start=64
-  _globals['_COMMITCHECKPOINTREQUEST']._serialized_end=158
-  _globals['_COMMITCHECKPOINTRESPONSE']._serialized_start=160
-  _globals['_COMMITCHECKPOINTRESPONSE']._serialized_end=220
-  _globals['_GROUPUSE']._serialized_start=222
-  _globals['_GROUPUSE']._serialized_end=313
-  _globals['_STEPREPORT']._serialized_start=316
-  _globals['_STEPREPORT']._serialized_end=523
-  _globals['_STEPREPORT_METRICSENTRY']._serialized_start=477
-  _globals['_STEPREPORT_METRICSENTRY']._serialized_end=523
-  _globals['_REPORTSTEPRESPONSE']._serialized_start=525
-  _globals['_REPORTSTEPRESPONSE']._serialized_end=564
-  _globals['_FAILRUNREQUEST']._serialized_start=566
-  _globals['_FAILRUNREQUEST']._serialized_end=613
-  _globals['_FAILRUNRESPONSE']._serialized_start=615
-  _globals['_FAILRUNRESPONSE']._serialized_end=648
-  _globals['_CONTROLLERINTERNALSERVICE']._serialized_start=651
-  _globals['_CONTROLLERINTERNALSERVICE']._serialized_end=905
+  _globals['_COMMITCHECKPOINTREQUEST']._serialized_start=65
+  _globals['_COMMITCHECKPOINTREQUEST']._serialized_end=225
+  _globals['_PLANWEIGHTSYNCREQUEST']._serialized_start=227
+  _globals['_PLANWEIGHTSYNCREQUEST']._serialized_end=283
+  _globals['_SYNCMEMBER']._serialized_start=285
+  _globals['_SYNCMEMBER']._serialized_end=336
+  _globals['_WEIGHTSYNCPLAN']._serialized_start=338
+  _globals['_WEIGHTSYNCPLAN']._serialized_end=448
+  _globals['_TRANSFEROUTCOME']._serialized_start=450
+  _globals['_TRANSFEROUTCOME']._serialized_end=548
+  _globals['_COMMITCHECKPOINTRESPONSE']._serialized_start=550
+  _globals['_COMMITCHECKPOINTRESPONSE']._serialized_end=610
+  _globals['_GROUPUSE']._serialized_start=612
+  _globals['_GROUPUSE']._serialized_end=703
+  _globals['_STEPREPORT']._serialized_start=706
+  _globals['_STEPREPORT']._serialized_end=913
+  _globals['_STEPREPORT_METRICSENTRY']._serialized_start=867
+  _globals['_STEPREPORT_METRICSENTRY']._serialized_end=913
+  _globals['_REPORTSTEPRESPONSE']._serialized_start=915
+  _globals['_REPORTSTEPRESPONSE']._serialized_end=954
+  _globals['_FAILRUNREQUEST']._serialized_start=956
+  _globals['_FAILRUNREQUEST']._serialized_end=1003
+  _globals['_FAILRUNRESPONSE']._serialized_start=1005
+  _globals['_FAILRUNRESPONSE']._serialized_end=1038
+  _globals['_CONTROLLERINTERNALSERVICE']._serialized_start=1041
+  _globals['_CONTROLLERINTERNALSERVICE']._serialized_end=1374
 # @@protoc_insertion_point(module_scope)

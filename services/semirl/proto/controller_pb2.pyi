@@ -8,14 +8,60 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CommitCheckpointRequest(_message.Message):
-    __slots__ = ("run_id", "policy", "final")
+    __slots__ = ("run_id", "policy", "final", "in_memory", "transfers")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    IN_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    TRANSFERS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     policy: _types_pb2.PolicyRef
     final: bool
-    def __init__(self, run_id: _Optional[str] = ..., policy: _Optional[_Union[_types_pb2.PolicyRef, _Mapping]] = ..., final: _Optional[bool] = ...) -> None: ...
+    in_memory: bool
+    transfers: _containers.RepeatedCompositeFieldContainer[TransferOutcome]
+    def __init__(self, run_id: _Optional[str] = ..., policy: _Optional[_Union[_types_pb2.PolicyRef, _Mapping]] = ..., final: _Optional[bool] = ..., in_memory: _Optional[bool] = ..., transfers: _Optional[_Iterable[_Union[TransferOutcome, _Mapping]]] = ...) -> None: ...
+
+class PlanWeightSyncRequest(_message.Message):
+    __slots__ = ("run_id", "version")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    version: int
+    def __init__(self, run_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class SyncMember(_message.Message):
+    __slots__ = ("generator_id", "address")
+    GENERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    generator_id: str
+    address: str
+    def __init__(self, generator_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class WeightSyncPlan(_message.Message):
+    __slots__ = ("transport", "members", "timeout_s", "reason")
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    transport: str
+    members: _containers.RepeatedCompositeFieldContainer[SyncMember]
+    timeout_s: float
+    reason: str
+    def __init__(self, transport: _Optional[str] = ..., members: _Optional[_Iterable[_Union[SyncMember, _Mapping]]] = ..., timeout_s: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class TransferOutcome(_message.Message):
+    __slots__ = ("generator_id", "ok", "bytes", "seconds", "error")
+    GENERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    generator_id: str
+    ok: bool
+    bytes: int
+    seconds: float
+    error: str
+    def __init__(self, generator_id: _Optional[str] = ..., ok: _Optional[bool] = ..., bytes: _Optional[int] = ..., seconds: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class CommitCheckpointResponse(_message.Message):
     __slots__ = ("committed", "error")

@@ -35,6 +35,11 @@ class ControllerInternalServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.PlanWeightSync = channel.unary_unary(
+                '/semirl.v1.ControllerInternalService/PlanWeightSync',
+                request_serializer=semirl_dot_v1_dot_controller__pb2.PlanWeightSyncRequest.SerializeToString,
+                response_deserializer=semirl_dot_v1_dot_controller__pb2.WeightSyncPlan.FromString,
+                _registered_method=True)
         self.CommitCheckpoint = channel.unary_unary(
                 '/semirl.v1.ControllerInternalService/CommitCheckpoint',
                 request_serializer=semirl_dot_v1_dot_controller__pb2.CommitCheckpointRequest.SerializeToString,
@@ -56,8 +61,17 @@ class ControllerInternalServiceServicer:
     """The controller's internal API, called by the trainer. The public API is REST (FastAPI).
     """
 
+    def PlanWeightSync(self, request, context):
+        """Who takes part in the weight sync of a new version, and by which transport (docs/architecture.md, weight
+        transfer). Called by the trainer at each sync step before it sends anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CommitCheckpoint(self, request, context):
-        """The trainer wrote <store>/runs/<run>/policy/v<step>/; verify its manifest and make it current.
+        """Make a policy version current: sent in memory to the plan's members (in_memory), or written to
+        <store>/runs/<run>/policy/v<step>/ (its manifest hashed by the writer) and checked, sizes only, here.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -80,6 +94,11 @@ class ControllerInternalServiceServicer:
 
 def add_ControllerInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'PlanWeightSync': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanWeightSync,
+                    request_deserializer=semirl_dot_v1_dot_controller__pb2.PlanWeightSyncRequest.FromString,
+                    response_serializer=semirl_dot_v1_dot_controller__pb2.WeightSyncPlan.SerializeToString,
+            ),
             'CommitCheckpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.CommitCheckpoint,
                     request_deserializer=semirl_dot_v1_dot_controller__pb2.CommitCheckpointRequest.FromString,
@@ -106,6 +125,33 @@ def add_ControllerInternalServiceServicer_to_server(servicer, server):
 class ControllerInternalService:
     """The controller's internal API, called by the trainer. The public API is REST (FastAPI).
     """
+
+    @staticmethod
+    def PlanWeightSync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semirl.v1.ControllerInternalService/PlanWeightSync',
+            semirl_dot_v1_dot_controller__pb2.PlanWeightSyncRequest.SerializeToString,
+            semirl_dot_v1_dot_controller__pb2.WeightSyncPlan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def CommitCheckpoint(request,

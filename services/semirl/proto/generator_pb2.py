@@ -25,25 +25,33 @@ _sym_db = _symbol_database.Default()
 from semirl.proto import types_pb2 as semirl_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19semirl/v1/generator.proto\x12\tsemirl.v1\x1a\x15semirl/v1/types.proto\"u\n\x0fGenerateRequest\x12\x0f\n\x07prompts\x18\x01 \x03(\t\x12+\n\x08sampling\x18\x02 \x01(\x0b\x32\x19.semirl.v1.SamplingParams\x12$\n\x06policy\x18\x03 \x01(\x0b\x32\x14.semirl.v1.PolicyRef\":\n\x10GenerateResponse\x12&\n\x06groups\x18\x01 \x03(\x0b\x32\x16.semirl.v1.SampleGroup\"E\n\rReloadRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12$\n\x06policy\x18\x02 \x01(\x0b\x32\x14.semirl.v1.PolicyRef\"a\n\x0eReloadResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\x04\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x12\x10\n\x08reloaded\x18\x03 \x01(\x08\x12\x14\n\x0cload_seconds\x18\x04 \x01(\x01\"\x18\n\x16GeneratorStatusRequest\"\x9f\x01\n\x0fGeneratorStatus\x12\x14\n\x0cgenerator_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x04\x12\x13\n\x0bpolicy_path\x18\x04 \x01(\t\x12\x14\n\x0c\x65ngine_ready\x18\x05 \x01(\x08\x12\x12\n\ntasks_done\x18\x06 \x01(\x04\x12\x0f\n\x07reloads\x18\x07 \x01(\x04\x32\xdf\x01\n\x10GeneratorService\x12\x43\n\x08Generate\x12\x1a.semirl.v1.GenerateRequest\x1a\x1b.semirl.v1.GenerateResponse\x12=\n\x06Reload\x12\x18.semirl.v1.ReloadRequest\x1a\x19.semirl.v1.ReloadResponse\x12G\n\x06Status\x12!.semirl.v1.GeneratorStatusRequest\x1a\x1a.semirl.v1.GeneratorStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19semirl/v1/generator.proto\x12\tsemirl.v1\x1a\x15semirl/v1/types.proto\"K\n\rTransferParam\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x04\"I\n\x0eTransferBucket\x12(\n\x06params\x18\x01 \x03(\x0b\x32\x18.semirl.v1.TransferParam\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\"\xda\x01\n\x15ReceiveWeightsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x16\n\x0emaster_address\x18\x03 \x01(\t\x12\x13\n\x0bmaster_port\x18\x04 \x01(\r\x12\x0c\n\x04rank\x18\x05 \x01(\r\x12\x12\n\nworld_size\x18\x06 \x01(\r\x12*\n\x07\x62uckets\x18\x07 \x03(\x0b\x32\x19.semirl.v1.TransferBucket\x12\x11\n\ttimeout_s\x18\x08 \x01(\x01\x12\x12\n\ngroup_name\x18\t \x01(\t\"P\n\x16ReceiveWeightsResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\x04\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"u\n\x0fGenerateRequest\x12\x0f\n\x07prompts\x18\x01 \x03(\t\x12+\n\x08sampling\x18\x02 \x01(\x0b\x32\x19.semirl.v1.SamplingParams\x12$\n\x06policy\x18\x03 \x01(\x0b\x32\x14.semirl.v1.PolicyRef\":\n\x10GenerateResponse\x12&\n\x06groups\x18\x01 \x03(\x0b\x32\x16.semirl.v1.SampleGroup\"E\n\rReloadRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12$\n\x06policy\x18\x02 \x01(\x0b\x32\x14.semirl.v1.PolicyRef\"a\n\x0eReloadResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\x04\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x12\x10\n\x08reloaded\x18\x03 \x01(\x08\x12\x14\n\x0cload_seconds\x18\x04 \x01(\x01\"0\n\x16GeneratorStatusRequest\x12\x16\n\x0eweights_digest\x18\x01 \x01(\x08\"\xb7\x01\n\x0fGeneratorStatus\x12\x14\n\x0cgenerator_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x04\x12\x13\n\x0bpolicy_path\x18\x04 \x01(\t\x12\x14\n\x0c\x65ngine_ready\x18\x05 \x01(\x08\x12\x12\n\ntasks_done\x18\x06 \x01(\x04\x12\x0f\n\x07reloads\x18\x07 \x01(\x04\x12\x16\n\x0eweights_digest\x18\x08 \x01(\t2\xb6\x02\n\x10GeneratorService\x12\x43\n\x08Generate\x12\x1a.semirl.v1.GenerateRequest\x1a\x1b.semirl.v1.GenerateResponse\x12=\n\x06Reload\x12\x18.semirl.v1.ReloadRequest\x1a\x19.semirl.v1.ReloadResponse\x12G\n\x06Status\x12!.semirl.v1.GeneratorStatusRequest\x1a\x1a.semirl.v1.GeneratorStatus\x12U\n\x0eReceiveWeights\x12 .semirl.v1.ReceiveWeightsRequest\x1a!.semirl.v1.ReceiveWeightsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'semirl.v1.generator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GENERATEREQUEST']._serialized_start=63
-  _globals['_GENERATEREQUEST']._serialized_end=180
-  _globals['_GENERATERESPONSE']._serialized_start=182
-  _globals['_GENERATERESPONSE']._serialized_end=240
-  _globals['_RELOADREQUEST']._serialized_start=242
-  _globals['_RELOADREQUEST']._serialized_end=311
-  _globals['_RELOADRESPONSE']._serialized_start=313
-  _globals['_RELOADRESPONSE']._serialized_end=410
-  _globals['_GENERATORSTATUSREQUEST']._serialized_start=412
-  _globals['_GENERATORSTATUSREQUEST']._serialized_end=436
-  _globals['_GENERATORSTATUS']._serialized_start=439
-  _globals['_GENERATORSTATUS']._serialized_end=598
-  _globals['_GENERATORSERVICE']._serialized_start=601
-  _globals['_GENERATORSERVICE']._serialized_end=824
+  _globals['_TRANSFERPARAM']._serialized_start=63
+  _globals['_TRANSFERPARAM']._serialized_end=138
+  _globals['_TRANSFERBUCKET']._serialized_start=140
+  _globals['_TRANSFERBUCKET']._serialized_end=213
+  _globals['_RECEIVEWEIGHTSREQUEST']._serialized_start=216
+  _globals['_RECEIVEWEIGHTSREQUEST']._serialized_end=434
+  _globals['_RECEIVEWEIGHTSRESPONSE']._serialized_start=436
+  _globals['_RECEIVEWEIGHTSRESPONSE']._serialized_end=516
+  _globals['_GENERATEREQUEST']._serialized_start=518
+  _globals['_GENERATEREQUEST']._serialized_end=635
+  _globals['_GENERATERESPONSE']._serialized_start=637
+  _globals['_GENERATERESPONSE']._serialized_end=695
+  _globals['_RELOADREQUEST']._serialized_start=697
+  _globals['_RELOADREQUEST']._serialized_end=766
+  _globals['_RELOADRESPONSE']._serialized_start=768
+  _globals['_RELOADRESPONSE']._serialized_end=865
+  _globals['_GENERATORSTATUSREQUEST']._serialized_start=867
+  _globals['_GENERATORSTATUSREQUEST']._serialized_end=915
+  _globals['_GENERATORSTATUS']._serialized_start=918
+  _globals['_GENERATORSTATUS']._serialized_end=1101
+  _globals['_GENERATORSERVICE']._serialized_start=1104
+  _globals['_GENERATORSERVICE']._serialized_end=1414
 # @@protoc_insertion_point(module_scope)

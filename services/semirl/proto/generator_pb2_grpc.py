@@ -51,6 +51,11 @@ class GeneratorServiceStub:
                 request_serializer=semirl_dot_v1_dot_generator__pb2.GeneratorStatusRequest.SerializeToString,
                 response_deserializer=semirl_dot_v1_dot_generator__pb2.GeneratorStatus.FromString,
                 _registered_method=True)
+        self.ReceiveWeights = channel.unary_unary(
+                '/semirl.v1.GeneratorService/ReceiveWeights',
+                request_serializer=semirl_dot_v1_dot_generator__pb2.ReceiveWeightsRequest.SerializeToString,
+                response_deserializer=semirl_dot_v1_dot_generator__pb2.ReceiveWeightsResponse.FromString,
+                _registered_method=True)
 
 
 class GeneratorServiceServicer:
@@ -77,6 +82,14 @@ class GeneratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReceiveWeights(self, request, context):
+        """Join the trainer's transfer group and receive a policy version in memory (vLLM's weight-transfer API).
+        ABORTED: the transfer failed and may be retried; FAILED_PRECONDITION: this generator cannot take part.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GeneratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +107,11 @@ def add_GeneratorServiceServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=semirl_dot_v1_dot_generator__pb2.GeneratorStatusRequest.FromString,
                     response_serializer=semirl_dot_v1_dot_generator__pb2.GeneratorStatus.SerializeToString,
+            ),
+            'ReceiveWeights': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveWeights,
+                    request_deserializer=semirl_dot_v1_dot_generator__pb2.ReceiveWeightsRequest.FromString,
+                    response_serializer=semirl_dot_v1_dot_generator__pb2.ReceiveWeightsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +197,33 @@ class GeneratorService:
             '/semirl.v1.GeneratorService/Status',
             semirl_dot_v1_dot_generator__pb2.GeneratorStatusRequest.SerializeToString,
             semirl_dot_v1_dot_generator__pb2.GeneratorStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveWeights(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semirl.v1.GeneratorService/ReceiveWeights',
+            semirl_dot_v1_dot_generator__pb2.ReceiveWeightsRequest.SerializeToString,
+            semirl_dot_v1_dot_generator__pb2.ReceiveWeightsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from semirl.proto import types_pb2 as semirl_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17semirl/v1/trainer.proto\x12\tsemirl.v1\x1a\x15semirl/v1/types.proto\"\x16\n\x14TrainerStatusRequest\"\x98\x01\n\rTrainerStatus\x12\x12\n\ntrainer_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x04\x12\x13\n\x0btotal_steps\x18\x04 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x05 \x01(\x04\x12\x19\n\x11resumed_from_step\x18\x06 \x01(\x04\x12\r\n\x05state\x18\x07 \x01(\t\"\xd8\x02\n\x0bRankCommand\x12#\n\x04idle\x18\x01 \x01(\x0b\x32\x13.semirl.v1.RankIdleH\x00\x12,\n\tstart_run\x18\x02 \x01(\x0b\x32\x17.semirl.v1.RankStartRunH\x00\x12.\n\ntrain_step\x18\x03 \x01(\x0b\x32\x18.semirl.v1.RankTrainStepH\x00\x12.\n\nsave_state\x18\x04 \x01(\x0b\x32\x18.semirl.v1.RankSaveStateH\x00\x12(\n\x07\x65nd_run\x18\x05 \x01(\x0b\x32\x15.semirl.v1.RankEndRunH\x00\x12+\n\x08shutdown\x18\x06 \x01(\x0b\x32\x17.semirl.v1.RankShutdownH\x00\x12\x34\n\rgather_policy\x18\x07 \x01(\x0b\x32\x1b.semirl.v1.RankGatherPolicyH\x00\x42\t\n\x07\x63ommand\"\n\n\x08RankIdle\"Z\n\x0cRankStartRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tspec_json\x18\x02 \x01(\t\x12\x13\n\x0bresume_step\x18\x03 \x01(\x04\x12\x12\n\nresume_dir\x18\x04 \x01(\t\"E\n\rRankTrainStep\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12&\n\x06groups\x18\x02 \x03(\x0b\x32\x16.semirl.v1.ScoredGroup\" \n\x10RankGatherPolicy\x12\x0c\n\x04step\x18\x01 \x01(\x04\"0\n\rRankSaveState\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x11\n\tdirectory\x18\x02 \x01(\t\"\x0c\n\nRankEndRun\"\x0e\n\x0cRankShutdown2U\n\x0eTrainerService\x12\x43\n\x06Status\x12\x1f.semirl.v1.TrainerStatusRequest\x1a\x18.semirl.v1.TrainerStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17semirl/v1/trainer.proto\x12\tsemirl.v1\x1a\x15semirl/v1/types.proto\"\x16\n\x14TrainerStatusRequest\"\x98\x01\n\rTrainerStatus\x12\x12\n\ntrainer_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x04\x12\x13\n\x0btotal_steps\x18\x04 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x05 \x01(\x04\x12\x19\n\x11resumed_from_step\x18\x06 \x01(\x04\x12\r\n\x05state\x18\x07 \x01(\t\"\x8a\x03\n\x0bRankCommand\x12#\n\x04idle\x18\x01 \x01(\x0b\x32\x13.semirl.v1.RankIdleH\x00\x12,\n\tstart_run\x18\x02 \x01(\x0b\x32\x17.semirl.v1.RankStartRunH\x00\x12.\n\ntrain_step\x18\x03 \x01(\x0b\x32\x18.semirl.v1.RankTrainStepH\x00\x12.\n\nsave_state\x18\x04 \x01(\x0b\x32\x18.semirl.v1.RankSaveStateH\x00\x12(\n\x07\x65nd_run\x18\x05 \x01(\x0b\x32\x15.semirl.v1.RankEndRunH\x00\x12+\n\x08shutdown\x18\x06 \x01(\x0b\x32\x17.semirl.v1.RankShutdownH\x00\x12\x34\n\rgather_policy\x18\x07 \x01(\x0b\x32\x1b.semirl.v1.RankGatherPolicyH\x00\x12\x30\n\x0bsend_policy\x18\x08 \x01(\x0b\x32\x19.semirl.v1.RankSendPolicyH\x00\x42\t\n\x07\x63ommand\"\n\n\x08RankIdle\"Z\n\x0cRankStartRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tspec_json\x18\x02 \x01(\t\x12\x13\n\x0bresume_step\x18\x03 \x01(\x04\x12\x12\n\nresume_dir\x18\x04 \x01(\t\"E\n\rRankTrainStep\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12&\n\x06groups\x18\x02 \x03(\x0b\x32\x16.semirl.v1.ScoredGroup\" \n\x10RankGatherPolicy\x12\x0c\n\x04step\x18\x01 \x01(\x04\"4\n\x0eRankSendPolicy\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x14\n\x0c\x62ucket_bytes\x18\x02 \x01(\x04\"0\n\rRankSaveState\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x11\n\tdirectory\x18\x02 \x01(\t\"\x0c\n\nRankEndRun\"\x0e\n\x0cRankShutdown2U\n\x0eTrainerService\x12\x43\n\x06Status\x12\x1f.semirl.v1.TrainerStatusRequest\x1a\x18.semirl.v1.TrainerStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,21 +37,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAINERSTATUS']._serialized_start=86
   _globals['_TRAINERSTATUS']._serialized_end=238
   _globals['_RANKCOMMAND']._serialized_start=241
-  _globals['_RANKCOMMAND']._serialized_end=585
-  _globals['_RANKIDLE']._serialized_start=587
-  _globals['_RANKIDLE']._serialized_end=597
-  _globals['_RANKSTARTRUN']._serialized_start=599
-  _globals['_RANKSTARTRUN']._serialized_end=689
-  _globals['_RANKTRAINSTEP']._serialized_start=691
-  _globals['_RANKTRAINSTEP']._serialized_end=760
-  _globals['_RANKGATHERPOLICY']._serialized_start=762
-  _globals['_RANKGATHERPOLICY']._serialized_end=794
-  _globals['_RANKSAVESTATE']._serialized_start=796
-  _globals['_RANKSAVESTATE']._serialized_end=844
-  _globals['_RANKENDRUN']._serialized_start=846
-  _globals['_RANKENDRUN']._serialized_end=858
-  _globals['_RANKSHUTDOWN']._serialized_start=860
-  _globals['_RANKSHUTDOWN']._serialized_end=874
-  _globals['_TRAINERSERVICE']._serialized_start=876
-  _globals['_TRAINERSERVICE']._serialized_end=961
+  _globals['_RANKCOMMAND']._serialized_end=635
+  _globals['_RANKIDLE']._serialized_start=637
+  _globals['_RANKIDLE']._serialized_end=647
+  _globals['_RANKSTARTRUN']._serialized_start=649
+  _globals['_RANKSTARTRUN']._serialized_end=739
+  _globals['_RANKTRAINSTEP']._serialized_start=741
+  _globals['_RANKTRAINSTEP']._serialized_end=810
+  _globals['_RANKGATHERPOLICY']._serialized_start=812
+  _globals['_RANKGATHERPOLICY']._serialized_end=844
+  _globals['_RANKSENDPOLICY']._serialized_start=846
+  _globals['_RANKSENDPOLICY']._serialized_end=898
+  _globals['_RANKSAVESTATE']._serialized_start=900
+  _globals['_RANKSAVESTATE']._serialized_end=948
+  _globals['_RANKENDRUN']._serialized_start=950
+  _globals['_RANKENDRUN']._serialized_end=962
+  _globals['_RANKSHUTDOWN']._serialized_start=964
+  _globals['_RANKSHUTDOWN']._serialized_end=978
+  _globals['_TRAINERSERVICE']._serialized_start=980
+  _globals['_TRAINERSERVICE']._serialized_end=1065
 # @@protoc_insertion_point(module_scope)

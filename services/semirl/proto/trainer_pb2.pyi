@@ -30,7 +30,7 @@ class TrainerStatus(_message.Message):
     def __init__(self, trainer_id: _Optional[str] = ..., run_id: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., policy_version: _Optional[int] = ..., resumed_from_step: _Optional[int] = ..., state: _Optional[str] = ...) -> None: ...
 
 class RankCommand(_message.Message):
-    __slots__ = ("idle", "start_run", "train_step", "save_state", "end_run", "shutdown", "gather_policy")
+    __slots__ = ("idle", "start_run", "train_step", "save_state", "end_run", "shutdown", "gather_policy", "send_policy")
     IDLE_FIELD_NUMBER: _ClassVar[int]
     START_RUN_FIELD_NUMBER: _ClassVar[int]
     TRAIN_STEP_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class RankCommand(_message.Message):
     END_RUN_FIELD_NUMBER: _ClassVar[int]
     SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
     GATHER_POLICY_FIELD_NUMBER: _ClassVar[int]
+    SEND_POLICY_FIELD_NUMBER: _ClassVar[int]
     idle: RankIdle
     start_run: RankStartRun
     train_step: RankTrainStep
@@ -45,7 +46,8 @@ class RankCommand(_message.Message):
     end_run: RankEndRun
     shutdown: RankShutdown
     gather_policy: RankGatherPolicy
-    def __init__(self, idle: _Optional[_Union[RankIdle, _Mapping]] = ..., start_run: _Optional[_Union[RankStartRun, _Mapping]] = ..., train_step: _Optional[_Union[RankTrainStep, _Mapping]] = ..., save_state: _Optional[_Union[RankSaveState, _Mapping]] = ..., end_run: _Optional[_Union[RankEndRun, _Mapping]] = ..., shutdown: _Optional[_Union[RankShutdown, _Mapping]] = ..., gather_policy: _Optional[_Union[RankGatherPolicy, _Mapping]] = ...) -> None: ...
+    send_policy: RankSendPolicy
+    def __init__(self, idle: _Optional[_Union[RankIdle, _Mapping]] = ..., start_run: _Optional[_Union[RankStartRun, _Mapping]] = ..., train_step: _Optional[_Union[RankTrainStep, _Mapping]] = ..., save_state: _Optional[_Union[RankSaveState, _Mapping]] = ..., end_run: _Optional[_Union[RankEndRun, _Mapping]] = ..., shutdown: _Optional[_Union[RankShutdown, _Mapping]] = ..., gather_policy: _Optional[_Union[RankGatherPolicy, _Mapping]] = ..., send_policy: _Optional[_Union[RankSendPolicy, _Mapping]] = ...) -> None: ...
 
 class RankIdle(_message.Message):
     __slots__ = ()
@@ -76,6 +78,14 @@ class RankGatherPolicy(_message.Message):
     STEP_FIELD_NUMBER: _ClassVar[int]
     step: int
     def __init__(self, step: _Optional[int] = ...) -> None: ...
+
+class RankSendPolicy(_message.Message):
+    __slots__ = ("step", "bucket_bytes")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    bucket_bytes: int
+    def __init__(self, step: _Optional[int] = ..., bucket_bytes: _Optional[int] = ...) -> None: ...
 
 class RankSaveState(_message.Message):
     __slots__ = ("step", "directory")

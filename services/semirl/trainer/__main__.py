@@ -17,6 +17,7 @@ from semirl.trainer.loop import TrainerWorker
 from semirl.trainer.ranks import follow
 from semirl.trainer.topology import TopologyError, check_devices, topology_from_env
 from semirl.trainer.warmup import import_training_stack
+from semirl.trainer.weight_sender import DEFAULT_TRANSFER_PORT
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,6 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="controller internal gRPC endpoint HOST:PORT")
     parser.add_argument("--trainer-id", default=os.environ.get("SEMIRL_TRAINER_ID", "trainer-0"),
                         help="stable consumer name: a restarted trainer replays its own pending groups")
+    parser.add_argument("--transfer-port", type=int,
+                        default=int(os.environ.get("SEMIRL_TRANSFER_PORT", str(DEFAULT_TRANSFER_PORT))),
+                        help="port of the in-memory weight transfer's rendezvous (rank 0; generators connect to it)")
     parser.add_argument("--torch-threads", type=int, default=int(os.environ.get("SEMIRL_TORCH_THREADS", "0")),
                         help="torch intra-op threads (0 = torch's default); 1 avoids oversubscription on a shared CPU")
     args = parser.parse_args(argv)
@@ -48,10 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_trainer(redis_url: str, store: str, controller: str, grpc_port: int, trainer_id: str, *,
                   poll_s: float = 1.0, retry_s: float = 10.0, advertise_host: str = "127.0.0.1",
-                  ranks: RankGroup | None = None) -> TrainerWorker:
+                  ranks: RankGroup | None = None, transfer_port: int = DEFAULT_TRANSFER_PORT) -> TrainerWorker:
     """Rank 0's worker with its Status servicer."""
     worker = TrainerWorker(redis_url, store, controller, grpc_port, trainer_id, poll_s=poll_s, retry_s=retry_s,
-                           advertise_host=advertise_host, ranks=ranks)
+                           advertise_host=advertise_host, ranks=ranks, transfer_port=transfer_port)
     worker.server.add(trainer_pb2_grpc.add_TrainerServiceServicer_to_server, StatusServicer(worker.status))
     return worker
 
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ranks.is_driver:
         return _follow(ranks, args.grpc_port if os.environ.get("LOCAL_RANK", "0") == "0" else None)
     worker = build_trainer(args.redis_url, args.store, args.controller, args.grpc_port, args.trainer_id,
-                           advertise_host=args.advertise_host, ranks=ranks)
+                           advertise_host=args.advertise_host, ranks=ranks, transfer_port=args.transfer_port)
     return serve_until_stopped(worker, args.metrics_port)
 
 

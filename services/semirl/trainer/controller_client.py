@@ -23,6 +23,7 @@ from semirl.trainer import backoff
 log = logging.getLogger(__name__)
 
 RPC_TIMEOUT_S = 30.0
+COMMIT_S_PER_GB = 1.0
 TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -42,11 +43,11 @@ class ControllerInternalClient:
         self.channel = channel(target)
         self.stub = controller_pb2_grpc.ControllerInternalServiceStub(self.channel)
 
-    def _call(self, method: Callable, request: Any) -> Any:
+    def _call(self, method: Callable, request: Any, timeout_s: float = RPC_TIMEOUT_S) -> Any:
         started, waits = time.monotonic(), backoff.delays()
         while True:
             try:
-                return method(request, timeout=RPC_TIMEOUT_S)
+                return method(request, timeout=timeout_s)
             except grpc.RpcError as err:
                 code = err.code() if hasattr(err, "code") else None
                 if code not in TRANSIENT or self.stop.is_set():
@@ -56,11 +57,25 @@ class ControllerInternalClient:
                             time.monotonic() - started, code, delay)
                 backoff.pause(self.stop, delay, self.while_waiting)
 
-    def commit(self, run_id: str, version: int, path: Path, final: bool) -> None:
+    def plan_sync(self, run_id: str, version: int) -> controller_pb2.WeightSyncPlan:
+        """Who receives `version` in memory; a controller without PlanWeightSync (an older release) plans storage."""
+        try:
+            return self._call(self.stub.PlanWeightSync,
+                              controller_pb2.PlanWeightSyncRequest(run_id=run_id, version=version))
+        except grpc.RpcError as err:
+            if hasattr(err, "code") and err.code() is grpc.StatusCode.UNIMPLEMENTED:
+                return controller_pb2.WeightSyncPlan(transport="storage", reason="the controller plans no broadcast")
+            raise
+
+    def commit(self, run_id: str, version: int, path: Path | None, final: bool, *, in_memory: bool = False,
+               transfers: list[controller_pb2.TransferOutcome] | None = None, nbytes: int = 0) -> None:
+        """CommitCheckpoint. The controller checks an export's files by size only (the writer hashed them), so the
+        deadline grows with the bytes only by what listing and stat-ing them take: COMMIT_S_PER_GB."""
         request = controller_pb2.CommitCheckpointRequest(
-            run_id=run_id, policy=types_pb2.PolicyRef(version=version, path=str(path)), final=final
+            run_id=run_id, policy=types_pb2.PolicyRef(version=version, path=str(path) if path else ""),
+            final=final, in_memory=in_memory, transfers=transfers or [],
         )
-        response = self._call(self.stub.CommitCheckpoint, request)
+        response = self._call(self.stub.CommitCheckpoint, request, RPC_TIMEOUT_S + COMMIT_S_PER_GB * nbytes / 1e9)
         if not response.committed:
             raise RunUnrecoverable(f"controller refused to commit version {version} of {run_id}: {response.error}")
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from semirl.core.weight_transfer import ParamSpec, plan_buckets
 from semirl.spec import RunSpec
 from semirl.trainer.distributed import RankGroup, import_deepspeed, join_trainer_group
 from semirl.trainer.logprobs import SeqBatch, build_batch, sequence_logps
@@ -285,6 +286,28 @@ class TrainingEngine:
         self._each_parameter(reference, copy, modify=True)
         self.ref_synced_at = self.step
         log.info("reference model re-synced to the policy at step %d", self.step)
+
+    def policy_plan(self, bucket_bytes: int) -> list[list[ParamSpec]]:
+        """The transfer buckets of the policy's parameters (the same on every rank: full shapes, in order)."""
+        params = [(name, tuple(getattr(param, "ds_shape", param.shape)), param.dtype)
+                  for name, param in self.module.named_parameters()]
+        return plan_buckets(params, bucket_bytes)
+
+    @torch.no_grad()
+    def send_policy(self, plan: list[list[ParamSpec]], send: Callable[[list[ParamSpec], dict[str, torch.Tensor]], None]
+                    ) -> None:
+        """Gather the policy a bucket at a time (collective under ZeRO-3: every rank holds one bucket's full
+        tensors at once, never the model) and call `send(bucket, tensors)` on rank 0 with each."""
+        params = dict(self.module.named_parameters())
+        deepspeed = import_deepspeed() if self.zero3 else None
+        for bucket in plan:
+            tensors = [params[spec.name] for spec in bucket]
+            if deepspeed is None:
+                send(bucket, {spec.name: t for spec, t in zip(bucket, tensors, strict=True)})
+                continue
+            with deepspeed.zero.GatheredParameters(tensors, modifier_rank=None):
+                if self.ranks.is_driver:
+                    send(bucket, {spec.name: t for spec, t in zip(bucket, tensors, strict=True)})
 
     def policy_state_dict(self) -> dict[str, torch.Tensor] | None:
         """The full policy weights in the model dtype on rank 0's CPU (None on other ranks); collective at ZeRO-3."""

@@ -26,6 +26,7 @@ from semirl.trainer.distributed import RankGroup, join_trainer_group
 from semirl.trainer.metrics import StatusCollector, TrainerMetrics, TrainerStatus
 from semirl.trainer.ranks import RankDriver, RanksLost
 from semirl.trainer.run_trainer import RunLeft, RunTrainer, Stopped
+from semirl.trainer.weight_sender import DEFAULT_TRANSFER_PORT, WeightSender
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class TrainerWorker(Worker[RunRecord]):
     def __init__(
         self, redis_url: str, store: Path | str, controller: str, grpc_port: int, trainer_id: str,
         *, poll_s: float = 1.0, retry_s: float = 10.0, advertise_host: str = "127.0.0.1",
-        ranks: RankGroup | None = None,
+        ranks: RankGroup | None = None, transfer_port: int = DEFAULT_TRANSFER_PORT,
     ) -> None:
         self.status = TrainerStatus(trainer_id=trainer_id)
         metrics = TrainerMetrics()
@@ -53,6 +54,7 @@ class TrainerWorker(Worker[RunRecord]):
         self.store = Path(store)
         self.trainer_id = trainer_id
         self.controller = ControllerInternalClient(controller, self.stop, while_waiting=self.driver.heartbeat)
+        self.sender = WeightSender(self.driver, advertise_host=advertise_host, port=transfer_port)
         self.poll_s = poll_s
         self.retry_s = retry_s
         self.finished: set[str] = set()
@@ -86,7 +88,7 @@ class TrainerWorker(Worker[RunRecord]):
 
         try:
             RunTrainer(self.client, record, self.store, self.controller, self.trainer_id, self.status,
-                       self.stop, self.driver, on_step=trained_a_step, metrics=self.metrics).run()
+                       self.stop, self.driver, on_step=trained_a_step, metrics=self.metrics, sender=self.sender).run()
             self.finished.add(record.id)
             self.attempts.pop(record.id, None)
             log.info("run %s: all %d steps trained", record.id, record.spec.train.steps)

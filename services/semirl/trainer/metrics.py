@@ -90,6 +90,9 @@ class TrainerMetrics(WorkerMetrics):
                                             "(policy, final/, commit, trainer state)", registry=r, buckets=buckets)
         self.commit_seconds = Histogram("semirl_trainer_commit_seconds", "Time from a checkpoint's start to its "
                                         "policy's commit (what generators wait for)", registry=r, buckets=buckets)
+        self.sync_pause_seconds = Histogram("semirl_trainer_sync_pause_seconds", "Time from a sync step's end to its "
+                                            "version's release to the generators (in memory or from storage)",
+                                            registry=r, buckets=buckets)
         self.checkpoints = PromCounter("semirl_trainer_checkpoints", "Checkpoints written and committed", registry=r)
         self.pairs = PromCounter("semirl_trainer_pairs", "Training examples: DPO pairs, GRPO samples", registry=r)
         self.groups_trained = PromCounter("semirl_trainer_groups_trained", "Groups that gave pairs to a step",

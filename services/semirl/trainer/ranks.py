@@ -30,7 +30,8 @@ class RankWorker:
         self.engine: TrainingEngine | None = None
         self.spec: RunSpec | None = None
 
-    def handle(self, command: trainer_pb2.RankCommand) -> Any:
+    def handle(self, command: trainer_pb2.RankCommand, local: Any = None) -> Any:
+        """Execute `command`; `local` is rank 0's own part where it has one (send_policy: the bucket sender)."""
         kind = command.WhichOneof("command")
         if kind == "start_run":
             return self._start_run(command.start_run)
@@ -38,6 +39,11 @@ class RankWorker:
             return self._train_step(command.train_step)
         if kind == "gather_policy":
             return self._engine().policy_state_dict()
+        if kind == "send_policy":
+            engine = self._engine()
+            plan = engine.policy_plan(command.send_policy.bucket_bytes)
+            engine.send_policy(plan, local if local is not None else _no_send)
+            return None
         if kind == "save_state":
             self._engine().save_state(Path(command.save_state.directory))
             return None
@@ -72,6 +78,10 @@ class RankWorker:
             self.spec = None
 
 
+def _no_send(bucket: Any, tensors: Any) -> None:
+    """A rank other than 0 only takes part in the gathers."""
+
+
 class RanksLost(Exception):  # noqa: N818
     """A command failed in a job of several ranks: the job must restart (every rank) and resume."""
 
@@ -83,12 +93,12 @@ class RankDriver:
         self.ranks = ranks
         self.worker = worker or RankWorker(ranks)
 
-    def run(self, command: trainer_pb2.RankCommand) -> Any:
+    def run(self, command: trainer_pb2.RankCommand, local: Any = None) -> Any:
         if self.ranks.world_size == 1:
-            return self.worker.handle(command)
+            return self.worker.handle(command, local)
         try:
             self.ranks.broadcast_bytes(command.SerializeToString())
-            return self.worker.handle(command)
+            return self.worker.handle(command, local)
         except Exception as err:
             # The other ranks exit on any error, so the job cannot go on with this process group.
             raise RanksLost(f"{command.WhichOneof('command')} failed on a {self.ranks.world_size}-rank job: "
@@ -109,6 +119,12 @@ class RankDriver:
     def gather_policy(self, step: int) -> dict[str, Any] | None:
         """The policy's full weights on rank 0 (None on the other ranks)."""
         return self.run(trainer_pb2.RankCommand(gather_policy=trainer_pb2.RankGatherPolicy(step=step)))
+
+    def send_policy(self, step: int, bucket_bytes: int, send: Any) -> None:
+        """Every rank gathers the policy bucket by bucket; rank 0 calls `send(bucket, tensors)` with each. `send`
+        must not raise: the other ranks are in the same gathers."""
+        self.run(trainer_pb2.RankCommand(send_policy=trainer_pb2.RankSendPolicy(step=step, bucket_bytes=bucket_bytes)),
+                 local=send)
 
     def save_state(self, step: int, directory: Path) -> None:
         """Every rank writes its DeepSpeed state into `directory`."""

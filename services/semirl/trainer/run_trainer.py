@@ -1,8 +1,11 @@
 """The step loop of one run, on trainer rank 0: collect a step's groups, train (all ranks), report, checkpoint.
 
 Per step: intake (trainer/intake.py) → every rank trains its shard (trainer/ranks.py) → ReportStep (stop if the
-controller answers cancelled) → on checkpoint steps, the policy (and final/ on the last step) → CommitCheckpoint →
-the trainer state (every rank writes its shards) → ack the groups the checkpoint covers (decision 32).
+controller answers cancelled) → on sync steps (docs/architecture.md, weight transfer): with `sync.transport:
+broadcast`, the controller's plan and the in-memory send to its members (trainer/weight_sender.py), committed in
+memory; then the policy export (and final/ on the last step) and its CommitCheckpoint, which releases the version
+to the generators that did not receive it → on durable steps (`checkpoint.every`) the trainer state (every rank
+writes its shards) and the ack of every group trained since the last durable step (decision 32).
 
 Resume: a restarted trainer (same consumer name) re-reads its own pending entries first; it resumes from its
 newest valid trainer checkpoint, acks the replayed groups of steps that checkpoint already covers (their prompt
@@ -36,6 +39,7 @@ from semirl.trainer.metrics import TrainerMetrics, TrainerStatus
 from semirl.trainer.objectives import StepExamples
 from semirl.trainer.preference_source import PreferenceSource
 from semirl.trainer.ranks import RankDriver
+from semirl.trainer.weight_sender import WeightSender
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,7 @@ class RunTrainer:
         driver: RankDriver,
         on_step: Callable[[], None] | None = None,
         metrics: TrainerMetrics | None = None,
+        sender: WeightSender | None = None,
     ) -> None:
         self.client = client
         self.record = record
@@ -79,6 +84,7 @@ class RunTrainer:
         self.driver = driver
         self.on_step = on_step
         self.metrics = metrics if metrics is not None else TrainerMetrics()
+        self.sender = sender
         self.checkpoints = TrainerCheckpoints(store, record.id, self.spec.checkpoint.subdir, self.spec.model.path)
         if str(self.checkpoints.paths.run_dir) != str(Path(record.run_dir).resolve()):
             raise RunUnrecoverable(f"the trainer's run directory {self.checkpoints.paths.run_dir} differs from "
@@ -270,33 +276,69 @@ class RunTrainer:
         }
 
     def _checkpoint(self, step: int) -> None:
-        """Policy, final/, commit, trainer state, ack (decision 32). The seconds of each part go into the next
-        step's report (`checkpoint_policy_s`, `checkpoint_commit_s`, `checkpoint_state_s`)."""
+        """Broadcast (when planned) and commit in memory, export and commit it, trainer state and ack on durable
+        steps (decision 32). The seconds of each part go into the next step's report: `sync_pause_s` (step done to
+        the version released: the in-memory commit, else the export's), `sync_broadcast_s`, `checkpoint_policy_s`,
+        `checkpoint_commit_s`, `checkpoint_state_s`."""
         self.status.update(state="checkpointing")
         start = time.monotonic()
-        policy_dir = self.checkpoints.save_policy(self.driver, step)
         final = step == self.spec.train.steps
+        sent = None if final else self._broadcast(step)
+        if sent is not None and sent.delivered:
+            self.controller.commit(self.run_id, step, None, final=False, in_memory=True, transfers=sent.outcomes)
+            self.status.update(policy_version=step)
+        released = time.monotonic()
+        policy_dir = self.checkpoints.save_policy(self.driver, step)
         if final:
             self.checkpoints.save_final(policy_dir)
         written = time.monotonic()
+        durable = self.spec.is_durable_step(step)
         extra_state = {"consumed_prompt_ids": sorted(self.intake.consumed), "counters": dict(self.intake.counters)}
         try:
-            self.controller.commit(self.run_id, step, policy_dir, final=final)
+            fallback = sent.outcomes if sent is not None and not sent.delivered else None
+            self.controller.commit(self.run_id, step, policy_dir, final=final, transfers=fallback,
+                                   nbytes=_directory_bytes(policy_dir))
         finally:  # a failed commit is retried from this trainer state, as before the split
             committed = time.monotonic()
-            self.checkpoints.save_trainer_state(self.driver, step, extra_state)
+            if durable:
+                self.checkpoints.save_trainer_state(self.driver, step, extra_state)
         done = time.monotonic()
-        self._last_checkpoint = {"checkpoint_policy_s": written - start, "checkpoint_commit_s": committed - written,
-                                 "checkpoint_state_s": done - committed}
+        in_memory = sent is not None and bool(sent.delivered)
+        pause = (released if in_memory else committed) - start
+        self._last_checkpoint = {"sync_pause_s": pause, "checkpoint_policy_s": written - released,
+                                 "checkpoint_commit_s": committed - written, "checkpoint_state_s": done - committed}
+        if sent is not None:
+            self._last_checkpoint["sync_broadcast_s"] = sent.seconds
         self.metrics.commit_seconds.observe(committed - start)
         self.metrics.checkpoint_seconds.observe(done - start)
-        acked = self._through_outages(lambda: self.intake.queue.ack(self.unacked), f"acking step {step}")
-        self.intake.released(self.unacked)
-        self.unacked = []
+        self.metrics.sync_pause_seconds.observe(pause)
         self.status.update(policy_version=step)
         self.metrics.checkpoints.inc()
-        log.info("run %s: checkpoint of step %d committed (%.2fs), %d entries acked",
-                 self.run_id, step, time.monotonic() - start, acked)
+        acked = 0
+        if durable:
+            acked = self._through_outages(lambda: self.intake.queue.ack(self.unacked), f"acking step {step}")
+            self.intake.released(self.unacked)
+            self.unacked = []
+        log.info("run %s: checkpoint of step %d committed (%.2fs%s%s), %d entries acked", self.run_id, step,
+                 time.monotonic() - start, f", in memory after {pause:.2f}s" if in_memory else "",
+                 ", durable" if durable else "", acked)
+
+    def _broadcast(self, step: int):  # noqa: ANN202 - SyncResult | None
+        """The in-memory send of version `step` when the spec and the controller's plan call for it."""
+        if self.sender is None or self.spec.sync.offline or self.spec.sync.transport != "broadcast":
+            return None
+        record = self._through_outages(lambda: load_run(self.client, self.run_id), "reading the run")
+        if record is not None and record.policy_version >= step:
+            return None  # a replay after a restart: the version is committed already
+        plan = self.controller.plan_sync(self.run_id, step)
+        if plan.transport != "broadcast" or not plan.members:
+            log.info("run %s: v%d goes through storage (%s)", self.run_id, step, plan.reason or "no members")
+            return None
+        return self.sender.send(self.run_id, step, plan)
+
+
+def _directory_bytes(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
 
 
 def _per_source_metrics(groups: list[types_pb2.ScoredGroup], batch: StepExamples) -> dict[str, float]:
