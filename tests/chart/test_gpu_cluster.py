@@ -135,6 +135,18 @@ def test_reload_timeout_reaches_the_controller(default: Manifest, gpu: Manifest)
     assert env_of(manifest.container("controller"))["SEMIRL_RELOAD_TIMEOUT_S"]["value"] == "1200"
 
 
+def test_weight_transfer_port_and_deadline_reach_trainer_and_controller(default: Manifest) -> None:
+    """The trainer's rank 0 hosts the in-memory sync's rendezvous on trainer.transfer.port (a named container
+    port); the controller's plans carry controller.transferTimeoutSeconds."""
+    trainer = default.container("trainer")
+    assert env_of(trainer)["SEMIRL_TRANSFER_PORT"]["value"] == "50055"
+    assert {"name": "transfer", "containerPort": 50055, "protocol": "TCP"} in trainer["ports"]
+    assert env_of(default.container("controller"))["SEMIRL_TRANSFER_TIMEOUT_S"]["value"] == "120"
+    manifest = render(sets=("trainer.transfer.port=50100", "controller.transferTimeoutSeconds=30"))
+    assert env_of(manifest.container("trainer"))["SEMIRL_TRANSFER_PORT"]["value"] == "50100"
+    assert env_of(manifest.container("controller"))["SEMIRL_TRANSFER_TIMEOUT_S"]["value"] == "30"
+
+
 # ------------------------------------------------------------------------------------------- 9. multi-GPU trainer
 def test_two_pods_of_eight_gpus_make_one_sixteen_rank_job() -> None:
     manifest = render(sets=("trainer.replicaCount=2", "trainer.gpus=8"))

@@ -60,11 +60,22 @@ def test_metrics_from_the_monitoring_namespace(default: Manifest) -> None:
         assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
 
 
-def test_trainer_ranks_reach_each_other(default: Manifest) -> None:
-    rules = [rule for rule in policies(default)["trainer"]["ingress"] if "ports" not in rule]
-    assert rules == [{"from": [{"podSelector": {"matchLabels": {
+def pods_of(component: str) -> dict:
+    return {"podSelector": {"matchLabels": {
         "app.kubernetes.io/name": "semirl", "app.kubernetes.io/instance": RELEASE,
-        "app.kubernetes.io/component": "trainer"}}}]}]
+        "app.kubernetes.io/component": component}}}
+
+
+def test_trainer_ranks_reach_each_other_and_weight_syncs_reach_the_generators(default: Manifest) -> None:
+    """Any port between the trainer's ranks (torch.distributed, NCCL), and between trainer and generators: an
+    in-memory weight sync meets on the trainer's transfer port, then gloo or NCCL connect on ports of their own."""
+    network = policies(default)
+    trainer = [rule for rule in network["trainer"]["ingress"] if "ports" not in rule]
+    assert trainer == [{"from": [pods_of("trainer")]}, {"from": [pods_of("generator")]}]
+    generator = [rule for rule in network["generator"]["ingress"] if "ports" not in rule]
+    assert generator == [{"from": [pods_of("trainer")]}]
+    for name, other in (("verifier", "trainer"), ("reward", "trainer")):
+        assert not [rule for rule in network.get(name, {"ingress": []})["ingress"] if "ports" not in rule], other
 
 
 def test_egress_open_by_default(default: Manifest) -> None:

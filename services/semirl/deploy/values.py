@@ -119,6 +119,11 @@ class GrpcPort(Model):
     port: Port = 50051
 
 
+class TransferPort(Model):
+    port: Port = Field(50055, description="rank 0's rendezvous for in-memory weight syncs (SEMIRL_TRANSFER_PORT); "
+                                          "generators connect to it")
+
+
 class MetricsPort(Model):
     port: int = Field(9090, ge=0, le=65535, description="Prometheus /metrics port; 0 = off")
 
@@ -291,6 +296,11 @@ class Controller(ServiceComponent):
         description="how long the controller waits for one generator's Reload (verify + load a checkpoint); "
                     "sized for re-hashing a 16-32 GB checkpoint over NFS (docs/deploy.md)",
     )
+    transfer_timeout_seconds: int = Field(
+        120, ge=1, le=3600,
+        description="how long a generator of an in-memory weight sync may take before it is dropped and loads the "
+                    "export instead (SEMIRL_TRANSFER_TIMEOUT_S; 16 GB at 8B is seconds)",
+    )
     resources: Resources = _resources({"cpu": "500m", "memory": "1Gi"}, {"memory": "2Gi"})
     update_strategy: Dict = Field(default_factory=lambda: {"type": "Recreate"})
     startup_probe: Probe = _probe(period_seconds=5, failure_threshold=30)
@@ -348,6 +358,7 @@ class Verifier(ServiceComponent):
 
 class Trainer(ServiceComponent):
     image: Image = _image("semirl/semirl-trainer")
+    transfer: TransferPort = Field(default_factory=TransferPort)
     gpus: int = Field(1, ge=0)
     container_security_context: Dict = _gpu_security_context()
     shm_size: OptionalSize = "32Gi"
