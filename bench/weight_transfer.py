@@ -17,7 +17,7 @@ and two raw baselines in the same run, over the same bytes:
 - raw_broadcast: a bare `ProcessGroupGloo` broadcast of the same buckets to one other process (preallocated
   buffers, nothing else);
 - raw_load_weights: an in-process vLLM engine's `load_weights` of the same tensors (vLLM's layerwise reload, as
-  `reload_weights` does), timed inside the worker.
+  `reload_weights` does), timed inside the worker, in a process with the generators' settings.
 
 The trainer's ZeRO-3 gathers are not in it (a single trainer rank holds the whole model; the gathers are NVLink
 all-gathers on a cluster). Reported: medians and bests, broadcast / (raw_broadcast + raw_load_weights) (the goal
@@ -114,7 +114,7 @@ def _start_generators(count: int, redis_url: str, logs: Path) -> list[tuple[str,
         log = (logs / f"{name}.log").open("w")
         process = subprocess.Popen(
             [sys.executable, "-m", "semirl.generator", "--generator-id", name, "--grpc-port", str(port),
-             "--redis-url", redis_url, "--dtype", "float32", "--max-model-len", "128", "--log-level", "WARNING"],
+             "--redis-url", redis_url, "--dtype", "float32", "--max-model-len", "128", "--log-level", "INFO"],
             env={**os.environ, **CPU_ENV}, stdout=log, stderr=subprocess.STDOUT)
         started.append((name, f"127.0.0.1:{port}", process))
     for name, address, process in started:
@@ -226,16 +226,23 @@ def _load_weights_in_worker(worker: Any, shapes: list[tuple[str, list[int]]], se
     return time.perf_counter() - started
 
 
-def _raw_load_weights(seed_dir: Path, model: torch.nn.Module, reps: int) -> list[float]:
-    """An in-process vLLM engine's load_weights of tensors of the same names, shapes and dtype (made in the worker:
-    not timed)."""
-    for name, value in CPU_ENV.items():
-        os.environ.setdefault(name, value)
+def _raw_load_weights(seed_dir: Path, reps: int) -> list[float]:
+    """An in-process vLLM engine's load_weights of tensors of the same names, shapes and dtype (made in the worker,
+    not timed), in a process of its own with the generators' settings (one compute thread)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.weight_transfer", "--raw-load-weights", str(seed_dir), "--reps", str(reps)],
+        env={**os.environ, **CPU_ENV}, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _raw_load_weights_here(seed_dir: Path, reps: int) -> list[float]:
     from semirl.generator.engine import EngineConfig, GenerationEngine, Policy
 
     engine = GenerationEngine(EngineConfig(dtype="float32", max_model_len=128))
     engine.load(Policy(0, str(seed_dir)))
+    model = LlamaForCausalLM.from_pretrained(seed_dir, torch_dtype=torch.bfloat16)
     shapes = [(name, list(param.shape)) for name, param in model.named_parameters()]
+    del model
     seconds = [float(engine.llm.collective_rpc(_load_weights_in_worker, args=(shapes, rep))[0])
                for rep in range(reps + 1)]
     engine.close()
@@ -283,7 +290,7 @@ def run(workdir: Path, reps: int, layers: int) -> dict[str, Any]:
     finally:
         redis.stop()
     rows["raw_broadcast"] = _raw_broadcast(model, reps)
-    rows["raw_load_weights"] = _raw_load_weights(seed_dir, model, reps)
+    rows["raw_load_weights"] = _raw_load_weights(seed_dir, reps)
     summary = {name: _summary(values) for name, values in rows.items()}
     raw = summary["raw_broadcast"]["median_s"] + summary["raw_load_weights"]["median_s"]
     raw_best = summary["raw_broadcast"]["best_s"] + summary["raw_load_weights"]["best_s"]
@@ -308,7 +315,11 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=22)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("bench/results/weight_transfer.json"))
+    parser.add_argument("--raw-load-weights", type=Path, default=None, help=argparse.SUPPRESS)  # the subprocess
     args = parser.parse_args()
+    if args.raw_load_weights is not None:
+        print(json.dumps(_raw_load_weights_here(args.raw_load_weights, args.reps)))
+        return
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
         results = run(Path(workdir), args.reps, args.layers)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -112,6 +112,22 @@ class TransferError(RuntimeError):
     """A transfer group that did not form (a peer never came) or a broadcast that failed."""
 
 
+class PendingBroadcast:
+    """A broadcast in flight; it holds its tensor until it is done."""
+
+    def __init__(self, work: Any, tensor: torch.Tensor, timeout: timedelta) -> None:  # noqa: ANN401
+        self.work = work
+        self.tensor = tensor
+        self.timeout = timeout
+
+    def wait(self) -> torch.Tensor:
+        try:
+            self.work.wait(self.timeout)
+        except Exception as err:  # noqa: BLE001
+            raise TransferError(f"broadcast failed: {err}") from None
+        return self.tensor
+
+
 class TransferGroup:
     """A process group of the trainer (rank 0) and a sync's generators, of its own (never the default group: the
     trainer's DeepSpeed ranks use that one). Rank 0 hosts the rendezvous store on `port`; `name` keys the attempt
@@ -146,13 +162,19 @@ class TransferGroup:
 
     def broadcast(self, tensor: torch.Tensor) -> None:
         """Broadcast `tensor` from rank 0 in place; raises on a peer that died or missed the deadline."""
+        self.start_broadcast(tensor).wait()
+
+    def start_broadcast(self, tensor: torch.Tensor) -> PendingBroadcast:
+        """Start broadcasting `tensor` (the group's own threads move it); `wait()` on the result before reading a
+        received tensor or reusing a sent one. One in flight while the next bucket is packed or the last one
+        loaded: both ends overlap the wire with their own work."""
         import torch.distributed as dist
 
         options = dist.BroadcastOptions()
         options.rootRank = 0
         options.rootTensor = 0
         try:
-            self.group.broadcast([tensor], options).wait(self.timeout)
+            return PendingBroadcast(self.group.broadcast([tensor], options), tensor, self.timeout)
         except Exception as err:  # noqa: BLE001
             raise TransferError(f"broadcast failed: {err}") from None
 

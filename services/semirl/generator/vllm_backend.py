@@ -10,13 +10,17 @@ through vLLM's own loaders, as in its `nccl` backend.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import torch
 from vllm.distributed.weight_transfer.base import WeightTransferEngine
 
-from semirl.core.weight_transfer import TransferGroup, bucket_bytes_of, unpack
+from semirl.core.weight_transfer import PendingBroadcast, TransferGroup, bucket_bytes_of, unpack
 from semirl.generator.weight_receiver import SemirlInitInfo, SemirlUpdateInfo, bucket_specs
+
+log = logging.getLogger(__name__)
 
 
 class SemirlWeightTransferEngine(WeightTransferEngine[SemirlInitInfo, SemirlUpdateInfo]):
@@ -49,12 +53,25 @@ class SemirlWeightTransferEngine(WeightTransferEngine[SemirlInitInfo, SemirlUpda
     def receive_weights(self, update_info: SemirlUpdateInfo) -> None:
         if self.group is None:
             raise RuntimeError("receive_weights before init_transfer_engine")
-        for bucket in map(bucket_specs, update_info.buckets):
+        buckets = [bucket_specs(b) for b in update_info.buckets]
+        wire = load = 0.0
+
+        def receive(bucket: list[Any]) -> PendingBroadcast:
             # A fresh buffer per bucket: the layerwise loader keeps the views of a layer's first tensors until its
-            # last one arrives, possibly in the next bucket. Finished layers drop theirs, so memory stays ~2 buckets.
-            flat = torch.empty(bucket_bytes_of(bucket), dtype=torch.uint8, device=self.device)
-            self.group.broadcast(flat)
+            # last one arrives, possibly in the next bucket. Finished layers drop theirs (~3 buckets alive at most).
+            return self.group.start_broadcast(torch.empty(bucket_bytes_of(bucket), dtype=torch.uint8,
+                                                          device=self.device))
+
+        pending = receive(buckets[0]) if buckets else None
+        for index, bucket in enumerate(buckets):
+            started = time.perf_counter()
+            flat = pending.wait()
+            received = time.perf_counter()
+            # The next bucket comes over the wire while this one loads.
+            pending = receive(buckets[index + 1]) if index + 1 < len(buckets) else None
             self.model.load_weights(list(unpack(bucket, flat)))
+            wire, load = wire + received - started, load + time.perf_counter() - received
+        log.info("%d buckets: %.2f s waiting for the wire, %.2f s in load_weights", len(buckets), wire, load)
 
     def shutdown(self) -> None:
         group, self.group = self.group, None

@@ -2,10 +2,11 @@
 
 For a broadcast plan from the controller: rank 0 hosts the transfer group's rendezvous on the transfer port, asks
 each member to join (`ReceiveWeights`, from one thread per member), and every trainer rank gathers the policy a
-bucket at a time while rank 0 broadcasts each bucket as it is gathered. A member that dies or freezes mid-transfer
-never hangs the trainer: the group's deadline fails the broadcast, and the members that answered ABORTED (alive,
-their transfer cut short) are sent the version again in a new group without the missing one. Whoever did not get
-it loads the version's export, which the trainer writes after the commit.
+bucket at a time; rank 0 packs each bucket as it is gathered and broadcasts it while the next one is gathered and
+packed (one bucket in flight). A member that dies or freezes mid-transfer never hangs the trainer: the group's
+deadline fails the broadcast, and the members that answered ABORTED (alive, their transfer cut short) are sent the
+version again in a new group without the missing one. Whoever did not get it loads the version's export, which the
+trainer writes after the commit.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import grpc
 import torch
 
 from semirl.core.grpc_server import channel
-from semirl.core.weight_transfer import DEFAULT_BUCKET_BYTES, ParamSpec, TransferGroup, bucket_bytes_of, pack
+from semirl.core.weight_transfer import (
+    DEFAULT_BUCKET_BYTES,
+    ParamSpec,
+    PendingBroadcast,
+    TransferError,
+    TransferGroup,
+    bucket_bytes_of,
+    pack,
+)
 from semirl.proto import controller_pb2, generator_pb2, generator_pb2_grpc
 from semirl.trainer.ranks import RankDriver
 
@@ -120,18 +129,36 @@ class WeightSender:
             log.warning("run %s: transfer group for v%d not formed: %s", run_id, version, err)
             failure.append(str(err))
 
+        in_flight: list[PendingBroadcast] = []  # the previous bucket: on the wire while this one is packed
+
+        def settle() -> None:
+            try:
+                while in_flight:
+                    in_flight.pop(0).wait()
+            except TransferError as err:
+                log.warning("run %s: broadcast of v%d failed: %s", run_id, version, err)
+                failure.append(str(err))
+                in_flight.clear()
+
         def send(bucket: list[ParamSpec], tensors: dict[str, torch.Tensor]) -> None:
             if failure or group is None:
                 return  # keep taking part in the gathers: the other trainer ranks are in them too
             try:
-                group.broadcast(pack(bucket, tensors, device))
+                packed = pack(bucket, tensors, device)
             except Exception as err:  # noqa: BLE001
-                log.warning("run %s: broadcast of v%d failed: %s", run_id, version, err)
-                failure.append(str(err))
+                failure.append(f"packing failed: {err}")
+                return
+            settle()
+            if not failure:
+                try:
+                    in_flight.append(group.start_broadcast(packed))
+                except TransferError as err:
+                    failure.append(str(err))
 
         if group is not None:
             try:
                 self.driver.send_policy(version, self.bucket_bytes, send)
+                settle()
             finally:
                 group.close()
         # After a failure, the live members answer ABORTED within moments (their own deadline matched the group's);
