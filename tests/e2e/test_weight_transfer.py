@@ -153,10 +153,11 @@ def test_generators_serve_bitwise_the_trainers_weights_and_durable_checkpoints_k
 def test_a_killed_and_a_frozen_generator_never_hang_the_run_and_rejoin(
     stack: LocalStack, client: ControllerClient, write_spec  # noqa: ANN001
 ) -> None:
-    """SIGKILL generator-1 as the trainer reaches the first sync, and restart it. Keep generator-0 busy (a long
-    Generate holds its engine) so that it is planned for the second sync but cannot join yet, and SIGSTOP it then:
-    the group's deadline drops it, generator-1 gets the version in a new group, and generator-0, thawed, rejoins.
-    The run goes on, nothing is lost or trained twice, and the last sync reaches both."""
+    """SIGKILL generator-1 as the trainer reaches the first sync (during its transfer or just after: a 2 MB
+    transfer takes 50 ms), and restart it. Keep generator-0 busy (a long Generate holds its engine) so that it is
+    planned for the second sync but cannot join yet, and SIGSTOP it then: the group's deadline drops it, generator-1
+    gets the version in a new group, and generator-0, thawed, rejoins. The run goes on, nothing is lost or trained
+    twice, and the last sync reaches both."""
     run_id = submit_with_engines_ready(stack, client, write_spec("drop", interval=2, steps=10, data=NO_EVAL))
     wait_for_log(stack, "trainer", f"run {run_id} step 2: loss")
     stack.restart("generator-1", crash=True)
@@ -172,7 +173,7 @@ def test_a_killed_and_a_frozen_generator_never_hang_the_run_and_rejoin(
     busy.join(120)
     history = syncs(stack, run_id)
     assert [s["policy_version"] for s in history] == [2, 4, 6, 8]
-    assert received(history[0]) == {"generator-0"}  # generator-1 was killed (mid-transfer or before it)
+    assert "generator-0" in received(history[0])  # generator-1 was killed mid-transfer, or just after it
     dropped = {t["generator"]: t for t in history[1]["transfers"]}
     assert not dropped["generator-0"]["ok"] and dropped["generator-1"]["ok"], history[1]
     assert received(history[-1]) == {"generator-0", "generator-1"}, history[-1]
