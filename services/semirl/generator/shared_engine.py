@@ -52,9 +52,7 @@ class SharedEngine:
                 self.metrics.reload_failures.inc()
                 raise
             if result.reloaded:
-                self.reloads += 1
-                self.metrics.reloads.inc()
-                self.metrics.reload_seconds.observe(result.seconds)
+                self._count_load(result.seconds)
             self.metrics.policy_version.set(result.version)
             return result
 
@@ -78,11 +76,15 @@ class SharedEngine:
             except Exception:
                 self.metrics.reload_failures.inc()
                 raise
-            self.reloads += 1
-            self.metrics.reloads.inc()
-            self.metrics.reload_seconds.observe(seconds)
+            self._count_load(seconds)
             self.metrics.policy_version.set(version)
             return seconds
+
+    def _count_load(self, seconds: float) -> None:
+        """A new policy version in the engine, from storage or in memory: what Status and the metrics count."""
+        self.reloads += 1
+        self.metrics.reloads.inc()
+        self.metrics.reload_seconds.observe(seconds)
 
     def generate(self, prompts: list[Prompt], sampling: list[Sampling]) -> tuple[int, list]:
         """Generate with whatever is loaded; returns (policy_version, results)."""

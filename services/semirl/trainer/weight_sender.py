@@ -49,7 +49,6 @@ def transfer_device() -> torch.device:
 class SyncResult:
     outcomes: list[controller_pb2.TransferOutcome] = field(default_factory=list)
     seconds: float = 0.0
-    bytes: int = 0
 
     @property
     def delivered(self) -> list[str]:
@@ -94,7 +93,7 @@ class WeightSender:
                 break
             members = retry
         result = SyncResult(outcomes=[outcomes[m.generator_id] for m in plan.members if m.generator_id in outcomes],
-                            seconds=time.monotonic() - started, bytes=total)
+                            seconds=time.monotonic() - started)
         failed = [o for o in result.outcomes if not o.ok]
         log.info("run %s: v%d sent in memory to %d of %d generators (%.1f MB, %.2f s)%s", run_id, version,
                  len(result.delivered), len(plan.members), total / 1e6, result.seconds,
