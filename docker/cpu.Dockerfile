@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # semirl-cpu: the lean CPU image of the controller and the verifier (skaffold artifact `semirl-cpu`).
-# semirl with its base dependencies plus math-verify; no torch, no vLLM, no DeepSpeed.
+# semirl with its base dependencies plus the `verifier` extra (math-verify); no torch, no vLLM, no DeepSpeed.
+# The packages are pyproject.toml's (services/semirl/deploy/requirements.py reads them): the image has no list of its own.
 # The chart picks the component with the container's `command`; the default is the controller.
 # Build from the repository root:  docker build -f docker/cpu.Dockerfile .
 # Package index settings come only from build args (empty by default) or BuildKit secrets:
@@ -11,26 +12,27 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 # ---- build: a virtual environment at /opt/venv, copied whole into the final stage ----
 FROM ${BASE_IMAGE} AS build
 ARG SETUPTOOLS_VERSION=78.1.1
-ARG MATH_VERIFY_VERSION=0.9.0
 ARG PIP_INDEX_URL=
 ARG PIP_EXTRA_INDEX_URL=
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# The dependencies first, from pyproject.toml alone: a change to the sources rebuilds only the last layer.
+COPY pyproject.toml ./
+COPY services/semirl/deploy/requirements.py /tmp/requirements.py
 RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
     if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
     python -m venv /opt/venv \
-    && pip install --no-cache-dir "setuptools==${SETUPTOOLS_VERSION}" "math-verify==${MATH_VERIFY_VERSION}"
-WORKDIR /src
-COPY pyproject.toml README.md ./
+    && pip install --no-cache-dir "setuptools==${SETUPTOOLS_VERSION}" \
+    && python /tmp/requirements.py pyproject.toml verifier > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt
+COPY README.md ./
 COPY services/ services/
-RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
-    if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
-    if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
-    pip install --no-cache-dir --no-build-isolation . \
-    && python -c "import semirl.controller.__main__, semirl.verifier.__main__, semirl.healthcheck, math_verify"
+RUN pip install --no-cache-dir --no-build-isolation --no-deps . \
+    && python -m semirl.imagecheck controller verifier
 
 # ---- final: python + the venv, nothing else ----
 FROM ${BASE_IMAGE}

@@ -16,7 +16,6 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 # ---- build: /opt/venv with vLLM and semirl ----
 FROM ${BASE_IMAGE} AS build
 ARG SETUPTOOLS_VERSION=78.1.1
-ARG VLLM_VERSION=0.32.0
 ARG CUDA_TOOLKIT_VERSION=13.0.3
 ARG PIP_INDEX_URL=
 ARG PIP_EXTRA_INDEX_URL=
@@ -24,28 +23,30 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
-# vLLM first (the big, rarely changing layer); it pins torch and transformers.
+WORKDIR /src
+# The packages are pyproject.toml's `generator` extra (vLLM, which brings its CUDA torch), installed before the
+# sources are copied; nvcc (cuda-toolkit, the release torch pins) is the image's own need: kernels JIT-compiled at run
+# time (FlashInfer).
+COPY pyproject.toml ./
+COPY services/semirl/deploy/requirements.py /tmp/requirements.py
 RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
     if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
     python -m venv /opt/venv \
-    && pip install --no-cache-dir "setuptools==${SETUPTOOLS_VERSION}" "vllm==${VLLM_VERSION}" \
-    && pip install --no-cache-dir "cuda-toolkit[nvcc,cccl]==${CUDA_TOOLKIT_VERSION}"
-# CUDA_HOME for JIT builds: /opt/venv/cuda -> the wheels' nvidia/cu13 tree (relative, so it survives the COPY), with
-# the lib64/ and libcudart.so names that nvcc command lines (-L$CUDA_HOME/lib64 -lcudart) expect.
+    && pip install --no-cache-dir "setuptools==${SETUPTOOLS_VERSION}" \
+    && python /tmp/requirements.py pyproject.toml generator > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && pip install --no-cache-dir "cuda-toolkit[nvcc,cccl]==${CUDA_TOOLKIT_VERSION}" \
+    && python -c "import sys, torch; sys.exit(None if torch.version.cuda else f'torch {torch.__version__}: no CUDA')"
 RUN cuda="$(python -c 'import nvidia, os; print(os.path.relpath(os.path.join(nvidia.__path__[0], "cu13"), "/opt/venv"))')" \
     && ln -s "${cuda}" /opt/venv/cuda \
     && { [ -e /opt/venv/cuda/lib64 ] || ln -s lib /opt/venv/cuda/lib64; } \
     && ln -sf libcudart.so.13 /opt/venv/cuda/lib/libcudart.so \
     && /opt/venv/cuda/bin/nvcc --version
-WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY README.md ./
 COPY services/ services/
-RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
-    if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
-    if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
-    pip install --no-cache-dir --no-build-isolation . \
-    && python -c "import semirl.generator.__main__, semirl.healthcheck"
+RUN pip install --no-cache-dir --no-build-isolation --no-deps . \
+    && python -m semirl.imagecheck generator
 
 # ---- final ----
 FROM ${BASE_IMAGE}

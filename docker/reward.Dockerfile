@@ -10,28 +10,28 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 # ---- build: /opt/venv with torch, transformers (which pins its tokenizers minor release) and semirl ----
 FROM ${BASE_IMAGE} AS build
 ARG SETUPTOOLS_VERSION=78.1.1
-ARG TORCH_VERSION=2.13.0
-ARG TRANSFORMERS_VERSION=5.19.0
-ARG SAFETENSORS_VERSION=0.8.0
 ARG PIP_INDEX_URL=
 ARG PIP_EXTRA_INDEX_URL=
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# The dependencies first, from pyproject.toml's `reward` extra alone: a change to the sources rebuilds only the last
+# layer. torch must be a CUDA build: `torch==2.13.0` is also met by a `+cpu` wheel where an index carries one.
+COPY pyproject.toml ./
+COPY services/semirl/deploy/requirements.py /tmp/requirements.py
 RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
     if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
     python -m venv /opt/venv \
-    && pip install --no-cache-dir "setuptools==${SETUPTOOLS_VERSION}" "torch==${TORCH_VERSION}" \
-    && pip install --no-cache-dir "transformers==${TRANSFORMERS_VERSION}" "safetensors==${SAFETENSORS_VERSION}"
-WORKDIR /src
-COPY pyproject.toml README.md ./
+    && pip install --no-cache-dir "setuptools==${SETUPTOOLS_VERSION}" \
+    && python /tmp/requirements.py pyproject.toml reward > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && python -c "import sys, torch; sys.exit(None if torch.version.cuda else f'torch {torch.__version__}: no CUDA')"
+COPY README.md ./
 COPY services/ services/
-RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
-    if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
-    if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
-    pip install --no-cache-dir --no-build-isolation . \
+RUN pip install --no-cache-dir --no-build-isolation --no-deps . \
     && python -c "import semirl.reward.__main__, semirl.healthcheck, transformers"
 
 # ---- final: python + the venv ----

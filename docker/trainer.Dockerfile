@@ -15,10 +15,6 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 # ---- build: /opt/venv with torch, DeepSpeed (no prebuilt ops), transformers and semirl ----
 FROM ${BASE_IMAGE} AS build
 ARG SETUPTOOLS_VERSION=78.1.1
-ARG TORCH_VERSION=2.13.0
-ARG DEEPSPEED_VERSION=0.19.8
-ARG TRANSFORMERS_VERSION=5.19.0
-ARG SAFETENSORS_VERSION=0.8.0
 ARG PIP_INDEX_URL=
 ARG PIP_EXTRA_INDEX_URL=
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -26,25 +22,30 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH \
     DS_ACCELERATOR=cuda
+WORKDIR /src
+# The packages are pyproject.toml's `trainer` extra (accelerate included: transformers' ZeRO-3 loading needs it),
+# installed before the sources are copied. torch first, asserted a CUDA build (`torch==2.13.0` is also met by a
+# `+cpu` wheel where an index carries one).
+COPY pyproject.toml ./
+COPY services/semirl/deploy/requirements.py /tmp/requirements.py
 RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
     if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
     python -m venv /opt/venv \
-    && pip install --no-cache-dir "setuptools==${SETUPTOOLS_VERSION}" "torch==${TORCH_VERSION}"
+    && pip install --no-cache-dir "setuptools==${SETUPTOOLS_VERSION}" \
+    && python /tmp/requirements.py pyproject.toml trainer --only torch > /tmp/torch.txt \
+    && pip install --no-cache-dir -r /tmp/torch.txt \
+    && python -c "import sys, torch; sys.exit(None if torch.version.cuda else f'torch {torch.__version__}: no CUDA')"
 # DeepSpeed's sdist builds against the installed torch (--no-build-isolation); with DS_BUILD_OPS=0 it compiles nothing.
 RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
     if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
-    DS_BUILD_OPS=0 pip install --no-cache-dir --no-build-isolation \
-        "deepspeed==${DEEPSPEED_VERSION}" "transformers==${TRANSFORMERS_VERSION}" "safetensors==${SAFETENSORS_VERSION}"
-WORKDIR /src
-COPY pyproject.toml README.md ./
+    python /tmp/requirements.py pyproject.toml trainer > /tmp/requirements.txt \
+    && DS_BUILD_OPS=0 pip install --no-cache-dir --no-build-isolation -r /tmp/requirements.txt
+COPY README.md ./
 COPY services/ services/
-RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
-    if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
-    if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
-    pip install --no-cache-dir --no-build-isolation . \
-    && python -c "import deepspeed, semirl.trainer.__main__, semirl.healthcheck"
+RUN pip install --no-cache-dir --no-build-isolation --no-deps . \
+    && python -c "import accelerate, deepspeed, semirl.trainer.__main__, semirl.healthcheck"
 
 # ---- final: python + the venv; no compiler, no CUDA toolkit ----
 FROM ${BASE_IMAGE}

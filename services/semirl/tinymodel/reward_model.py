@@ -51,6 +51,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from semirl.core.files import share_readable
 from semirl.data.synthetic import Split, expression_of, make_problems, reference_response, write_jsonl, wrong_response
 from semirl.tinymodel.sampling import sample
 from semirl.tinymodel.sft import epoch_batches
@@ -167,6 +168,7 @@ def _build(out_dir: Path, policy_dir: Path, train_path: Path, params: RewardMode
         shutil.rmtree(model_dir)
     model.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
+    share_readable(model_dir)
     return TinyRewardModel(model_dir=model_dir, policy_digest=digest, fit=fit,
                            build_seconds=round(time.perf_counter() - started, 1), params=params)
 

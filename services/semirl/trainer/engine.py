@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from semirl.core.files import share_readable
 from semirl.core.weight_transfer import ParamSpec, plan_buckets
 from semirl.spec import RunSpec
 from semirl.trainer.distributed import RankGroup, import_deepspeed, join_trainer_group
@@ -326,8 +327,10 @@ class TrainingEngine:
         return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
     def write_policy(self, directory: Path, state_dict: dict[str, torch.Tensor]) -> None:
-        """HF checkpoint (config + safetensors, in the model dtype) of gathered weights; rank 0 only."""
+        """HF checkpoint (config + safetensors, in the model dtype) of gathered weights; rank 0 only. Readable by
+        other users (a generator or an evaluation job under another uid), as any file it writes otherwise is."""
         self.module.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
+        share_readable(directory)
 
     # --- trainer state ----------------------------------------------------------------------------------
 

@@ -3,16 +3,16 @@
 A `Worker` (core/worker.py) whose step is one poll: the run's step loop is trainer/run_trainer.py (with its intake,
 trainer/intake.py), the ranks are trainer/ranks.py; the controller client and the metrics are its own, the Status
 servicer is added by trainer/__main__.py. A run the trainer cannot advance is failed through the
-controller (FailRun) after MAX_ATTEMPTS consecutive failed attempts, or at once when retrying cannot help. With
-several ranks a failed command means the job lost a rank: the process exits so that the whole job restarts and
-resumes from its last checkpoint (docs/architecture.md, "multi-rank trainer").
+controller (FailRun) after MAX_ATTEMPTS consecutive attempts without a trained step, or at once when retrying cannot
+help; the attempts are counted in Redis (trainer/attempts.py), so a job that restarts goes on counting. With several
+ranks a failed command means the job lost a rank: the process exits so that the whole job restarts and resumes from
+its last checkpoint (docs/architecture.md, "multi-rank trainer").
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -21,6 +21,7 @@ import redis
 from semirl.core.redis_client import connect
 from semirl.core.runstate import RunRecord, active_run
 from semirl.core.worker import Worker
+from semirl.trainer.attempts import RunAttempts
 from semirl.trainer.controller_client import ControllerInternalClient, RunUnrecoverable
 from semirl.trainer.distributed import RankGroup, join_trainer_group
 from semirl.trainer.metrics import StatusCollector, TrainerMetrics, TrainerStatus
@@ -29,8 +30,6 @@ from semirl.trainer.run_trainer import RunLeft, RunTrainer, Stopped
 from semirl.trainer.weight_sender import DEFAULT_TRANSFER_PORT, WeightSender
 
 log = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = 3  # consecutive failed attempts at one run (no successful step between them) before it is failed
 
 
 class TrainerWorker(Worker[RunRecord]):
@@ -58,7 +57,7 @@ class TrainerWorker(Worker[RunRecord]):
         self.poll_s = poll_s
         self.retry_s = retry_s
         self.finished: set[str] = set()
-        self.attempts: Counter[str] = Counter()   # consecutive failed attempts per run (reset by a trained step)
+        self.attempts = RunAttempts(self.client)   # consecutive attempts per run, in Redis (reset by a trained step)
         self.to_fail: dict[str, str] = {}         # runs to fail whose FailRun did not get through yet
 
     def step(self) -> int:
@@ -81,22 +80,41 @@ class TrainerWorker(Worker[RunRecord]):
         if record.id in self.to_fail:
             self._fail(record.id, self.to_fail[record.id])
             return
-        log.info("training run %s (%s, %d steps)", record.id, record.name, record.spec.train.steps)
+        try:
+            attempt = self.attempts.begin(record.id)
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            log.warning("redis unavailable: %s", err)
+            self.stop.wait(self.poll_s)
+            return
+        if self.attempts.exhausted(attempt):
+            reason = self.attempts.exhausted_reason(record.id, attempt)
+            log.error("run %s: %s; failing it", record.id, reason)
+            self._fail(record.id, reason)
+            return
+        log.info("training run %s (%s, %d steps; attempt %d of %d)", record.id, record.name,
+                 record.spec.train.steps, attempt, self.attempts.limit)
+        streak_open = [True]
 
         def trained_a_step() -> None:
-            self.attempts.pop(record.id, None)
+            if streak_open[0]:
+                self.attempts.trained(record.id)
+                streak_open[0] = False
 
         try:
             RunTrainer(self.client, record, self.store, self.controller, self.trainer_id, self.status,
                        self.stop, self.driver, on_step=trained_a_step, metrics=self.metrics, sender=self.sender).run()
             self.finished.add(record.id)
-            self.attempts.pop(record.id, None)
+            self.attempts.trained(record.id)
             log.info("run %s: all %d steps trained", record.id, record.spec.train.steps)
         except Stopped:
             log.info("stopping during run %s", record.id)
-        except RanksLost:
+            if streak_open[0]:
+                self.attempts.withdrawn(record.id)
+        except RanksLost as err:
             # The other ranks sit in some collective we cannot match: leave at once (no shutdown broadcast) so
-            # the launcher stops this node's ranks and every other rank's next collective fails fast.
+            # the launcher stops this node's ranks and every other rank's next collective fails fast. The attempt
+            # stays counted, with its reason, for the restarted job.
+            self._note_failure(record.id, err, after_a_step=not streak_open[0])
             log.critical("run %s: the trainer job lost a rank; exiting so that the whole job restarts", record.id,
                          exc_info=True)
             logging.shutdown()
@@ -104,26 +122,35 @@ class TrainerWorker(Worker[RunRecord]):
         except RunLeft as why:
             log.info("%s; dropping its engine", why)
             self.finished.add(record.id)
-            self.attempts.pop(record.id, None)
+            self.attempts.trained(record.id)
         except RunUnrecoverable as err:
             log.error("run %s cannot go on: %s", record.id, err)
             self._fail(record.id, str(err))
         except Exception as err:
             if self.stop.is_set():  # e.g. a controller call given up because we are stopping: not the run's fault
                 log.info("stopping during run %s (%s: %s)", record.id, type(err).__name__, err)
+                if streak_open[0]:
+                    self.attempts.withdrawn(record.id)
                 return
             self.metrics.run_errors.inc()
-            self.attempts[record.id] += 1
-            attempts = self.attempts[record.id]
-            if attempts >= MAX_ATTEMPTS:
+            attempt = self._note_failure(record.id, err, after_a_step=not streak_open[0]) or attempt
+            if attempt >= self.attempts.limit:
                 log.exception("run %s failed in the trainer (attempt %d of %d); failing it",
-                              record.id, attempts, MAX_ATTEMPTS)
-                self._fail(record.id, f"trainer failed {attempts} times in a row: {type(err).__name__}: {err}")
+                              record.id, attempt, self.attempts.limit)
+                self._fail(record.id, f"trainer failed {attempt} times in a row: {type(err).__name__}: {err}")
                 return
             log.exception("run %s failed in the trainer (attempt %d of %d); retrying from its last checkpoint",
-                          record.id, attempts, MAX_ATTEMPTS)
+                          record.id, attempt, self.attempts.limit)
             self.status.update(state="error")
             self.stop.wait(self.retry_s)
+
+    def _note_failure(self, run_id: str, err: BaseException, *, after_a_step: bool) -> int:
+        """Record the failure with its reason; returns the streak's length (0 if Redis could not be reached)."""
+        try:
+            return self.attempts.failed(run_id, f"{type(err).__name__}: {err}", after_a_step=after_a_step)
+        except (redis.ConnectionError, redis.TimeoutError) as redis_err:
+            log.warning("could not record the failure of run %s in redis: %s", run_id, redis_err)
+            return 0
 
     def _fail(self, run_id: str, error: str) -> None:
         """Ask the controller to fail the run, then stop training it; retried on the next poll if the call fails."""
@@ -136,7 +163,7 @@ class TrainerWorker(Worker[RunRecord]):
             self.stop.wait(self.retry_s)
             return
         self.to_fail.pop(run_id, None)
-        self.attempts.pop(run_id, None)
+        self.attempts.trained(run_id)
         self.finished.add(run_id)
         log.info("run %s %s; waiting for the next active run", run_id,
                  "failed" if failed else "was already finished")
