@@ -46,9 +46,22 @@ COPY README.md ./
 COPY services/ services/
 RUN pip install --no-cache-dir --no-build-isolation --no-deps . \
     && python -c "import accelerate, deepspeed, semirl.trainer.__main__, semirl.healthcheck"
+# An NCCL network plugin wheel (a cloud's fabric plugin), pip requirements given at build time; empty = none.
+ARG NCCL_NET_PLUGIN_PIP=
+RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
+    if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
+    if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
+    printf '%s\n' ${NCCL_NET_PLUGIN_PIP} > /tmp/nccl-plugin.txt \
+    && pip install --no-cache-dir --no-deps --requirement /tmp/nccl-plugin.txt
 
 # ---- final: python + the venv; no compiler, no CUDA toolkit ----
 FROM ${BASE_IMAGE}
+# FABRIC=rdma: the RDMA userspace (rdma-core's verbs and RDMA-CM libraries and providers) for NCCL over InfiniBand /
+# RoCE; NCCL's own IB transport is in the nvidia-nccl wheel. NCCL_NET_PLUGIN_PIP: pip requirements of an NCCL
+# network plugin wheel to add (a cloud's fabric plugin); its library is found through NCCL_NET_PLUGIN (the chart's
+# trainer.fabric.ncclNetPlugin). docs/deploy.md, "multi-node fabric".
+ARG FABRIC=tcp
+ARG RDMA_CORE_VERSION=44.0-2
 LABEL org.opencontainers.image.title="semirl-trainer" \
       org.opencontainers.image.description="semirl trainer: DeepSpeed on NVIDIA GPUs" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -59,7 +72,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TMPDIR=/tmp \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     DS_ACCELERATOR=cuda
-RUN groupadd --system --gid 10001 semirl \
+RUN case "${FABRIC}" in tcp|rdma) ;; *) echo "FABRIC must be tcp or rdma, not ${FABRIC}" >&2; exit 1 ;; esac \
+    && apt-get update \
+    && if [ "${FABRIC}" = rdma ]; then \
+        apt-get install -y --no-install-recommends "rdma-core=${RDMA_CORE_VERSION}" \
+            "libibverbs1=${RDMA_CORE_VERSION}" "ibverbs-providers=${RDMA_CORE_VERSION}" \
+            "librdmacm1=${RDMA_CORE_VERSION}"; \
+    fi \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 semirl \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin semirl
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /tmp

@@ -11,10 +11,11 @@ makes one with mmdebstrap from this machine's own apt sources: Debian bookworm w
 ca-certificates, imported under the official name.
 
 Package indexes come from pip's own configuration on this machine (`pip config list`), never from the repository:
-its CA bundle goes in as the `pipca` secret; its index URLs and find-links go in as a pip config (the `pipconf`
-secret), and those that are local directories (file:// indexes, wheel folders) are mounted read-only at the same path
-(buildah only; docker and podman builds take `--build-arg PIP_EXTRA_INDEX_URL=...` instead). cpu-all's CPU torch
-wheel comes from there.
+its CA bundle goes in as the `pipca` secret of every build; for the CPU images its index URLs and find-links go in as
+a pip config (the `pipconf` secret), and those that are local directories (file:// indexes, wheel folders) are
+mounted read-only at the same path (buildah only; docker and podman builds take `--build-arg
+PIP_EXTRA_INDEX_URL=...` instead). cpu-all's CPU torch wheel comes from there. The GPU images take PyPI only: a
+`+cpu` torch in a local folder would satisfy their `torch==2.13.0` too (their build asserts a CUDA build and stops).
 
 Each build's seconds and the image's size go to a JSON report (`--report`), the figures in docker/README.md.
 """
@@ -42,6 +43,9 @@ IMAGES = {  # image name -> Dockerfile (the skaffold artifacts, skaffold.yaml)
     "semirl-generator": "generator.Dockerfile",
 }
 CPU_IMAGES = ("semirl-cpu", "semirl-cpu-all")
+# Only the CPU images take this machine's configured indexes: a local wheel folder with torch's `+cpu` build also
+# satisfies `torch==2.13.0`, and the GPU images must get PyPI's CUDA build (their build refuses a CPU torch).
+LOCAL_INDEX_IMAGES = CPU_IMAGES
 BASE_IMAGE = "docker.io/library/python:3.11-slim-bookworm"
 STAND_IN_PACKAGES = ("python3-venv", "python3-pip", "python3-dev", "ca-certificates")
 PIP_KEYS = ("index-url", "extra-index-url", "find-links")
@@ -204,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in images:
             tag = f"{name}:{args.tag}"
             started = time.monotonic()
-            run(build_command(builder, IMAGES[name], tag, secrets, mounts, args.build_arg))
+            local = name in LOCAL_INDEX_IMAGES
+            image_secrets = secrets if local else {k: v for k, v in secrets.items() if k != "pipconf"}
+            run(build_command(builder, IMAGES[name], tag, image_secrets, mounts if local else [], args.build_arg))
             seconds = round(time.monotonic() - started, 1)
             size = image_size(builder, tag)
             report["images"][name] = {"seconds": seconds, "bytes": size}  # type: ignore[index]

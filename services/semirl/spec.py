@@ -332,6 +332,20 @@ class RewardModelSpec(_Section):
 
 class DeepSpeedSpec(_Section):
     zero_stage: Literal[0, 1, 2, 3] = 1
+    zero_hpz_partition_size: int = Field(
+        1, ge=1, le=1024,
+        description="ZeRO++ hierarchical partitioning (zero_stage 3 only): a second copy of the weights sharded "
+        "over groups of this many ranks, so the forward and backward all-gathers stay inside a node; set it to the "
+        "GPUs per trainer pod on a multi-node job (it must divide the world size). 1 = off.",
+    )
+
+    @model_validator(mode="after")
+    def _hpz_is_zero3(self) -> DeepSpeedSpec:
+        if self.zero_hpz_partition_size > 1 and self.zero_stage != 3:
+            raise field_error("DeepSpeedSpec", ("zero_hpz_partition_size",), self.zero_hpz_partition_size,
+                              "zero_hpz_partition_size > 1 is ZeRO++ hierarchical partitioning of ZeRO-3: set "
+                              "zero_stage to 3")
+        return self
 
 
 # Broadcast's durable cadence: at 8B a trainer-state write is ~96 GB, ~50 s at 2 GB/s, under 5% of 20 steps of a

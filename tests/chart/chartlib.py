@@ -131,6 +131,9 @@ SCENARIOS = {
     "gpu": Scenario("gpu", ("gpu-values.yaml",)),
     "autoscaling": Scenario("autoscaling", ("autoscaling-values.yaml",), (KEDA_API, MONITORING_API)),
     "cpu": Scenario("cpu", ("cpu-values.yaml",)),
+    "gpu-8b-1node": Scenario("gpu-8b-1node", ("gpu-8b-1node-values.yaml",)),
+    "fabric-infiniband": Scenario("fabric-infiniband", ("gpu-production-values.yaml", "fabric-infiniband-values.yaml")),
+    "fabric-roce": Scenario("fabric-roce", ("gpu-production-values.yaml", "fabric-roce-multus-values.yaml")),
 }
 
 

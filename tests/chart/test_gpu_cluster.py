@@ -188,7 +188,7 @@ def test_two_pods_of_eight_gpus_make_one_sixteen_rank_job() -> None:
 
 # --------------------------------------------------------------------------------------------- 4. model staging Job
 def staging_job(manifest: Manifest) -> dict[str, Any]:
-    (job,) = manifest.kind("Job")
+    (job,) = [j for j in manifest.kind("Job") if "-stage-model-" in j["metadata"]["name"]]
     return job
 
 
@@ -247,6 +247,8 @@ def test_model_staging_needs_the_checkpoint_store() -> None:
 
 def test_production_generators_wait_for_the_complete_download(production: Manifest) -> None:
     (init,) = pod_spec(production, "generator")["initContainers"]
-    assert "/checkpoints/models/Llama-3.1-8B-Instruct/.semirl-staged" in init["args"][0]
+    assert ".semirl-staged" in init["args"][0]
+    assert env_of(init)["STAGED_MODEL"]["value"] == "/checkpoints/models/Llama-3.1-8B-Instruct"
+    assert init["image"] == production.container("generator")["image"]  # its own image, no registry written in
     env = env_of(staging_job(production)["spec"]["template"]["spec"]["containers"][0])
     assert env["STAGE_TARGET"]["value"] == "/checkpoints/models/Llama-3.1-8B-Instruct"

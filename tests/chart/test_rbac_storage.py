@@ -52,7 +52,7 @@ def test_checkpoint_pvc_without_keep_and_with_a_class() -> None:
 
 
 def test_existing_claim_means_no_pvc(production: Manifest) -> None:
-    assert not production.kind("PersistentVolumeClaim")
+    assert not production.find("PersistentVolumeClaim", f"{FULLNAME}-checkpoints")
     for component in ("trainer", "controller", "generator"):
         claim = volumes_of(production.workload(component))["checkpoints"]["persistentVolumeClaim"]["claimName"]
         assert claim == "semirl-checkpoints-rwx"

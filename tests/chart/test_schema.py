@@ -64,7 +64,8 @@ def test_component_blocks_share_one_shape() -> None:
     for component, keys in shapes.items():
         extra = keys - common
         own = {"http", "auth", "reloadTimeoutSeconds", "transferTimeoutSeconds", "transfer", "model", "dtype",
-               "maxModelLen", "batchSize", "vllm", "maxLength", "scoreToken", "promptFormat", "maxBatchTokens"}
+               "maxModelLen", "batchSize", "vllm", "maxLength", "scoreToken", "promptFormat", "maxBatchTokens",
+               "compileCache", "fabric", "kueue"}
         assert extra <= own, (component, extra)
     assert set(values["redis"]) >= {"enabled", "replicaCount", "image", "resources", "podSecurityContext",
                                     "containerSecurityContext", "pdb", "serviceAccount", "extraVolumes"}

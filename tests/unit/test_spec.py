@@ -318,3 +318,18 @@ def test_every_algorithm_and_sync_mode_is_accepted_or_refused_naming_the_field()
             continue
         spec = _spec(algorithm=algorithm, sync=sync)
         assert spec.sample_logprobs == (algorithm == "grpo" and not (interval == 1 and not staleness))
+
+
+def test_zero_plus_plus_hierarchical_partitioning_is_zero3_and_divides_the_world() -> None:
+    from semirl.trainer.engine import deepspeed_config, reference_config
+
+    with pytest.raises(ValidationError) as info:
+        _spec(deepspeed={"zero_stage": 2, "zero_hpz_partition_size": 8})
+    assert ("deepspeed", "zero_hpz_partition_size") in _locations(info)
+    spec = _spec(deepspeed={"zero_stage": 3, "zero_hpz_partition_size": 8})
+    assert deepspeed_config(spec, 32)["zero_optimization"]["zero_hpz_partition_size"] == 8
+    assert reference_config(spec, 32)["zero_optimization"]["zero_hpz_partition_size"] == 8
+    plain = deepspeed_config(_spec(deepspeed={"zero_stage": 3}), 32)
+    assert "zero_hpz_partition_size" not in plain["zero_optimization"]
+    with pytest.raises(ValueError, match="does not divide the trainer's 12 ranks"):
+        deepspeed_config(spec, 12)

@@ -323,8 +323,29 @@ class Vllm(Model):
     )
 
 
+class ClaimVolume(Model):
+    """A volume on a PersistentVolumeClaim: one the chart makes, or `existingClaim`."""
+
+    enabled: bool = False
+    existing_claim: str = Field("", description="a pre-provisioned claim; empty = the chart makes one")
+    storage_class: str = ""
+    access_modes: list[AccessMode] = Field(default_factory=lambda: ["ReadWriteMany"], min_length=1)
+    size: QuantityStr = "50Gi"
+    mount_path: str = Field("/var/cache/semirl", pattern=r"^/")
+
+
+class CompileCache(ClaimVolume):
+    """A persistent volume for vLLM's torch.compile cache, FlashInfer's JIT kernels, Triton's and Inductor's
+    caches (VLLM_CACHE_ROOT, FLASHINFER_WORKSPACE_BASE, TRITON_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR under mountPath):
+    in the default emptyDir every generator restart rebuilds them, minutes at 8B. One claim shared by every
+    generator (the caches are keyed by model, config and GPU; a new entry is written whole)."""
+
+    existing_claim: str = Field("", description="a claim to use; empty = the chart makes <fullname>-compile-cache")
+
+
 class Generator(ServiceComponent):
     image: Image = _image("semirl/semirl-generator")
+    compile_cache: CompileCache = Field(default_factory=CompileCache)
     gpus: int = Field(1, ge=0, description="GPUs per pod = vLLM's tensor_parallel_size (0 = CPU, size 1)")
     shm_size: OptionalSize = "16Gi"
     model: str = Field("", description="model the generator loads at start; empty = the run's policy")
@@ -356,9 +377,40 @@ class Verifier(ServiceComponent):
     )
 
 
+class Rdma(Model):
+    enabled: bool = False
+    resource_name: str = Field("rdma/rdma_shared_device_a", min_length=1,
+                               description="the RDMA device plugin's extended resource (Mellanox shared device "
+                                           "plugin; SR-IOV: e.g. nvidia.com/rdma_vf)")
+    count: int = Field(1, ge=1, description="devices per pod, in requests and limits")
+
+
+class Fabric(Model):
+    """The trainer's multi-node interconnect: NCCL over InfiniBand / RoCE instead of TCP sockets (docs/deploy.md,
+    "multi-node fabric"). Presets: ci/fabric-infiniband-values.yaml, ci/fabric-roce-multus-values.yaml."""
+
+    rdma: Rdma = Field(default_factory=Rdma)
+    ipc_lock: bool = Field(False, description="add the IPC_LOCK capability (RDMA memory registration pins pages)")
+    host_network: bool = Field(False, description="the node's network namespace (dnsPolicy "
+                                                   "ClusterFirstWithHostNet): NICs without a CNI for RDMA")
+    networks: str = Field("", description="Multus secondary networks: the k8s.v1.cni.cncf.io/networks annotation")
+    nccl_socket_ifname: str = Field("", description="NCCL_SOCKET_IFNAME: NCCL's bootstrap and socket interface")
+    gloo_socket_ifname: str = Field("", description="GLOO_SOCKET_IFNAME: the control group's and CPU syncs' one")
+    nccl_ib_hca: str = Field("", description="NCCL_IB_HCA: the HCAs to use (e.g. mlx5)")
+    nccl_net_plugin: str = Field("", description="NCCL_NET_PLUGIN: a network plugin in the image (build arg)")
+    nccl_env: StrDict = Field(default_factory=dict, description="more NCCL_* settings (e.g. NCCL_IB_GID_INDEX)")
+
+
+class Kueue(Model):
+    queue_name: str = Field("", description="Kueue LocalQueue: the trainer's pods are admitted together as one "
+                                            "group (gang scheduling); empty = no Kueue")
+
+
 class Trainer(ServiceComponent):
     image: Image = _image("semirl/semirl-trainer")
     transfer: TransferPort = Field(default_factory=TransferPort)
+    fabric: Fabric = Field(default_factory=Fabric)
+    kueue: Kueue = Field(default_factory=Kueue)
     gpus: int = Field(1, ge=0)
     container_security_context: Dict = _gpu_security_context()
     shm_size: OptionalSize = "32Gi"
@@ -470,15 +522,28 @@ class DriverGate(Model):
 class Accelerator(Model):
     resource_name: str = Field("nvidia.com/gpu", min_length=1, description="extended resource of one accelerator")
     driver_gate: DriverGate = Field(default_factory=DriverGate)
+    cpu_pods_tolerate_gpu_nodes: bool = Field(
+        False, description="give the CPU pods (controller, verifier, Redis, the staging Jobs) the GPU nodes' "
+                           "toleration too: a cluster of tainted GPU nodes only would leave them Pending",
+    )
 
 
-class Checkpoints(Model):
+class PriorityClasses(Model):
+    """Two PriorityClasses the chart makes when `create`: <fullname>-critical (trainer, controller, Redis) and
+    <fullname>-workers (generators, verifiers, reward), each the default of its components' priorityClassName, so a
+    restarting trainer pod preempts workers to get its GPUs back instead of waiting Pending."""
+
+    create: bool = False
+    critical_value: int = Field(100000, ge=-2147483648, le=1000000000)
+    workers_value: int = Field(10000, ge=-2147483648, le=1000000000)
+    preemption_policy: Literal["PreemptLowerPriority", "Never"] = "PreemptLowerPriority"
+
+
+class Checkpoints(ClaimVolume):
     """The shared checkpoint store: RW in trainer and controller, read-only in generator and reward."""
 
     enabled: bool = True
     existing_claim: str = Field("", description="a pre-provisioned claim (NFS, Filestore, EFS, CephFS); no PVC made")
-    storage_class: str = ""
-    access_modes: list[AccessMode] = Field(default_factory=lambda: ["ReadWriteMany"], min_length=1)
     size: QuantityStr = "500Gi"
     mount_path: str = Field("/checkpoints", pattern=r"^/")
     keep: bool = Field(True, description="helm.sh/resource-policy: keep, so uninstall never deletes checkpoints")
@@ -489,7 +554,61 @@ class HfToken(Model):
     key: str = Field("token", min_length=1)
 
 
-class ModelStaging(Model):
+class StagedModel(Model):
+    """A second model the staging Job downloads: the reward model of a reward-model run (Athene-RM-8B)."""
+
+    repo: str = Field("", description="Hugging Face model id; empty = none (e.g. Nexusflow/Athene-RM-8B)")
+    revision: str = ""
+    path: str = Field("models/Athene-RM-8B", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$",
+                      description="target directory, relative to checkpoints.mountPath")
+    ignore_patterns: list[str] = Field(default_factory=list)
+
+
+class PreparedDataset(Model):
+    """One `python -m semirl.data` run of the data-preparation Job (its flags; paths relative to the claim)."""
+
+    source: Literal["numinamath", "math500", "amc23", "gsm8k", "wildchat"]
+    input: str = Field(min_length=1, description="hub:<owner>/<dataset>, or a file on the claim (relative path)")
+    split: str = "train"
+    out: str = Field(pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\.jsonl$", description="relative to the claim")
+    exclude: list[str] = Field(default_factory=list, description="evaluation sets (relative paths) to drop")
+    limit: int | None = Field(None, ge=1)
+
+
+def _paper_datasets() -> list[PreparedDataset]:
+    return [
+        PreparedDataset(source="math500", input="hub:HuggingFaceH4/MATH-500", split="test", out="data/math500.jsonl"),
+        PreparedDataset(source="amc23", input="hub:math-ai/amc23", split="test", out="data/amc23.jsonl"),
+        PreparedDataset(source="numinamath", input="hub:AI-MO/NuminaMath-CoT", split="train",
+                        out="data/numinamath.jsonl", exclude=["data/math500.jsonl", "data/amc23.jsonl"]),
+    ]
+
+
+class JobPod(Model):
+    """Where and how one of the chart's Jobs runs: the keys every Job's values share."""
+
+    hf_token: HfToken = Field(default_factory=HfToken)
+    image: Image | None = None
+    backoff_limit: int = Field(2, ge=0)
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: StrDict = Field(default_factory=dict)
+    tolerations: list[Dict] = Field(default_factory=list)
+    affinity: Dict = Field(default_factory=dict)
+
+
+class DataPreparation(JobPod):
+    """An optional Job that writes the runs' problem JSONL onto the claim with `python -m semirl.data`, one init
+    container per dataset in order (evaluation sets first, so the training set can exclude them); any semirl image
+    runs it (pyarrow and huggingface_hub are base dependencies). The default is the paper's: MATH-500 and AMC23 to
+    evaluate, NuminaMath-CoT to train on, minus both."""
+
+    enabled: bool = False
+    datasets: list[PreparedDataset] = Field(default_factory=_paper_datasets, min_length=1)
+    image: Image | None = Field(None, description="null = the controller's image (semirl-cpu)")
+    resources: Resources = _resources({"cpu": "2", "memory": "8Gi"}, {"memory": "16Gi"})
+
+
+class ModelStaging(JobPod):
     """An optional Job that prepares the checkpoint claim and downloads the seed model into it: an init container
     running as root chowns the store's top directories to uid 10001 (the chart's one root container), then uid
     10001 runs huggingface_hub's snapshot_download into <checkpoints.mountPath>/<path>."""
@@ -504,16 +623,17 @@ class ModelStaging(Model):
     ignore_patterns: list[str] = Field(
         default_factory=lambda: ["original/*"], description="not downloaded (original/: Meta's consolidated weights)"
     )
-    hf_token: HfToken = Field(default_factory=HfToken)
     fix_ownership: bool = Field(
         True, description="root init container: chown the store root, models/ and data/ to 10001:10001"
     )
     image: Image | None = Field(None, description="null = the generator's image (it has huggingface_hub)")
     backoff_limit: int = Field(3, ge=0)
     resources: Resources = _resources({"cpu": "2", "memory": "4Gi"}, {"memory": "8Gi"})
-    node_selector: StrDict = Field(default_factory=dict)
-    tolerations: list[Dict] = Field(default_factory=list)
-    affinity: Dict = Field(default_factory=dict)
+    reward_model: StagedModel = Field(default_factory=lambda: StagedModel())
+    wait_in_pods: bool = Field(
+        True, description="generator, trainer and reward pods wait (init container, their own image) for the "
+                          "staged model's .semirl-staged marker before they start",
+    )
 
 
 class NetworkPolicyMetrics(Model):
@@ -596,6 +716,8 @@ class ChartValues(Model):
     accelerator: Accelerator = Field(default_factory=Accelerator)
     checkpoints: Checkpoints = Field(default_factory=Checkpoints)
     model_staging: ModelStaging = Field(default_factory=ModelStaging)
+    data_preparation: DataPreparation = Field(default_factory=DataPreparation)
+    priority_classes: PriorityClasses = Field(default_factory=PriorityClasses)
     controller: Controller = Field(default_factory=Controller)
     generator: Generator = Field(default_factory=Generator)
     verifier: Verifier = Field(default_factory=Verifier)

@@ -70,6 +70,12 @@ def deepspeed_config(spec: RunSpec, world_size: int) -> dict[str, Any]:
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
     }
+    hpz = spec.deepspeed.zero_hpz_partition_size
+    if hpz > 1:
+        if world_size % hpz:
+            raise ValueError(f"deepspeed.zero_hpz_partition_size {hpz} does not divide the trainer's {world_size} "
+                             "ranks: set it to the GPUs per trainer pod")
+        config["zero_optimization"]["zero_hpz_partition_size"] = hpz
     if spec.model.dtype == "bfloat16":
         config["bf16"] = {"enabled": True}
     elif spec.model.dtype == "float16":
@@ -81,7 +87,10 @@ def reference_config(spec: RunSpec, world_size: int) -> dict[str, Any]:
     """An optimizer-less ZeRO-3 engine for the reference model: partitioned like the policy, never stepped."""
     config = deepspeed_config(spec, world_size)
     config.pop("gradient_clipping")
+    hpz = config["zero_optimization"].get("zero_hpz_partition_size")
     config["zero_optimization"] = {"stage": 3, "overlap_comm": False}
+    if hpz:
+        config["zero_optimization"]["zero_hpz_partition_size"] = hpz
     return config
 
 

@@ -123,7 +123,77 @@ imagePullSecrets:
 {{- $_ := set $res "requests" $requests -}}
 {{- $_ := set $res "limits" $limits -}}
 {{- end -}}
+{{- $rdma := dig "fabric" "rdma" dict .c -}}
+{{- if $rdma.enabled -}}
+{{- $requests := get $res "requests" | default dict -}}
+{{- $limits := get $res "limits" | default dict -}}
+{{- $_ := set $requests $rdma.resourceName (int $rdma.count) -}}
+{{- $_ := set $limits $rdma.resourceName (int $rdma.count) -}}
+{{- $_ := set $res "requests" $requests -}}
+{{- $_ := set $res "limits" $limits -}}
+{{- end -}}
 {{- toYaml $res -}}
+{{- end -}}
+
+{{/* ============================================================ scheduling */}}
+
+{{/* The component's priorityClassName: its own, else the chart's class when priorityClasses.create (critical:
+trainer, controller, Redis; workers: the rest). Arg: dict root component */}}
+{{- define "semirl.priorityClassName" -}}
+{{- $c := index .root.Values .component -}}
+{{- if $c.priorityClassName -}}
+{{- $c.priorityClassName -}}
+{{- else if .root.Values.priorityClasses.create -}}
+{{- $tier := ternary "critical" "workers" (has .component (list "trainer" "controller" "redis")) -}}
+{{- printf "%s-%s" (include "semirl.fullname" .root) $tier -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Tolerations: the component's own, plus the GPU nodes' for a CPU pod when accelerator.cpuPodsTolerateGpuNodes.
+Arg: dict root tolerations gpus */}}
+{{- define "semirl.tolerations" -}}
+{{- $tolerations := .tolerations | default list -}}
+{{- if and .root.Values.accelerator.cpuPodsTolerateGpuNodes (eq (int (.gpus | default 0)) 0) -}}
+{{- $gpu := dict "key" .root.Values.accelerator.resourceName "operator" "Exists" "effect" "NoSchedule" -}}
+{{- if not (has $gpu $tolerations) -}}
+{{- $tolerations = append $tolerations $gpu -}}
+{{- end -}}
+{{- end -}}
+{{- with $tolerations -}}
+{{- toYaml . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The init container that waits for the staging Job's .semirl-staged marker under `target`, in the pod's own
+image. Arg: dict root image target */}}
+{{- define "semirl.waitForStaged" -}}
+- name: wait-for-model
+  image: {{ include "semirl.image" (dict "root" .root "image" .image) | quote }}
+  imagePullPolicy: {{ .image.pullPolicy }}
+  command: ["python", "-c"]
+  args:
+    - |
+      import os, sys, time
+      marker = os.path.join(os.environ["STAGED_MODEL"], ".semirl-staged")
+      for waited in range(0, 6 * 3600, 10):
+          if os.path.exists(marker):
+              sys.exit(0)
+          if waited % 300 == 0:
+              print(f"waiting for {marker} (the model-staging Job) for {waited} s", flush=True)
+          time.sleep(10)
+      sys.exit(f"{marker}: not there after 6 h; see the model-staging Job's logs")
+  env:
+    - name: STAGED_MODEL
+      value: {{ .target | quote }}
+  resources:
+    requests: {cpu: 10m, memory: 64Mi}
+    limits: {memory: 128Mi}
+  securityContext:
+    {{- include "semirl.containerSecurityContext" dict | nindent 4 }}
+  volumeMounts:
+    - name: checkpoints
+      mountPath: {{ .root.Values.checkpoints.mountPath }}
+      readOnly: true
 {{- end -}}
 
 {{/*
@@ -324,14 +394,41 @@ The pod template of a semirl service. Args: dict
 {{- $c := index $root.Values $component -}}
 {{- $ctx := dict "root" $root "component" $component -}}
 {{- $labels := merge (fromYaml (include "semirl.labels" $ctx)) ($c.podLabels | default dict) -}}
+{{- $fabric := $c.fabric | default dict -}}
+{{- if and (eq $component "trainer") $c.kueue.queueName -}}
+{{- $labels = merge $labels (dict "kueue.x-k8s.io/queue-name" $c.kueue.queueName) -}}
+{{- end -}}
+{{- $annotations := deepCopy ($c.podAnnotations | default dict) -}}
+{{- with $fabric.networks -}}
+{{- $_ := set $annotations "k8s.v1.cni.cncf.io/networks" . -}}
+{{- end -}}
+{{- $securityContext := deepCopy ($c.containerSecurityContext | default dict) -}}
+{{- if $fabric.ipcLock -}}
+{{- $caps := deepCopy (get $securityContext "capabilities" | default dict) -}}
+{{- $_ := set $caps "add" (uniq (append ($caps.add | default list) "IPC_LOCK")) -}}
+{{- $_ := set $securityContext "capabilities" $caps -}}
+{{- end -}}
+{{- $staging := $root.Values.modelStaging -}}
+{{- $waitTarget := "" -}}
+{{- if and $staging.enabled $staging.waitInPods $root.Values.checkpoints.enabled -}}
+{{- if has $component (list "generator" "trainer") -}}
+{{- $waitTarget = printf "%s/%s" (trimSuffix "/" $root.Values.checkpoints.mountPath) $staging.path -}}
+{{- else if and (eq $component "reward") $staging.rewardModel.repo -}}
+{{- $waitTarget = printf "%s/%s" (trimSuffix "/" $root.Values.checkpoints.mountPath) $staging.rewardModel.path -}}
+{{- end -}}
+{{- end -}}
 metadata:
   labels:
     {{- toYaml $labels | nindent 4 }}
-  {{- with $c.podAnnotations }}
+  {{- with $annotations }}
   annotations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 spec:
+  {{- if $fabric.hostNetwork }}
+  hostNetwork: true
+  dnsPolicy: ClusterFirstWithHostNet
+  {{- end }}
   serviceAccountName: {{ include "semirl.serviceAccountName" $ctx }}
   automountServiceAccountToken: {{ $c.serviceAccount.automountServiceAccountToken }}
   {{- with include "semirl.imagePullSecrets" $root }}
@@ -339,7 +436,7 @@ spec:
   {{- end }}
   securityContext:
     {{- include "semirl.podSecurityContext" $c.podSecurityContext | nindent 4 }}
-  {{- with $c.priorityClassName }}
+  {{- with include "semirl.priorityClassName" $ctx }}
   priorityClassName: {{ . }}
   {{- end }}
   {{- with $c.runtimeClassName }}
@@ -352,9 +449,9 @@ spec:
   nodeSelector:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with $c.tolerations }}
+  {{- with include "semirl.tolerations" (dict "root" $root "tolerations" $c.tolerations "gpus" $c.gpus) }}
   tolerations:
-    {{- toYaml . | nindent 4 }}
+    {{- . | nindent 4 }}
   {{- end }}
   {{- with include "semirl.affinity" (dict "root" $root "c" $c) }}
   affinity:
@@ -364,8 +461,12 @@ spec:
   topologySpreadConstraints:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with $c.extraInitContainers }}
+  {{- if or $c.extraInitContainers $waitTarget }}
   initContainers:
+    {{- if $waitTarget }}
+    {{- include "semirl.waitForStaged" (dict "root" $root "image" $c.image "target" $waitTarget) | nindent 4 }}
+    {{- end }}
+    {{- with $c.extraInitContainers }}
     {{- $inits := list }}
     {{- range . }}
     {{- $init := deepCopy . }}
@@ -373,6 +474,7 @@ spec:
     {{- $inits = append $inits $init }}
     {{- end }}
     {{- toYaml $inits | nindent 4 }}
+    {{- end }}
   {{- end }}
   containers:
     - name: {{ $component }}
@@ -406,7 +508,7 @@ spec:
       resources:
         {{- include "semirl.resources" (dict "root" $root "c" $c) | nindent 8 }}
       securityContext:
-        {{- include "semirl.containerSecurityContext" $c.containerSecurityContext | nindent 8 }}
+        {{- include "semirl.containerSecurityContext" $securityContext | nindent 8 }}
       {{- with (.probes | default (include "semirl.grpcProbes" $c)) | trim }}
       {{- . | nindent 6 }}
       {{- end }}
@@ -423,6 +525,10 @@ spec:
           {{- if eq .checkpoints "ro" }}
           readOnly: true
           {{- end }}
+        {{- end }}
+        {{- if ($c.compileCache | default dict).enabled }}
+        - name: compile-cache
+          mountPath: {{ $c.compileCache.mountPath }}
         {{- end }}
         {{- with $c.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
@@ -443,6 +549,11 @@ spec:
         {{- if eq .checkpoints "ro" }}
         readOnly: true
         {{- end }}
+    {{- end }}
+    {{- if ($c.compileCache | default dict).enabled }}
+    - name: compile-cache
+      persistentVolumeClaim:
+        claimName: {{ $c.compileCache.existingClaim | default (include "semirl.componentName" (dict "root" $root "component" "compile-cache")) }}
     {{- end }}
     {{- with $c.extraVolumes }}
     {{- toYaml . | nindent 4 }}
