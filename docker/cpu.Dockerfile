@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # semirl-cpu: the lean CPU image of the controller and the verifier (skaffold artifact `semirl-cpu`).
-# semirl with its base dependencies plus the `verifier` extra (math-verify); no torch, no vLLM, no DeepSpeed.
+# semirl with its base dependencies plus the `controller` (run tracking) and `verifier` (math-verify) extras; no torch,
+# no vLLM, no DeepSpeed.
 # The packages are pyproject.toml's (services/semirl/deploy/requirements.py reads them): the image has no list of its own.
 # The chart picks the component with the container's `command`; the default is the controller.
 # Build from the repository root:  docker build -f docker/cpu.Dockerfile .
@@ -27,7 +28,7 @@ RUN --mount=type=secret,id=pipca --mount=type=secret,id=pipconf \
     if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
     python -m venv /opt/venv \
     && pip install --no-cache-dir "setuptools==${SETUPTOOLS_VERSION}" \
-    && python /tmp/requirements.py pyproject.toml verifier > /tmp/requirements.txt \
+    && python /tmp/requirements.py pyproject.toml controller verifier > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt
 COPY README.md ./
 COPY services/ services/

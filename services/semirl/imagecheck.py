@@ -3,10 +3,11 @@
 What a component needs at run time beyond its imports: the trainer builds a ZeRO-3 DeepSpeed engine on a tiny random
 Llama and trains two DPO steps (the path every 8B example takes, and the one a missing `accelerate` broke); the
 reward service loads a sequence classifier through its engine and scores; the verifier scores with math-verify; the
-generator imports vLLM and finds semirl's weight-transfer plugin (and, with `--expect-cuda`, nvcc); `demo` reads the
-baked demo model and starts the embedded redis-server. `--expect-cuda` also asserts that torch is a CUDA build (an
-index that carries `+cpu` wheels satisfies `torch==2.13.0` too). Runs without a GPU, on the CPU; prints one JSON
-line per check and exits 1 when one fails (docker/README.md, tests/images/test_images_built.py).
+generator imports vLLM and finds semirl's weight-transfer plugin (and nvcc where CUDA_HOME is set); the controller
+imports its run-tracking exporters; `demo` reads the baked demo model and starts the embedded redis-server.
+`--expect-cuda` also asserts that torch is a CUDA build (an index that carries `+cpu` wheels satisfies
+`torch==2.13.0` too). Runs without a GPU, on the CPU; prints one JSON line per check and exits 1 when one fails
+(docker/README.md, tests/images/test_images_built.py).
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ def check_trainer(work: Path) -> dict[str, object]:
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
     import torch
 
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        # The GPU trainer image has no compiler (its CUDA path needs none), and DeepSpeed's CPU accelerator would
+        # JIT-build its shared-memory collective op at init: an intra-node speed-up a world of one never uses.
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
     from semirl.spec import RunSpec
     from semirl.trainer.engine import TrainingEngine
     from semirl.trainer.objectives import StepExamples
@@ -111,7 +119,11 @@ def check_verifier(_: Path) -> dict[str, object]:
 def check_controller(_: Path) -> dict[str, object]:
     importlib.import_module("semirl.controller.__main__")
     fastapi = importlib.import_module("fastapi")
-    return {"fastapi": fastapi.__version__}
+    for module in ("semirl.controller.tracking_mlflow", "semirl.controller.tracking_wandb",
+                   "semirl.controller.artifact_export", "mlflow.tracking", "wandb", "boto3"):
+        importlib.import_module(module)  # run tracking is a setting: its packages are in the image
+    return {"fastapi": fastapi.__version__, "mlflow": importlib.metadata.version("mlflow-skinny"),
+            "wandb": importlib.metadata.version("wandb")}
 
 
 def check_generator(_: Path) -> dict[str, object]:

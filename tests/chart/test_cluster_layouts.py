@@ -192,3 +192,29 @@ def test_the_default_data_job_prepares_the_papers_sets() -> None:
     excluded = [train_args[i + 1] for i, a in enumerate(train_args) if a == "--exclude"]
     assert excluded == ["/checkpoints/data/math500.jsonl", "/checkpoints/data/amc23.jsonl"]
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == manifest.container("controller")["image"]
+
+
+def test_run_tracking_settings_reach_the_controller(default: Manifest) -> None:
+    assert "SEMIRL_MLFLOW" not in default.text and "SEMIRL_TRACKING_POLL_S" not in default.text
+    manifest = render(sets=(
+        "controller.tracking.mlflow.trackingUri=http://mlflow.mlflow:5000",
+        "controller.tracking.wandb.mode=online", "controller.tracking.wandb.apiKey.existingSecret=wandb",
+        "controller.tracking.artifacts.uri=s3://runs/semirl",
+        "controller.tracking.artifacts.s3EndpointUrl=http://minio.minio:9000",
+        "controller.tracking.artifacts.credentials.existingSecret=s3-keys",
+    ))
+    env = env_of(manifest.container("controller"))
+    assert env["SEMIRL_MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.mlflow:5000"
+    assert env["SEMIRL_MLFLOW_EXPERIMENT"]["value"] == "semirl"
+    assert env["SEMIRL_WANDB_MODE"]["value"] == "online"
+    assert env["WANDB_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "wandb", "key": "api-key"}
+    assert env["SEMIRL_ARTIFACT_URI"]["value"] == "s3://runs/semirl"
+    assert env["SEMIRL_S3_ENDPOINT_URL"]["value"] == "http://minio.minio:9000"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "s3-keys",
+                                                                          "key": "secret-access-key"}
+    assert env["SEMIRL_TRACKING_POLL_S"]["value"] == "10"
+    # what the chart writes is what the controller reads
+    from semirl.controller.tracking import TrackingSettings
+
+    settings = TrackingSettings.from_env({k: v["value"] for k, v in env.items() if "value" in v})
+    assert settings.mlflow_tracking_uri and settings.wandb_mode == "online" and settings.artifact_uri

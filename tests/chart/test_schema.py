@@ -65,7 +65,7 @@ def test_component_blocks_share_one_shape() -> None:
         extra = keys - common
         own = {"http", "auth", "reloadTimeoutSeconds", "transferTimeoutSeconds", "transfer", "model", "dtype",
                "maxModelLen", "batchSize", "vllm", "maxLength", "scoreToken", "promptFormat", "maxBatchTokens",
-               "compileCache", "fabric", "kueue"}
+               "compileCache", "fabric", "kueue", "tracking"}
         assert extra <= own, (component, extra)
     assert set(values["redis"]) >= {"enabled", "replicaCount", "image", "resources", "podSecurityContext",
                                     "containerSecurityContext", "pdb", "serviceAccount", "extraVolumes"}

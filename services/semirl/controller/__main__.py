@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 import uvicorn
 
@@ -18,6 +19,8 @@ from .controller import DEFAULT_TRANSFER_TIMEOUT_S, Controller
 from .discovery import discovery_from_env
 from .grpc_api import build_grpc_server
 from .metrics import ControllerCollector
+from .tracking import RunTracking, TrackingSettings
+from .tracking_exporters import exporters_from
 
 log = logging.getLogger("semirl.controller")
 
@@ -56,8 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         discovery = discovery_from_env(client)
     except ValueError as err:
         parser.error(str(err))
+    try:
+        tracking_settings = TrackingSettings.from_env()
+        exporters = exporters_from(tracking_settings, Path(args.store))
+    except (ValueError, ImportError) as err:  # a bad setting, or the tracking packages missing from the image
+        parser.error(f"run tracking (SEMIRL_MLFLOW_* / SEMIRL_WANDB_* / SEMIRL_ARTIFACT_URI): {err}")
     controller = Controller(client, args.store, discovery=discovery, reload_timeout_s=args.reload_timeout,
                             transfer_timeout_s=args.transfer_timeout)
+    tracking = RunTracking(client, controller.run_store, exporters, tracking_settings.poll_s) if exporters else None
     grpc_server = build_grpc_server(controller, f"0.0.0.0:{args.grpc_port}")
     api_token = os.environ.get("SEMIRL_API_TOKEN") or None
     if api_token is None:
@@ -71,12 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     metrics = telemetry.serve_metrics(args.metrics_port, extra_collectors=[ControllerCollector(controller)])
     grpc_server.start()
     controller.start()
+    if tracking is not None:
+        tracking.start()
+        log.info("run tracking: %s", ", ".join(e.name for e in exporters))
     grpc_server.set_serving(True)
     log.info("controller: REST on %s:%d, gRPC on %d, store %s", args.host, args.port, grpc_server.port, args.store)
     try:
         server.run()
     finally:
         grpc_server.set_serving(False)
+        if tracking is not None:
+            tracking.close()
         controller.stop()
         grpc_server.stop()
         if metrics is not None:

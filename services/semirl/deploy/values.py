@@ -286,11 +286,54 @@ class ControllerAuth(Model):
     existing_secret_key: str = Field("api-token", min_length=1)
 
 
+class SecretKey(Model):
+    existing_secret: str = Field("", description="a Secret of yours; empty = none")
+    key: str = Field(min_length=1)
+
+
+class MlflowTracking(Model):
+    tracking_uri: str = Field("", description="SEMIRL_MLFLOW_TRACKING_URI, e.g. http://mlflow.mlflow:5000; "
+                                              "empty = off")
+    experiment: str = Field("semirl", min_length=1)
+
+
+class WandbTracking(Model):
+    mode: Literal["", "online", "offline"] = Field("", description="online (needs apiKey) or offline (files under "
+                                                                   "<store>/tracking, for `wandb sync`); empty = off")
+    project: str = Field("semirl", min_length=1)
+    api_key: SecretKey = Field(default_factory=lambda: SecretKey(key="api-key"), description="WANDB_API_KEY")
+
+
+class S3Credentials(Model):
+    existing_secret: str = Field("", description="a Secret with the access key pair; empty = the pod's own "
+                                                 "identity (IRSA, workload identity)")
+    access_key_id_key: str = Field("access-key-id", min_length=1)
+    secret_access_key_key: str = Field("secret-access-key", min_length=1)
+
+
+class ArtifactExport(Model):
+    uri: str = Field("", pattern=r"^(|s3://[^/]+(/.*)?)$", description="s3://bucket/prefix for each finished "
+                                                                       "run's final/ and best/; empty = off")
+    s3_endpoint_url: str = Field("", description="an S3-compatible store's endpoint (MinIO, R2, GCS interop)")
+    credentials: S3Credentials = Field(default_factory=S3Credentials)
+
+
+class Tracking(Model):
+    """Run tracking by the controller (controller/tracking.py): step metrics, evaluations, spec and outcome to MLflow
+    and/or W&B, final/ and best/ to an S3-compatible store. Its egress must be allowed (networkPolicy.extraEgress)."""
+
+    mlflow: MlflowTracking = Field(default_factory=MlflowTracking)
+    wandb: WandbTracking = Field(default_factory=WandbTracking)
+    artifacts: ArtifactExport = Field(default_factory=ArtifactExport)
+    poll_seconds: float = Field(10, gt=0, le=3600)
+
+
 class Controller(ServiceComponent):
     replica_count: int = Field(1, ge=0, le=1, description="the controller is the single writer: 0 or 1")
     image: Image = _image("semirl/semirl-cpu")
     http: HttpPort = Field(default_factory=HttpPort)
     auth: ControllerAuth = Field(default_factory=ControllerAuth)
+    tracking: Tracking = Field(default_factory=Tracking)
     reload_timeout_seconds: int = Field(
         600, ge=1, le=86400,
         description="how long the controller waits for one generator's Reload (verify + load a checkpoint); "
