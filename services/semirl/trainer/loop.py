@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -82,12 +83,12 @@ class TrainerWorker(Worker[RunRecord]):
             return
         try:
             attempt = self.attempts.begin(record.id)
+            reason = self.attempts.exhausted_reason(record.id, attempt) if self.attempts.exhausted(attempt) else ""
         except (redis.ConnectionError, redis.TimeoutError) as err:
             log.warning("redis unavailable: %s", err)
             self.stop.wait(self.poll_s)
             return
-        if self.attempts.exhausted(attempt):
-            reason = self.attempts.exhausted_reason(record.id, attempt)
+        if reason:
             log.error("run %s: %s; failing it", record.id, reason)
             self._fail(record.id, reason)
             return
@@ -96,20 +97,25 @@ class TrainerWorker(Worker[RunRecord]):
         streak_open = [True]
 
         def trained_a_step() -> None:
-            if streak_open[0]:
+            if not streak_open[0]:
+                return
+            try:  # a passing Redis outage must not fail the step: the streak ends at a later step instead
                 self.attempts.trained(record.id)
-                streak_open[0] = False
+            except (redis.ConnectionError, redis.TimeoutError) as err:
+                log.warning("could not end run %s's attempt streak in redis: %s", record.id, err)
+                return
+            streak_open[0] = False
 
         try:
             RunTrainer(self.client, record, self.store, self.controller, self.trainer_id, self.status,
                        self.stop, self.driver, on_step=trained_a_step, metrics=self.metrics, sender=self.sender).run()
             self.finished.add(record.id)
-            self.attempts.trained(record.id)
+            self._quietly(self.attempts.trained, record.id)
             log.info("run %s: all %d steps trained", record.id, record.spec.train.steps)
         except Stopped:
             log.info("stopping during run %s", record.id)
             if streak_open[0]:
-                self.attempts.withdrawn(record.id)
+                self._quietly(self.attempts.withdrawn, record.id)
         except RanksLost as err:
             # The other ranks sit in some collective we cannot match: leave at once (no shutdown broadcast) so
             # the launcher stops this node's ranks and every other rank's next collective fails fast. The attempt
@@ -122,7 +128,7 @@ class TrainerWorker(Worker[RunRecord]):
         except RunLeft as why:
             log.info("%s; dropping its engine", why)
             self.finished.add(record.id)
-            self.attempts.trained(record.id)
+            self._quietly(self.attempts.trained, record.id)
         except RunUnrecoverable as err:
             log.error("run %s cannot go on: %s", record.id, err)
             self._fail(record.id, str(err))
@@ -130,7 +136,7 @@ class TrainerWorker(Worker[RunRecord]):
             if self.stop.is_set():  # e.g. a controller call given up because we are stopping: not the run's fault
                 log.info("stopping during run %s (%s: %s)", record.id, type(err).__name__, err)
                 if streak_open[0]:
-                    self.attempts.withdrawn(record.id)
+                    self._quietly(self.attempts.withdrawn, record.id)
                 return
             self.metrics.run_errors.inc()
             attempt = self._note_failure(record.id, err, after_a_step=not streak_open[0]) or attempt
@@ -143,6 +149,15 @@ class TrainerWorker(Worker[RunRecord]):
                           record.id, attempt, self.attempts.limit)
             self.status.update(state="error")
             self.stop.wait(self.retry_s)
+
+    @staticmethod
+    def _quietly(update: Callable[[str], None], run_id: str) -> None:
+        """An attempt-counter update that a Redis outage may skip: the counter expires on its own, and a run that is
+        done with is never started again by this process."""
+        try:
+            update(run_id)
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            log.warning("could not update run %s's attempts in redis: %s", run_id, err)
 
     def _note_failure(self, run_id: str, err: BaseException, *, after_a_step: bool) -> int:
         """Record the failure with its reason; returns the streak's length (0 if Redis could not be reached)."""
@@ -163,7 +178,7 @@ class TrainerWorker(Worker[RunRecord]):
             self.stop.wait(self.retry_s)
             return
         self.to_fail.pop(run_id, None)
-        self.attempts.trained(run_id)
+        self._quietly(self.attempts.trained, run_id)
         self.finished.add(run_id)
         log.info("run %s %s; waiting for the next active run", run_id,
                  "failed" if failed else "was already finished")
